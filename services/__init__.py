@@ -1,0 +1,1 @@
+"""The four services: ordering, invoicing, lifecycle and notifications."""

@@ -1,0 +1,17 @@
+"""The invoicing process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.runtime import ServiceSpec
+
+from .api import router
+from .handlers import consumer
+
+SPEC = ServiceSpec(
+    name="invoicing",
+    router=router,
+    consumer=consumer,
+    migrations=Path(__file__).parent / "migrations",
+)

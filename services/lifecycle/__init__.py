@@ -1,0 +1,1 @@
+"""Lifecycle: terms and dates, stages, entitlements, timers (R23-R37)."""

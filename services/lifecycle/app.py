@@ -1,0 +1,17 @@
+"""The lifecycle process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.runtime import ServiceSpec
+
+from .api import router
+from .handlers import consumer
+
+SPEC = ServiceSpec(
+    name="lifecycle",
+    router=router,
+    consumer=consumer,
+    migrations=Path(__file__).parent / "migrations",
+)

@@ -1,0 +1,19 @@
+"""The notifications process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.runtime import ServiceSpec
+
+from .api import router
+from .delivery import run_delivery_loop
+from .handlers import consumer
+
+SPEC = ServiceSpec(
+    name="notifications",
+    router=router,
+    consumer=consumer,
+    migrations=Path(__file__).parent / "migrations",
+    background=[run_delivery_loop],
+)

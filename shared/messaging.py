@@ -1,0 +1,272 @@
+"""Kafka: the producer and broker factories, topic creation, and the consuming side.
+
+Consuming (``EventConsumer``):
+- one FastStream subscriber per service, consumer group = the service, offsets committed only
+  after the effect is committed (``AckPolicy.NACK_ON_ERROR``, no auto-commit);
+- each message is parsed into an ``Envelope`` and its payload contract; a message that cannot be
+  parsed goes to the service's dead-letter topic at once;
+- the handler runs in one database transaction together with the inbox row
+  ``(consumer, event_id)``, so a redelivered event changes nothing;
+- a handler that raises is retried with exponential backoff, ``max_attempts`` times, then the
+  message is dead-lettered with the error in its headers and the consumer goes on;
+- when the database itself is unreachable, nothing is dead-lettered: the message is not
+  acknowledged and comes back once the database answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+from pydantic import ValidationError
+
+from shared.clock import Clock
+from shared.config import Settings
+from shared.contracts import PRODUCER_OF, Contract, Envelope, payload_model
+from shared.db import Conn
+from shared.outbox import Outbox
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
+
+PayloadT = TypeVar("PayloadT", bound=Contract)
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    """Idempotent producer, ``acks=all``: no duplicates or reordering from producer retries."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=f"{settings.service}-producer",
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        request_timeout_ms=30000,
+    )
+
+
+def make_broker(settings: Settings) -> KafkaBroker:
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=settings.service,
+        enable_idempotence=True,
+        acks="all",
+        logger=logging.getLogger(f"{settings.service}.kafka"),
+    )
+
+
+async def ensure_topics(settings: Settings, topics: Topics, replication_factor: int = 1) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in topics.all_topics() if t not in existing]
+        if not wanted:
+            return
+        new = [NewTopic(t, settings.topic_partitions, replication_factor) for t in wanted]
+        try:
+            await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass  # another replica created them first
+    finally:
+        await admin.close()
+
+
+@dataclass
+class HandlerContext:
+    """What a handler gets besides its payload: the open transaction and a way to emit events."""
+
+    conn: Conn
+    envelope: Envelope
+    outbox: Outbox
+    clock: Clock
+
+    async def emit(
+        self,
+        event: Contract,
+        *,
+        subscription_id: uuid.UUID | None = None,
+        account_id: uuid.UUID | None = None,
+    ) -> Envelope:
+        return await self.outbox.emit(
+            self.conn,
+            event,
+            account_id=account_id or self.envelope.account_id,
+            subscription_id=subscription_id or self.envelope.subscription_id,
+            causation=self.envelope,
+        )
+
+
+@dataclass(frozen=True)
+class Handler(Generic[PayloadT]):
+    payload_type: type[PayloadT]
+    func: Callable[[HandlerContext, PayloadT], Awaitable[None]]
+
+
+class EventConsumer:
+    """The Kafka entrance of one service: typed handlers by event type."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.handlers: dict[str, Handler[Any]] = {}
+
+    def on(
+        self, payload_type: type[PayloadT]
+    ) -> Callable[
+        [Callable[[HandlerContext, PayloadT], Awaitable[None]]],
+        Callable[[HandlerContext, PayloadT], Awaitable[None]],
+    ]:
+        def register(
+            func: Callable[[HandlerContext, PayloadT], Awaitable[None]],
+        ) -> Callable[[HandlerContext, PayloadT], Awaitable[None]]:
+            self.handlers[payload_type.__name__] = Handler(payload_type, func)
+            return func
+
+        return register
+
+    def producers(self) -> list[str]:
+        return sorted({PRODUCER_OF[event_type] for event_type in self.handlers})
+
+
+class DeadLetter(Exception):
+    """Raised when a message cannot be handled; carries the reason."""
+
+
+class ConsumerRuntime:
+    """Binds an ``EventConsumer`` to a pool, a broker and a dead-letter producer."""
+
+    def __init__(
+        self,
+        consumer: EventConsumer,
+        *,
+        pool: asyncpg.Pool,
+        outbox: Outbox,
+        clock: Clock,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        max_attempts: int,
+        backoff_seconds: float,
+    ) -> None:
+        self.consumer = consumer
+        self.pool = pool
+        self.outbox = outbox
+        self.clock = clock
+        self.producer = producer
+        self.topics = topics
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+
+    def subscribe(self, broker: KafkaBroker) -> None:
+        if not self.consumer.handlers:
+            return
+        topic_names = [self.topics.events(p) for p in self.consumer.producers()]
+
+        async def raw_body(message: Any) -> Any:
+            return message.body  # parsed below, so a malformed message can be dead-lettered
+
+        subscriber = broker.subscriber(
+            *topic_names,
+            group_id=self.topics.group(self.consumer.name),
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=raw_body,
+            title=f"{self.consumer.name}-consumer",
+        )
+
+        @subscriber
+        async def consume(body: bytes, message: KafkaMessage) -> None:
+            await self.handle(body, message.raw_message)
+
+    async def handle(self, body: bytes, record: Any) -> str:
+        """Handle one record; returns "done", "duplicate", "ignored" or "dead-lettered"."""
+        try:
+            envelope = Envelope.model_validate_json(body)
+            if envelope.event_type not in self.consumer.handlers:
+                return "ignored"
+            handler = self.consumer.handlers[envelope.event_type]
+            model = payload_model(envelope.event_type, envelope.schema_version)
+            payload = model.model_validate(envelope.payload)
+            if not isinstance(payload, handler.payload_type):
+                raise ValueError(f"{envelope.event_type} v{envelope.schema_version} unsupported")
+        except (ValidationError, ValueError) as error:
+            await self.dead_letter(body, record, "unparseable", error, attempts=0)
+            return "dead-lettered"
+
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return await self._apply(handler, envelope, payload)
+            except INFRASTRUCTURE_ERRORS:
+                # Not the message's fault: leave it unacknowledged; it comes back.
+                await asyncio.sleep(self.backoff_seconds * 5)
+                raise
+            except Exception as error:
+                if attempt == self.max_attempts:
+                    await self.dead_letter(body, record, "handler-failed", error, attempt)
+                    return "dead-lettered"
+                log.warning(
+                    "%s: %s %s failed (attempt %d): %r",
+                    self.consumer.name,
+                    envelope.event_type,
+                    envelope.event_id,
+                    attempt,
+                    error,
+                )
+                await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    async def _apply(self, handler: Handler[Any], envelope: Envelope, payload: Contract) -> str:
+        async with self.pool.acquire() as conn, conn.transaction():
+            first_time = await conn.fetchval(
+                """INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3)
+                   ON CONFLICT DO NOTHING RETURNING true""",
+                self.consumer.name,
+                envelope.event_id,
+                envelope.event_type,
+            )
+            if not first_time:
+                return "duplicate"
+            ctx = HandlerContext(conn=conn, envelope=envelope, outbox=self.outbox, clock=self.clock)
+            await handler.func(ctx, payload)
+            return "done"
+
+    async def dead_letter(
+        self, body: bytes, record: Any, reason: str, error: BaseException, attempts: int
+    ) -> None:
+        topic = self.topics.dead_letters(self.consumer.name)
+        headers = [
+            ("x-dlq-reason", reason.encode()),
+            ("x-dlq-error", f"{type(error).__name__}: {error}"[:2000].encode()),
+            ("x-dlq-consumer", self.consumer.name.encode()),
+            ("x-dlq-attempts", str(attempts).encode()),
+            ("x-original-topic", str(getattr(record, "topic", "")).encode()),
+            ("x-original-partition", str(getattr(record, "partition", "")).encode()),
+            ("x-original-offset", str(getattr(record, "offset", "")).encode()),
+        ]
+        key = getattr(record, "key", None)
+        await self.producer.send_and_wait(topic, value=body, key=key, headers=headers)
+        log.error(
+            "%s: dead-lettered %s@%s/%s to %s: %s",
+            self.consumer.name,
+            getattr(record, "topic", "?"),
+            getattr(record, "partition", "?"),
+            getattr(record, "offset", "?"),
+            topic,
+            reason,
+        )

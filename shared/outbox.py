@@ -1,0 +1,147 @@
+"""Transactional outbox: emit inside the business transaction; a relay publishes in order per key.
+
+The relay wakes on ``NOTIFY outbox`` (sent by ``emit`` and delivered at commit) and polls as a
+fallback. It claims rows with ``FOR UPDATE SKIP LOCKED`` inside a transaction that also holds an
+advisory lock, so with several replicas exactly one relay publishes at a time and the order of
+rows (and so the order per key) is the order of commits' ids. A crash between publish and
+"mark published" republishes the batch: consumers deduplicate by ``event_id`` (inbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from shared.clock import Clock
+from shared.contracts import PRODUCER_OF, Contract, Envelope, new_envelope
+from shared.db import Conn
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+_RELAY_LOCK = 7_316_002
+NOTIFY_CHANNEL = "outbox"
+
+
+@dataclass(frozen=True)
+class Outbox:
+    """Writes a service's events into its own outbox table."""
+
+    producer: str
+    topics: Topics
+    clock: Clock
+
+    async def emit(
+        self,
+        conn: Conn,
+        event: Contract,
+        *,
+        account_id: uuid.UUID,
+        subscription_id: uuid.UUID | None = None,
+        occurred_at: datetime | None = None,
+        causation: Envelope | None = None,
+    ) -> Envelope:
+        if PRODUCER_OF.get(type(event).__name__) != self.producer:
+            raise ValueError(f"{self.producer} does not publish {type(event).__name__}")
+        now = self.clock.now()
+        envelope = new_envelope(
+            event=event,
+            producer=self.producer,
+            account_id=account_id,
+            subscription_id=subscription_id,
+            occurred_at=occurred_at or now,
+            recorded_at=now,
+            causation=causation,
+        )
+        await conn.execute(
+            """INSERT INTO outbox (event_id, topic, message_key, event_type, body)
+               VALUES ($1, $2, $3, $4, $5)""",
+            envelope.event_id,
+            self.topics.events(self.producer),
+            str(account_id),
+            envelope.event_type,
+            envelope.model_dump_json().encode(),
+        )
+        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+        return envelope
+
+
+class OutboxRelay:
+    """Publishes unpublished outbox rows with an idempotent producer (acks=all)."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, producer: object, *, batch_size: int, poll_seconds: float
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+
+    async def publish_batch(self) -> int:
+        """Publish up to one batch; returns how many rows were published."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RELAY_LOCK):
+                return 0
+            rows = await conn.fetch(
+                """SELECT id, topic, message_key, event_type, body FROM outbox
+                   WHERE published_at IS NULL ORDER BY id LIMIT $1
+                   FOR UPDATE SKIP LOCKED""",
+                self._batch_size,
+            )
+            if not rows:
+                return 0
+            pending = []
+            for row in rows:
+                # send() only enqueues; awaiting all afterwards keeps per-partition order
+                # (idempotent producer) while batching the round trips.
+                pending.append(
+                    await self._producer.send(  # type: ignore[attr-defined]
+                        row["topic"],
+                        value=bytes(row["body"]),
+                        key=row["message_key"].encode(),
+                        headers=[("event_type", row["event_type"].encode())],
+                    )
+                )
+            await asyncio.gather(*pending)
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                [row["id"] for row in rows],
+            )
+            return len(rows)
+
+    def wake(self, *_: object) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        listener = await self._pool.acquire()
+        try:
+            await listener.add_listener(NOTIFY_CHANNEL, self.wake)
+            while True:
+                self._wake.clear()
+                try:
+                    published = await self.publish_batch()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                    log.warning("outbox relay: %s; retrying", error)
+                    published = 0
+                except Exception as error:  # Kafka errors: keep the rows, try again later
+                    log.warning("outbox relay could not publish (%s); retrying", error)
+                    published = 0
+                if published >= self._batch_size:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+        finally:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(NOTIFY_CHANNEL, self.wake)
+            await self._pool.release(listener)
+
+
+async def unpublished_count(conn: Conn) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))

@@ -1,0 +1,79 @@
+"""The roles projection every service keeps from ``RolesChanged`` snapshots.
+
+Access is decided from these rows at request time, never from token claims alone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+
+import asyncpg
+
+from shared.auth import Principal
+from shared.contracts import Person, RolesChanged
+from shared.db import Conn
+from shared.problems import Problem, not_found
+
+
+def roles_by_person(snapshot: RolesChanged) -> dict[uuid.UUID, tuple[Person, set[str]]]:
+    """One entry per person, with every role that person holds."""
+    held: dict[uuid.UUID, set[str]] = defaultdict(set)
+    people: dict[uuid.UUID, Person] = {}
+    assignments = [("buyer", snapshot.buyer), ("primary_admin", snapshot.primary_admin)]
+    assignments += [("secondary_admin", p) for p in snapshot.secondary_admins]
+    assignments += [("payer", p) for p in snapshot.payers]
+    for role, person in assignments:
+        held[person.user_id].add(role)
+        people[person.user_id] = person
+    return {uid: (people[uid], held[uid]) for uid in people}
+
+
+async def apply_snapshot(conn: Conn, account_id: uuid.UUID, snapshot: RolesChanged) -> None:
+    """Replace the account's people with the snapshot (a snapshot, never a delta)."""
+    await conn.execute("DELETE FROM account_people WHERE account_id = $1", account_id)
+    await conn.executemany(
+        """INSERT INTO account_people (account_id, user_id, email, name, language, roles)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        [
+            (account_id, uid, p.email, p.name, p.language, sorted(roles))
+            for uid, (p, roles) in roles_by_person(snapshot).items()
+        ],
+    )
+
+
+async def roles_of(
+    conn: Conn | asyncpg.Pool, account_id: uuid.UUID, user_id: uuid.UUID
+) -> set[str]:
+    row = await conn.fetchrow(
+        "SELECT roles FROM account_people WHERE account_id = $1 AND user_id = $2",
+        account_id,
+        user_id,
+    )
+    return set(row["roles"]) if row else set()
+
+
+async def require_role(
+    conn: Conn | asyncpg.Pool,
+    principal: Principal,
+    account_id: uuid.UUID,
+    allowed: set[str],
+    what: str,
+) -> set[str]:
+    """Operators pass; a stranger gets 404 (ids leak nothing); a member without the role 403."""
+    if principal.kind == "operator":
+        return {"operator"}
+    roles = (
+        await roles_of(conn, account_id, principal.subject) if principal.kind == "user" else set()
+    )
+    if not roles:
+        raise not_found(what)
+    if not roles & allowed:
+        raise Problem(
+            403,
+            "role-required",
+            "Your role does not allow this",
+            f"Only {' or '.join(sorted(allowed))} may do this (R8).",
+            required_roles=sorted(allowed),
+        )
+    return roles

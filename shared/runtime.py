@@ -1,0 +1,195 @@
+"""One process of one service: FastAPI for people, FastStream for Kafka, both in one event loop.
+
+Start-up: migrations, topics, the producer, the consumer, the outbox relay and the service's own
+background loops. ``/health`` says the process is alive; ``/ready`` that the database and the
+broker answer; ``/metrics`` is Prometheus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from faststream.kafka import KafkaBroker
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared import problems
+from shared.clock import Clock, SystemClock
+from shared.config import SERVICE_NAMES, Settings
+from shared.db import create_pool, migrate
+from shared.messaging import (
+    ConsumerRuntime,
+    EventConsumer,
+    ensure_topics,
+    make_broker,
+    make_producer,
+)
+from shared.outbox import Outbox, OutboxRelay
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What a running service holds; handlers and endpoints reach it via ``app.state.runtime``."""
+
+    settings: Settings
+    clock: Clock
+    topics: Topics
+    pool: asyncpg.Pool
+    producer: AIOKafkaProducer
+    broker: KafkaBroker
+    outbox: Outbox
+
+
+BackgroundLoop = Callable[[Runtime], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    router: APIRouter
+    consumer: EventConsumer
+    migrations: Path
+    background: list[BackgroundLoop] = field(default_factory=list)
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime = request.app.state.runtime
+    assert isinstance(runtime, Runtime)
+    return runtime
+
+
+def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None) -> FastAPI:
+    clock = clock or SystemClock()
+    topics = Topics(settings.topic_prefix)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(settings.database_url, settings.database_pool_size)
+        await migrate(pool, spec.migrations)
+        await ensure_topics(settings, topics)
+        producer = make_producer(settings)
+        await producer.start()
+        broker = make_broker(settings)
+        outbox = Outbox(spec.name, topics, clock)
+        consumer = ConsumerRuntime(
+            spec.consumer,
+            pool=pool,
+            outbox=outbox,
+            clock=clock,
+            producer=producer,
+            topics=topics,
+            max_attempts=settings.consumer_max_attempts,
+            backoff_seconds=settings.consumer_backoff_seconds,
+        )
+        consumer.subscribe(broker)
+        await broker.start()
+        runtime = Runtime(settings, clock, topics, pool, producer, broker, outbox)
+        app.state.runtime = runtime
+        relay = OutboxRelay(
+            pool,
+            producer,
+            batch_size=settings.outbox_batch_size,
+            poll_seconds=settings.outbox_poll_seconds,
+        )
+        tasks = [asyncio.create_task(relay.run(), name="outbox-relay")]
+        tasks += [asyncio.create_task(loop(runtime)) for loop in spec.background]
+        log.info("%s ready on port %d", spec.name, settings.port)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await broker.stop()
+            await producer.stop()
+            await pool.close()
+
+    app = FastAPI(
+        title=f"{spec.name} service",
+        version="1",
+        lifespan=lifespan,
+        description=f"The {spec.name} service of the subscription platform.",
+    )
+    problems.install(app)
+    app.include_router(spec.router)
+    app.include_router(_operations_router())
+    return app
+
+
+def _operations_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @router.get("/ready")
+    async def ready(request: Request) -> Response:
+        runtime = runtime_of(request)
+        checks: dict[str, str] = {}
+        try:
+            await runtime.pool.fetchval("SELECT 1")
+            checks["database"] = "ok"
+        except Exception as error:
+            checks["database"] = f"error: {type(error).__name__}"
+        try:
+            await asyncio.wait_for(runtime.producer.client.fetch_all_metadata(), 5)
+            checks["broker"] = "ok"
+        except Exception as error:
+            checks["broker"] = f"error: {type(error).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def load_spec(service: str) -> ServiceSpec:
+    module = importlib.import_module(f"services.{service}.app")
+    spec = module.SPEC
+    assert isinstance(spec, ServiceSpec)
+    return spec
+
+
+def serve(service: str, settings: Settings | None = None) -> None:
+    settings = settings or Settings(service=service)
+    logging.basicConfig(
+        level=settings.log_level,
+        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
+    )
+    app = create_app(load_spec(service), settings)
+    uvicorn.run(
+        app, host=settings.http_host, port=settings.port, log_level=settings.log_level.lower()
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run one service of the platform.")
+    parser.add_argument("service", choices=SERVICE_NAMES)
+    args = parser.parse_args(argv)
+    serve(args.service)
+
+
+def as_json(value: Any) -> Any:
+    """Database rows to JSON-friendly dicts (uuids, decimals and datetimes as strings)."""
+    from fastapi.encoders import jsonable_encoder
+
+    return jsonable_encoder(value)
