@@ -1,0 +1,295 @@
+"""Finding and using the backing services in tests (DESIGN.md, "Running it").
+
+Order: addresses in the environment (``KAFKA_BOOTSTRAP_SERVERS``, ``POSTGRES_DSN``, ``SMTP_URL``,
+``MAIL_API_URL``) > testcontainers when a Docker engine answers > the local stack
+(``deploy/local/stack up``). Every test run gets its own databases and its own topic prefix, so
+runs never see each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+
+from shared.config import DEFAULT_PORTS, Settings
+
+REPO = Path(__file__).resolve().parent.parent
+STACK = REPO / "deploy" / "local" / "stack"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Backing:
+    kafka: str
+    postgres_dsn: str  # a server DSN whose user may CREATE DATABASE
+    smtp_url: str
+    mail_api: str  # base URL of the mail catcher's HTTP API
+    mail_kind: str  # "maildev" or "mailpit"
+
+
+def _docker_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        done = subprocess.run(["docker", "info"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def find_backing() -> tuple[Backing, Callable[[], None]]:
+    """Returns the backing services and a function that releases what was started for them."""
+    env = os.environ
+    if env.get("KAFKA_BOOTSTRAP_SERVERS") and env.get("POSTGRES_DSN"):
+        return (
+            Backing(
+                kafka=env["KAFKA_BOOTSTRAP_SERVERS"],
+                postgres_dsn=env["POSTGRES_DSN"],
+                smtp_url=env.get("SMTP_URL", "smtp://127.0.0.1:1025"),
+                mail_api=env.get("MAIL_API_URL", "http://127.0.0.1:1080"),
+                mail_kind=env.get("MAIL_API_KIND", "maildev"),
+            ),
+            lambda: None,
+        )
+    if env.get("PLATFORM_TESTS_USE_DOCKER", "1") == "1" and _docker_answers():
+        return _containers()
+    subprocess.run([str(STACK), "up"], check=True)
+    return (
+        Backing(
+            kafka="127.0.0.1:9092",
+            postgres_dsn="postgresql://platform:platform@127.0.0.1:5432/postgres",
+            smtp_url="smtp://127.0.0.1:1025",
+            mail_api="http://127.0.0.1:1080",
+            mail_kind="maildev",
+        ),
+        lambda: None,
+    )
+
+
+def _containers() -> tuple[Backing, Callable[[], None]]:  # pragma: no cover - needs Docker
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    kafka = KafkaContainer("apache/kafka:4.1.1").with_kraft()
+    postgres = PostgresContainer("postgres:16", username="platform", password="platform")
+    mail = DockerContainer("axllent/mailpit:v1.27").with_exposed_ports(1025, 8025)
+    for container in (kafka, postgres, mail):
+        container.start()
+    pg_host, pg_port = postgres.get_container_host_ip(), postgres.get_exposed_port(5432)
+    mail_host = mail.get_container_host_ip()
+    backing = Backing(
+        kafka=kafka.get_bootstrap_server(),
+        postgres_dsn=f"postgresql://platform:platform@{pg_host}:{pg_port}/postgres",
+        smtp_url=f"smtp://{mail_host}:{mail.get_exposed_port(1025)}",
+        mail_api=f"http://{mail_host}:{mail.get_exposed_port(8025)}",
+        mail_kind="mailpit",
+    )
+
+    def stop() -> None:
+        for container in (mail, postgres, kafka):
+            container.stop()
+
+    return backing, stop
+
+
+def database_url(server_dsn: str, name: str) -> str:
+    base, _, _ = server_dsn.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def create_database(server_dsn: str, name: str) -> str:
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return database_url(server_dsn, name)
+
+
+async def drop_database(server_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, what: str = "condition"
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Deployment:
+    """One isolated deployment of the platform on the shared backing services."""
+
+    backing: Backing
+    prefix: str
+    databases: dict[str, str] = field(default_factory=dict)  # service -> database URL
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def settings(self, service: str) -> Settings:
+        return Settings(
+            service=service,
+            database_url=self.databases[service],
+            kafka_bootstrap_servers=self.backing.kafka,
+            topic_prefix=self.prefix,
+            smtp_url=self.backing.smtp_url,
+            http_port=self.ports.get(service, DEFAULT_PORTS[service]),
+            outbox_poll_seconds=0.5,
+            delivery_poll_seconds=0.5,
+            consumer_backoff_seconds=0.05,
+        )
+
+    def environment(self, service: str) -> dict[str, str]:
+        s = self.settings(service)
+        return {
+            **os.environ,
+            "PLATFORM_SERVICE": service,
+            "PLATFORM_DATABASE_URL": s.database_url,
+            "PLATFORM_KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers,
+            "PLATFORM_TOPIC_PREFIX": s.topic_prefix,
+            "PLATFORM_SMTP_URL": s.smtp_url,
+            "PLATFORM_HTTP_PORT": str(s.port),
+            "PLATFORM_OUTBOX_POLL_SECONDS": "0.5",
+            "PLATFORM_DELIVERY_POLL_SECONDS": "0.5",
+            "PLATFORM_CONSUMER_BACKOFF_SECONDS": "0.05",
+            "PLATFORM_LOG_LEVEL": "WARNING",
+        }
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+
+@contextlib.asynccontextmanager
+async def deployment(backing: Backing, services: tuple[str, ...]) -> AsyncIterator[Deployment]:
+    dep = Deployment(backing=backing, prefix=unique("t") + ".")
+    names = {s: unique(f"test_{s}_") for s in services}
+    try:
+        for service, name in names.items():
+            dep.databases[service] = await create_database(backing.postgres_dsn, name)
+            dep.ports[service] = free_port()
+        yield dep
+    finally:
+        for name in names.values():
+            with contextlib.suppress(Exception):
+                await drop_database(backing.postgres_dsn, name)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServiceProcess:
+    """A service as its own OS process (``python -m services.<name>``), as in production."""
+
+    def __init__(self, dep: Deployment, service: str, log_dir: Path) -> None:
+        self.dep = dep
+        self.service = service
+        self.log_path = log_dir / f"{service}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.service}"],
+            cwd=REPO,
+            env=self.dep.environment(self.service),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        async def ready() -> bool:
+            if self.process is None or self.process.poll() is not None:
+                tail = self.log_path.read_text()[-3000:]
+                raise AssertionError(f"{self.service} exited during start-up:\n{tail}")
+            try:
+                async with httpx.AsyncClient(timeout=2) as client:
+                    response = await client.get(f"{self.dep.url(self.service)}/ready")
+                    return response.status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await wait_for(ready, timeout=timeout, what=f"{self.service} /ready")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, as in a crash."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+class MailCatcher:
+    """Reads caught mail over the catcher's HTTP API (maildev locally, Mailpit in Docker)."""
+
+    def __init__(self, backing: Backing) -> None:
+        self.base = backing.mail_api.rstrip("/")
+        self.kind = backing.mail_kind
+
+    async def messages(self) -> list[dict[str, Any]]:
+        """Each mail as {"to": [addresses], "subject": str, "text": str}."""
+        async with httpx.AsyncClient(timeout=5) as client:
+            if self.kind == "mailpit":
+                data = (await client.get(f"{self.base}/api/v1/messages?limit=1000")).json()
+                return [
+                    {
+                        "to": [a["Address"] for a in m.get("To") or []],
+                        "subject": m.get("Subject", ""),
+                        "text": m.get("Snippet", ""),
+                    }
+                    for m in data.get("messages", [])
+                ]
+            data = (await client.get(f"{self.base}/email")).json()
+            return [
+                {
+                    "to": [a["address"] for a in m.get("to") or []],
+                    "subject": m.get("subject", ""),
+                    "text": m.get("text", ""),
+                }
+                for m in data
+            ]
+
+    async def to(self, address: str) -> list[dict[str, Any]]:
+        return [m for m in await self.messages() if address in m["to"]]
