@@ -1,0 +1,98 @@
+"""The transactional outbox on real PostgreSQL and Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shared.clock import SystemClock
+from shared.config import Settings
+from shared.contracts import AccountOpened, Envelope
+from shared.db import create_pool, migrate
+from shared.messaging import ensure_topics, make_producer
+from shared.outbox import Outbox, OutboxRelay, unpublished_count
+from shared.topics import Topics
+from tests.integration.conftest import read_topic
+from tests.support import Backing, create_database, drop_database, unique
+
+pytestmark = pytest.mark.integration
+
+
+def opened(n: int) -> AccountOpened:
+    return AccountOpened(
+        name=f"event-{n}", country="NO", currency="NOK", language="en", time_zone="Europe/Oslo"
+    )
+
+
+async def test_outbox_publishes_in_order_per_key_with_two_relays(
+    backing: Backing, tmp_path: Path
+) -> None:
+    name = unique("test_outbox_")
+    dsn = await create_database(backing.postgres_dsn, name)
+    topics = Topics(unique("t") + ".")
+    settings = Settings(service="ordering", kafka_bootstrap_servers=backing.kafka)
+    pool = await create_pool(dsn)
+    producer = make_producer(settings)
+    try:
+        await migrate(pool, tmp_path)  # the shared migrations only
+        await ensure_topics(settings, topics)
+        outbox = Outbox("ordering", topics, SystemClock())
+        accounts = [uuid.uuid4() for _ in range(5)]
+        per_account = 60
+        # Interleave the accounts, one transaction per event, as concurrent requests would.
+        for n in range(per_account):
+            for account in accounts:
+                async with pool.acquire() as conn, conn.transaction():
+                    await outbox.emit(conn, opened(n), account_id=account)
+        await producer.start()
+        relays = [OutboxRelay(pool, producer, batch_size=37, poll_seconds=0.1) for _ in range(2)]
+
+        async def drain(relay: OutboxRelay) -> None:
+            while await relay.publish_batch():
+                await asyncio.sleep(0)
+
+        # Two relays (as two replicas would run) race over the same table.
+        for _ in range(3):
+            await asyncio.gather(*(drain(r) for r in relays))
+        async with pool.acquire() as conn:
+            assert await unpublished_count(conn) == 0
+        records = await read_topic(backing.kafka, topics.events("ordering"), 5 * per_account)
+        assert len(records) == 5 * per_account
+        seen: dict[str, list[int]] = {}
+        for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+            envelope = Envelope.model_validate_json(record.value)
+            assert record.key.decode() == str(envelope.account_id)
+            seen.setdefault(str(envelope.account_id), []).append(
+                int(envelope.payload["name"].split("-")[1])
+            )
+        assert sorted(seen) == sorted(str(a) for a in accounts)
+        for sequence in seen.values():
+            assert sequence == list(range(per_account))  # in order, none lost, none doubled
+    finally:
+        await producer.stop()
+        await pool.close()
+        await drop_database(backing.postgres_dsn, name)
+
+
+async def test_outbox_row_is_rolled_back_with_its_state_change(
+    backing: Backing, tmp_path: Path
+) -> None:
+    """An event is never published for a change that did not commit."""
+    name = unique("test_outbox_")
+    dsn = await create_database(backing.postgres_dsn, name)
+    pool = await create_pool(dsn)
+    try:
+        await migrate(pool, tmp_path)
+        outbox = Outbox("ordering", Topics("x."), SystemClock())
+        with pytest.raises(RuntimeError):
+            async with pool.acquire() as conn, conn.transaction():
+                await outbox.emit(conn, opened(1), account_id=uuid.uuid4())
+                raise RuntimeError("the business write failed")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+    finally:
+        await pool.close()
+        await drop_database(backing.postgres_dsn, name)
