@@ -6,7 +6,6 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +18,9 @@ SERVICES = ("ordering", "invoicing", "lifecycle", "notifications")
 
 
 @pytest.fixture(scope="module")
-async def platform(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
+async def platform(
+    backing: Backing, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Deployment]:
     logs = tmp_path_factory.mktemp("e2e-logs")
     async with deployment(backing, SERVICES) as dep:
         processes = [ServiceProcess(dep, s, logs) for s in SERVICES]
@@ -34,7 +35,9 @@ async def platform(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -
                 process.stop()
 
 
-async def test_r1_r9_r18_r23_card_purchase_end_to_end(platform: Deployment, backing: Backing) -> None:
+async def test_r1_r9_r18_r23_card_purchase_end_to_end(
+    platform: Deployment, backing: Backing
+) -> None:
     """Account → order → invoice with Norwegian VAT (R18) → subscription dates (R23) →
     order confirmation mailed to the buyer (R9), who is also primary admin (R1)."""
     buyer_email = f"buyer-{uuid.uuid4().hex[:8]}@example.com"
@@ -80,7 +83,9 @@ async def test_r1_r9_r18_r23_card_purchase_end_to_end(platform: Deployment, back
 
         [invoice] = await wait_for(invoices, what="the paid invoice")
         detail = (
-            await client.get(f"{platform.url('invoicing')}/v1/invoices/{invoice['id']}", headers=auth)
+            await client.get(
+                f"{platform.url('invoicing')}/v1/invoices/{invoice['id']}", headers=auth
+            )
         ).json()
         net, vat = Decimal(detail["net_total"]), Decimal(detail["vat_total"])
         assert vat == (net * Decimal("0.25")).quantize(Decimal("0.01"))
@@ -103,7 +108,9 @@ async def test_r1_r9_r18_r23_card_purchase_end_to_end(platform: Deployment, back
         catcher = MailCatcher(backing)
 
         async def confirmation() -> list[dict[str, Any]]:
-            return [m for m in await catcher.to(buyer_email) if order["order_number"] in m["subject"]]
+            return [
+                m for m in await catcher.to(buyer_email) if order["order_number"] in m["subject"]
+            ]
 
         [mail] = await wait_for(confirmation, what="the order confirmation mail")
         assert mail["subject"] == f"Ordrebekreftelse {order['order_number']}"  # R13: nb

@@ -21,10 +21,19 @@ pytestmark = pytest.mark.integration
 def order_placed(account_id: uuid.UUID, offering: str = "autocad") -> bytes:
     now = datetime.now(UTC)
     event = OrderPlaced(
-        order_id=uuid.uuid4(), order_number=f"ORD-T{uuid.uuid4().hex[:6]}",
-        subscription_id=uuid.uuid4(), offering=offering, term="annual", seats=2,
-        payment_method="card", channel="direct", billing_country="NO", currency="NOK",
-        time_zone="Europe/Oslo", placed_at=now, buyer_email="buyer@example.com",
+        order_id=uuid.uuid4(),
+        order_number=f"ORD-T{uuid.uuid4().hex[:6]}",
+        subscription_id=uuid.uuid4(),
+        offering=offering,
+        term="annual",
+        seats=2,
+        payment_method="card",
+        channel="direct",
+        billing_country="NO",
+        currency="NOK",
+        time_zone="Europe/Oslo",
+        placed_at=now,
+        buyer_email="buyer@example.com",
     )
     envelope = new_envelope(
         event=event, producer="ordering", account_id=account_id, occurred_at=now, recorded_at=now
@@ -65,12 +74,17 @@ async def test_redelivered_order_placed_creates_one_invoice_and_one_charge(
     await wait_for(lambda: invoice_count(pool, sentinel), what="the sentinel's invoice")
     assert await invoice_count(pool, first) == 1
     assert await pool.fetchval("SELECT count(*) FROM payments") == 2
-    numbers = [r["invoice_number"] for r in await pool.fetch(
-        "SELECT invoice_number FROM invoices ORDER BY invoice_number")]
+    numbers = [
+        r["invoice_number"]
+        for r in await pool.fetch("SELECT invoice_number FROM invoices ORDER BY invoice_number")
+    ]
     assert numbers == ["INV-0000001", "INV-0000002"]  # gapless: the duplicate took no number
-    assert await pool.fetchval(
-        "SELECT count(*) FROM inbox WHERE consumer = 'invoicing' AND event_type = 'OrderPlaced'"
-    ) == 2
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM inbox WHERE consumer = 'invoicing' AND event_type = 'OrderPlaced'"
+        )
+        == 2
+    )
 
 
 async def test_poison_messages_go_to_the_dead_letter_topic_and_the_consumer_goes_on(
@@ -83,8 +97,15 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_consumer_goes
     wrong_payload = order_placed(account).replace(b'"seats":2', b'"seats":"many"')
     handler_fails = order_placed(account, offering="no-such-offering")  # no price: KeyError
     sentinel = order_placed(account)
-    await send(backing, topics.events("ordering"), account, not_json, wrong_payload,
-               handler_fails, sentinel)
+    await send(
+        backing,
+        topics.events("ordering"),
+        account,
+        not_json,
+        wrong_payload,
+        handler_fails,
+        sentinel,
+    )
     await wait_for(lambda: invoice_count(pool, sentinel), what="the invoice after the poison")
     dead = await read_topic(backing.kafka, topics.dead_letters("invoicing"), 3)
     assert [d.value for d in dead] == [not_json, wrong_payload, handler_fails]
@@ -92,6 +113,7 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_consumer_goes
     assert reasons == [b"unparseable", b"unparseable", b"handler-failed"]
     assert dict(dead[2].headers)["x-dlq-attempts"] == b"4"
     assert b"KeyError" in dict(dead[2].headers)["x-dlq-error"]
-    assert all(dict(d.headers)["x-original-topic"] == topics.events("ordering").encode()
-               for d in dead)
+    assert all(
+        dict(d.headers)["x-original-topic"] == topics.events("ordering").encode() for d in dead
+    )
     assert await invoice_count(pool, handler_fails) == 0  # nothing half-stored

@@ -22,7 +22,9 @@ ORDERS = 60
 
 
 @pytest.fixture
-async def stack(backing: Backing, tmp_path: Path) -> AsyncIterator[tuple[Deployment, dict[str, ServiceProcess]]]:
+async def stack(
+    backing: Backing, tmp_path: Path
+) -> AsyncIterator[tuple[Deployment, dict[str, ServiceProcess]]]:
     async with deployment(backing, SERVICES) as dep:
         processes = {s: ServiceProcess(dep, s, tmp_path) for s in SERVICES}
         for process in processes.values():
@@ -52,9 +54,14 @@ async def test_invoicing_killed_mid_flight_loses_and_doubles_nothing(
         opened = await client.post(
             f"{dep.url('ordering')}/v1/accounts",
             headers={"Idempotency-Key": str(uuid.uuid4())},
-            json={"name": "Crash AS", "country": "NO", "currency": "NOK", "language": "en",
-                  "time_zone": "Europe/Oslo",
-                  "buyer": {"email": "crash@example.com", "name": "Crash Tester"}},
+            json={
+                "name": "Crash AS",
+                "country": "NO",
+                "currency": "NOK",
+                "language": "en",
+                "time_zone": "Europe/Oslo",
+                "buyer": {"email": "crash@example.com", "name": "Crash Tester"},
+            },
         )
         account = opened.json()
         headers = {"Authorization": f"Bearer {account['token']}"}
@@ -63,8 +70,12 @@ async def test_invoicing_killed_mid_flight_loses_and_doubles_nothing(
             response = await client.post(
                 f"{dep.url('ordering')}/v1/accounts/{account['id']}/orders",
                 headers={**headers, "Idempotency-Key": f"crash-{n}"},
-                json={"offering": "revit", "term": "annual", "seats": 1 + n % 3,
-                      "payment_method": "card"},
+                json={
+                    "offering": "revit",
+                    "term": "annual",
+                    "seats": 1 + n % 3,
+                    "payment_method": "card",
+                },
             )
             assert response.status_code == 201, response.text
 
@@ -90,12 +101,16 @@ async def test_invoicing_killed_mid_flight_loses_and_doubles_nothing(
     assert await count(inv, invoices_sql) == ORDERS
     assert await count(inv, "SELECT count(DISTINCT order_id) FROM invoices") == ORDERS
     assert await count(inv, "SELECT count(*) FROM payments") == ORDERS
-    assert await count(
-        inv, "SELECT max(substring(invoice_number from 5)::int) FROM invoices") == ORDERS
+    assert (
+        await count(inv, "SELECT max(substring(invoice_number from 5)::int) FROM invoices")
+        == ORDERS
+    )
     assert await count(dep.databases["ordering"], "SELECT count(*) FROM orders") == ORDERS
 
     async def all_active() -> bool:
-        return await count(dep.databases["lifecycle"], "SELECT count(*) FROM subscriptions") >= ORDERS
+        return (
+            await count(dep.databases["lifecycle"], "SELECT count(*) FROM subscriptions") >= ORDERS
+        )
 
     await wait_for(all_active, what="every subscription")
 

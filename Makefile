@@ -1,0 +1,28 @@
+.PHONY: demo test up down status start stop lint
+
+demo:            ## bring everything up and take one purchase end to end
+	scripts/bootstrap
+	.venv/bin/python scripts/devstack.py demo
+
+test:            ## install everything, lint, type-check and run every test
+	scripts/test
+
+up:              ## start Kafka, PostgreSQL and the mail catcher (no Docker)
+	deploy/local/stack up
+
+down:            ## stop the services and the local stack
+	-.venv/bin/python scripts/devstack.py stop
+	deploy/local/stack down
+
+status:
+	-deploy/local/stack status
+	-.venv/bin/python scripts/devstack.py status
+
+start:           ## start the four services in the background (logs in .local/logs)
+	.venv/bin/python scripts/devstack.py start
+
+stop:
+	.venv/bin/python scripts/devstack.py stop
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy .
