@@ -117,3 +117,23 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_consumer_goes
         dict(d.headers)["x-original-topic"] == topics.events("ordering").encode() for d in dead
     )
     assert await invoice_count(pool, handler_fails) == 0  # nothing half-stored
+
+
+async def test_a_replayed_dead_letter_is_handled_once_its_cause_is_fixed(
+    backing: Backing, invoicing: tuple[Deployment, asyncpg.Pool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.invoicing import domain
+    from shared.dead_letters import replay
+
+    dep, pool = invoicing
+    account = uuid.uuid4()
+    unpriced = order_placed(account, offering="new-product")
+    await send(backing, Topics(dep.prefix).events("ordering"), account, unpriced)
+    await read_topic(backing.kafka, Topics(dep.prefix).dead_letters("invoicing"), 1)
+    assert await invoice_count(pool, unpriced) == 0
+    # The cause is fixed (the product gets a price), then the dead letter is replayed.
+    book = domain.price_book()
+    monkeypatch.setitem(book["prices_per_seat"], "new-product", {"annual": "100.00"})
+    assert await replay(dep.settings("invoicing"), "invoicing") == 1
+    await wait_for(lambda: invoice_count(pool, unpriced), what="the replayed order's invoice")
+    assert await replay(dep.settings("invoicing"), "invoicing") == 0  # nothing left to replay
