@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     consumer_max_attempts: int = 4
     consumer_backoff_seconds: float = 0.2
     delivery_poll_seconds: float = 1.0
+    timer_poll_seconds: float = 1.0
+    timer_batch_size: int = 200
     log_level: str = "INFO"
 
     @property

@@ -10,6 +10,7 @@ Rules of the contract:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
@@ -46,6 +47,26 @@ class Envelope(Contract):
         return model.model_validate(self.payload)
 
 
+Stage = Literal["active", "expired", "suspended", "cancelled"]
+InvoicePurpose = Literal["order", "renewal", "installment", "co_term"]
+
+CATALOGUE: dict[tuple[str, int], type[Contract]] = {}
+PRODUCER_OF: dict[str, str] = {}
+
+_C = TypeVar("_C", bound=type[Contract])
+
+
+def event(producer: str, version: int = 1) -> Callable[[_C], _C]:
+    """Register a payload model as ``(event_type, version)``, published by ``producer``."""
+
+    def register(model: _C) -> _C:
+        CATALOGUE[(model.__name__, version)] = model
+        PRODUCER_OF[model.__name__] = producer
+        return model
+
+    return register
+
+
 # --- ordering -------------------------------------------------------------------------------
 
 
@@ -56,6 +77,7 @@ class Person(Contract):
     language: Language
 
 
+@event("ordering")
 class AccountOpened(Contract):
     name: str
     country: str = Field(min_length=2, max_length=2)
@@ -66,6 +88,7 @@ class AccountOpened(Contract):
     test_clock_id: uuid.UUID | None = None
 
 
+@event("ordering")
 class RolesChanged(Contract):
     """A full snapshot of who holds which role on the account (never a delta)."""
 
@@ -75,6 +98,22 @@ class RolesChanged(Contract):
     payers: list[Person] = []
 
 
+@event("ordering")
+class QuoteIssued(Contract):
+    """R16: a partner's quote; the customer accepts it and pays the vendor directly."""
+
+    quote_id: uuid.UUID
+    quote_number: str
+    partner_id: uuid.UUID
+    offering: str
+    term: Term
+    seats: int = Field(gt=0)
+    currency: str
+    net_amount: Decimal
+    valid_until: date
+
+
+@event("ordering")
 class OrderPlaced(Contract):
     order_id: uuid.UUID
     order_number: str
@@ -90,6 +129,88 @@ class OrderPlaced(Contract):
     placed_at: AwareDatetime
     auto_renew: bool = True
     buyer_email: EmailStr
+    quote_id: uuid.UUID | None = None
+    trial: bool = False  # R17: a trial is activated now and converted in place later
+    payment_token: str | None = None  # the gateway's token for card/PayPal (sandbox: tok_*)
+
+
+@event("ordering")
+class AutoRenewChanged(Contract):
+    """R24: auto-renew off is how a subscription is cancelled (full access until expiry)."""
+
+    auto_renew: bool
+    changed_at: AwareDatetime
+
+
+@event("ordering")
+class TermChangeScheduled(Contract):
+    """R28: takes effect at the next renewal; ``new_term`` None withdraws a pending change."""
+
+    new_term: Term | None
+    effective_at: AwareDatetime
+
+
+@event("ordering")
+class ProductSwitchScheduled(Contract):
+    """R29: takes effect at the renewal date; ``new_offering`` None withdraws it."""
+
+    new_offering: str | None
+    effective_at: AwareDatetime
+
+
+@event("ordering")
+class SeatsAdded(Contract):
+    """R30: licences co-termed with the subscription, priced pro rata by days."""
+
+    order_id: uuid.UUID
+    order_number: str
+    offering: str
+    term: Term
+    seats_added: int = Field(gt=0)
+    total_seats: int = Field(gt=0)
+    prorate_from: AwareDatetime
+    coterm_until: AwareDatetime  # the subscription's current renewal instant
+    payment_method: PaymentMethod
+    billing_country: str
+    currency: str
+    time_zone: str
+
+
+@event("ordering")
+class RenewalRequested(Contract):
+    """R27: a manual renewal, or a late one inside the window after the renewal date."""
+
+    request_id: uuid.UUID
+    kind: Literal["manual", "late"]
+    offering: str
+    term: Term
+    seats: int = Field(gt=0)
+    payment_method: PaymentMethod
+    channel: Channel
+    requested_at: AwareDatetime
+
+
+@event("ordering")
+class TrialConverted(Contract):
+    """R17: the same subscription id, now paid."""
+
+    order_id: uuid.UUID
+    order_number: str
+    term: Term
+    seats: int = Field(gt=0)
+    payment_method: PaymentMethod
+    converted_at: AwareDatetime
+
+
+@event("ordering")
+class RefundApproved(Contract):
+    """R38: a direct purchase or renewal refunded inside its window; R39: access ends now."""
+
+    refund_id: uuid.UUID
+    purchase_kind: Literal["order", "renewal"]
+    purchased_at: AwareDatetime
+    reason: str
+    approved_at: AwareDatetime
 
 
 # --- invoicing ------------------------------------------------------------------------------
@@ -104,6 +225,7 @@ class InvoiceLine(Contract):
     vat_amount: Decimal
 
 
+@event("invoicing")
 class InvoiceIssued(Contract):
     invoice_id: uuid.UUID
     invoice_number: str
@@ -117,8 +239,13 @@ class InvoiceIssued(Contract):
     issued_at: AwareDatetime
     due_date: date
     tax_exempt_reason: str | None = None
+    purpose: InvoicePurpose = "order"
+    installment: int | None = None  # R20: 1, 2 or 3 for three-year installments
+    renewal_id: uuid.UUID | None = None  # set when purpose is "renewal"
+    payer_emails: list[EmailStr] = []  # R7: at most five
 
 
+@event("invoicing")
 class PaymentSucceeded(Contract):
     payment_id: uuid.UUID
     invoice_id: uuid.UUID
@@ -128,6 +255,7 @@ class PaymentSucceeded(Contract):
     paid_at: AwareDatetime
 
 
+@event("invoicing")
 class PaymentFailed(Contract):
     invoice_id: uuid.UUID
     amount: Decimal
@@ -135,17 +263,48 @@ class PaymentFailed(Contract):
     method: PaymentMethod
     reason: str
     failed_at: AwareDatetime
+    purpose: InvoicePurpose = "order"
+    attempt: int = 1
+    next_attempt_at: AwareDatetime | None = None  # R37: retried on days 1, 3, 7 and 14
 
 
+@event("invoicing")
 class InvoicePaid(Contract):
     invoice_id: uuid.UUID
     invoice_number: str
     paid_at: AwareDatetime
+    purpose: InvoicePurpose = "order"
+    renewal_id: uuid.UUID | None = None
+
+
+@event("invoicing")
+class CreditNoteIssued(Contract):
+    credit_note_id: uuid.UUID
+    credit_note_number: str
+    invoice_id: uuid.UUID
+    currency: str
+    net_total: Decimal  # amounts credited, as positive numbers
+    vat_total: Decimal
+    gross_total: Decimal
+    issued_at: AwareDatetime
+
+
+@event("invoicing")
+class RefundProcessed(Contract):
+    """R39: paid back through the original method; card refunds settle in 5-7 business days."""
+
+    refund_id: uuid.UUID
+    credit_note_id: uuid.UUID
+    amount: Decimal
+    currency: str
+    method: PaymentMethod
+    expected_settlement_date: date
 
 
 # --- lifecycle ------------------------------------------------------------------------------
 
 
+@event("lifecycle")
 class SubscriptionActivated(Contract):
     order_id: uuid.UUID
     offering: str
@@ -157,11 +316,78 @@ class SubscriptionActivated(Contract):
     renews_at: AwareDatetime
     auto_renew: bool
     stage: Literal["active"] = "active"
+    trial: bool = False
+
+
+@event("lifecycle")
+class RenewalWindowOpened(Contract):
+    """R26: a renewal can be bought from 90 days before the renewal date."""
+
+    renews_at: AwareDatetime
+    expires_at: AwareDatetime
+    auto_renew: bool
+
+
+@event("lifecycle")
+class RenewalReminderDue(Contract):
+    """R26: reminders 45, 30 and 4 days before expiry when auto-renew is off."""
+
+    days_before: int
+    expires_at: AwareDatetime
+
+
+@event("lifecycle")
+class RenewalDue(Contract):
+    """R25: the renewal date of an auto-renewing subscription; invoicing bills it."""
+
+    renewal_id: uuid.UUID
+    offering: str  # pending product switch applied (R29)
+    term: Term  # pending term change applied (R28)
+    seats: int
+    payment_method: PaymentMethod
+    channel: Channel
+    time_zone: str
+    period_starts_at: AwareDatetime
+    period_ends_at: AwareDatetime  # the new expiry instant
+
+
+@event("lifecycle")
+class SubscriptionRenewed(Contract):
+    renewal_id: uuid.UUID
+    offering: str
+    term: Term
+    seats: int
+    starts_at: AwareDatetime
+    expires_at: AwareDatetime
+    renews_at: AwareDatetime
+
+
+@event("lifecycle")
+class StageChanged(Contract):
+    """R31-R36: a step of the expiry process, with what the new stage still allows (R35)."""
+
+    from_stage: Stage
+    to_stage: Stage
+    reason: str
+    entitlements: dict[str, str]
+    effective_at: AwareDatetime
+    next_stage_at: AwareDatetime | None = None
+
+
+@event("lifecycle")
+class SubscriptionReactivated(Contract):
+    """R32, R33: payment or renewal during Expired or Suspended returns it to Active."""
+
+    from_stage: Stage
+    reason: str
+    expires_at: AwareDatetime
+    renews_at: AwareDatetime
 
 
 # --- notifications --------------------------------------------------------------------------
 
 
+@event("notifications")
 class EmailSent(Contract):
     delivery_id: uuid.UUID
     source_event_id: uuid.UUID
@@ -172,40 +398,13 @@ class EmailSent(Contract):
     subject: str
 
 
+@event("notifications")
 class EmailFailed(Contract):
     delivery_id: uuid.UUID
     source_event_id: uuid.UUID
     recipient: EmailStr
     reason: str
     permanent: bool
-
-
-CATALOGUE: dict[tuple[str, int], type[Contract]] = {
-    ("AccountOpened", 1): AccountOpened,
-    ("RolesChanged", 1): RolesChanged,
-    ("OrderPlaced", 1): OrderPlaced,
-    ("InvoiceIssued", 1): InvoiceIssued,
-    ("PaymentSucceeded", 1): PaymentSucceeded,
-    ("PaymentFailed", 1): PaymentFailed,
-    ("InvoicePaid", 1): InvoicePaid,
-    ("SubscriptionActivated", 1): SubscriptionActivated,
-    ("EmailSent", 1): EmailSent,
-    ("EmailFailed", 1): EmailFailed,
-}
-
-
-PRODUCER_OF: dict[str, str] = {
-    "AccountOpened": "ordering",
-    "RolesChanged": "ordering",
-    "OrderPlaced": "ordering",
-    "InvoiceIssued": "invoicing",
-    "PaymentSucceeded": "invoicing",
-    "PaymentFailed": "invoicing",
-    "InvoicePaid": "invoicing",
-    "SubscriptionActivated": "lifecycle",
-    "EmailSent": "notifications",
-    "EmailFailed": "notifications",
-}
 
 
 def payload_model(event_type: str, schema_version: int) -> type[Contract]:

@@ -37,6 +37,7 @@ from shared.messaging import (
     make_producer,
 )
 from shared.outbox import Outbox, OutboxRelay
+from shared.timers import TimerHandler, TimerLoop
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class ServiceSpec:
     consumer: EventConsumer
     migrations: Path
     background: list[BackgroundLoop] = field(default_factory=list)
+    timers: dict[str, TimerHandler] = field(default_factory=dict)
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -107,6 +109,16 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
             poll_seconds=settings.outbox_poll_seconds,
         )
         tasks = [asyncio.create_task(relay.run(), name="outbox-relay")]
+        if spec.timers:
+            timer_loop = TimerLoop(
+                pool,
+                spec.timers,
+                outbox=outbox,
+                clock=clock,
+                poll_seconds=settings.timer_poll_seconds,
+                batch_size=settings.timer_batch_size,
+            )
+            tasks.append(asyncio.create_task(timer_loop.run(), name="timers"))
         tasks += [asyncio.create_task(loop(runtime)) for loop in spec.background]
         log.info("%s ready on port %d", spec.name, settings.port)
         try:
