@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     consumer_max_attempts: int = 4
     consumer_backoff_seconds: float = 0.2
     delivery_poll_seconds: float = 1.0
+    test_clocks_enabled: bool = Field(
+        False, description="Allow test clocks (never in production: they move time)."
+    )
+    test_clock_services: str = Field(
+        "ordering,invoicing,lifecycle,notifications",
+        description="The services a test-clock advance waits for, comma-separated.",
+    )
     timer_poll_seconds: float = 1.0
     timer_batch_size: int = 200
     log_level: str = "INFO"

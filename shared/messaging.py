@@ -32,8 +32,9 @@ from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
 from shared.clock import Clock
+from shared.clocks import account_clock, attach_account
 from shared.config import Settings
-from shared.contracts import PRODUCER_OF, Contract, Envelope, payload_model
+from shared.contracts import PRODUCER_OF, AccountOpened, Contract, Envelope, payload_model
 from shared.db import Conn
 from shared.outbox import Outbox
 from shared.topics import Topics
@@ -77,10 +78,15 @@ async def ensure_topics(settings: Settings, topics: Topics, replication_factor: 
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [t for t in topics.all_topics() if t not in existing]
-        if not wanted:
+        partitions = {t: settings.topic_partitions for t in topics.all_topics()}
+        partitions[topics.test_clocks()] = 1
+        new = [
+            NewTopic(t, count, replication_factor)
+            for t, count in partitions.items()
+            if t not in existing
+        ]
+        if not new:
             return
-        new = [NewTopic(t, settings.topic_partitions, replication_factor) for t in wanted]
         try:
             await admin.create_topics(new)
         except TopicAlreadyExistsError:
@@ -110,6 +116,7 @@ class HandlerContext:
             event,
             account_id=account_id or self.envelope.account_id,
             subscription_id=subscription_id or self.envelope.subscription_id,
+            occurred_at=self.clock.now(),
             causation=self.envelope,
         )
 
@@ -242,7 +249,10 @@ class ConsumerRuntime:
             )
             if not first_time:
                 return "duplicate"
-            ctx = HandlerContext(conn=conn, envelope=envelope, outbox=self.outbox, clock=self.clock)
+            if isinstance(payload, AccountOpened) and payload.test_clock_id is not None:
+                await attach_account(conn, envelope.account_id, payload.test_clock_id)
+            clock = await account_clock(conn, self.clock, envelope.account_id)
+            ctx = HandlerContext(conn=conn, envelope=envelope, outbox=self.outbox, clock=clock)
             await handler.func(ctx, payload)
             return "done"
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import problems
 from shared.clock import Clock, SystemClock
+from shared.clocks import ClockAgent, PendingProbe, account_clock
 from shared.config import SERVICE_NAMES, Settings
-from shared.db import create_pool, migrate
+from shared.db import Conn, create_pool, migrate
 from shared.messaging import (
     ConsumerRuntime,
     EventConsumer,
@@ -55,6 +57,10 @@ class Runtime:
     broker: KafkaBroker
     outbox: Outbox
 
+    async def clock_for(self, conn: Conn, account_id: uuid.UUID | None) -> Clock:
+        """The account's clock: its test clock when it follows one, else real time."""
+        return await account_clock(conn, self.clock, account_id)
+
 
 BackgroundLoop = Callable[[Runtime], Coroutine[Any, Any, None]]
 
@@ -67,6 +73,7 @@ class ServiceSpec:
     migrations: Path
     background: list[BackgroundLoop] = field(default_factory=list)
     timers: dict[str, TimerHandler] = field(default_factory=dict)
+    pending_probe: PendingProbe | None = None  # work a test-clock step must wait for
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -119,6 +126,18 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
                 batch_size=settings.timer_batch_size,
             )
             tasks.append(asyncio.create_task(timer_loop.run(), name="timers"))
+        if settings.test_clocks_enabled:
+            agent = ClockAgent(
+                service=spec.name,
+                pool=pool,
+                producer=producer,
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                topic=topics.test_clocks(),
+                group_id=topics.group(f"{spec.name}.clock-agent"),
+                consumes=[topics.events(p) for p in spec.consumer.producers()],
+                probe=spec.pending_probe,
+            )
+            tasks.append(asyncio.create_task(agent.run(), name="clock-agent"))
         tasks += [asyncio.create_task(loop(runtime)) for loop in spec.background]
         log.info("%s ready on port %d", spec.name, settings.port)
         try:

@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.clock import Clock
+from shared.clock import Clock, FrozenClock
 from shared.contracts import Contract, Envelope
 from shared.db import Conn
 from shared.outbox import Outbox
@@ -56,12 +56,17 @@ async def schedule(
     clock_id: uuid.UUID | None = None,
     payload: dict[str, Any] | None = None,
 ) -> None:
-    """Schedule (or move) the timer ``(kind, key)``; a fired one is scheduled anew."""
+    """Schedule (or move) the timer ``(kind, key)``; a fired one is scheduled anew.
+
+    A timer of an account that follows a test clock follows that clock (unless told otherwise).
+    """
     if due_at.tzinfo is None:
         raise ValueError("timers need a timezone-aware due time")
     await conn.execute(
         """INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload)
-           VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+           VALUES ($1, $2, $3,
+                   COALESCE($4, (SELECT clock_id FROM account_clocks WHERE account_id = $3)),
+                   $5, $6::jsonb)
            ON CONFLICT (kind, timer_key) DO UPDATE SET
                due_at = EXCLUDED.due_at, payload = EXCLUDED.payload,
                account_id = EXCLUDED.account_id, clock_id = EXCLUDED.clock_id,
@@ -119,7 +124,8 @@ class TimerContext:
 TimerHandler = Callable[[TimerContext], Awaitable[None]]
 
 _DUE = """
-    SELECT t.id, t.kind, t.timer_key, t.account_id, t.clock_id, t.due_at, t.payload, t.attempts
+    SELECT t.id, t.kind, t.timer_key, t.account_id, t.clock_id, t.due_at, t.payload, t.attempts,
+           c.now AS clock_now
     FROM timers t LEFT JOIN test_clock_times c ON c.clock_id = t.clock_id
     WHERE t.status = 'pending'
       AND ((t.clock_id IS NULL AND t.due_at <= $1)
@@ -155,16 +161,17 @@ class TimerLoop:
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_DUE, self.clock.now(), self.batch_size)
             for row in rows:
-                await self._fire(conn, _timer(row))
+                clock = FrozenClock(row["clock_now"]) if row["clock_id"] else self.clock
+                await self._fire(conn, _timer(row), clock)
             return len(rows)
 
-    async def _fire(self, conn: Conn, timer: Timer) -> None:
+    async def _fire(self, conn: Conn, timer: Timer, clock: Clock) -> None:
         handler = self.handlers.get(timer.kind)
         try:
             if handler is None:
                 raise LookupError(f"no handler for timer kind {timer.kind!r}")
             async with conn.transaction():  # a savepoint: a failing timer undoes only itself
-                await handler(TimerContext(conn, timer, self.outbox, self.clock))
+                await handler(TimerContext(conn, timer, self.outbox, clock))
         except Exception as error:
             attempts = timer.attempts + 1
             status = "failed" if attempts >= self.max_attempts else "pending"

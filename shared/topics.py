@@ -21,6 +21,10 @@ class Topics:
     def dead_letters(self, consumer: str) -> str:
         return f"{self.prefix}{consumer}.dlq"
 
+    def test_clocks(self) -> str:
+        """The test-clock protocol topic (one partition: its messages stay in order)."""
+        return f"{self.prefix}test-clocks"
+
     def group(self, consumer: str) -> str:
         return f"{self.prefix}{consumer}"
 

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastapi import APIRouter
+
 from shared.runtime import ServiceSpec
 
-from .api import router
+from . import api, test_clocks
 from .handlers import consumer
+
+router = APIRouter()
+router.include_router(api.router)
+router.include_router(test_clocks.router)
 
 SPEC = ServiceSpec(
     name="lifecycle",
     router=router,
     consumer=consumer,
     migrations=Path(__file__).parent / "migrations",
+    background=[test_clocks.run_clock_driver],
 )
