@@ -144,7 +144,7 @@ class Ordering:
         event = SubscriptionActivated(
             order_id=uuid.UUID(order["id"]),
             offering=order["offering"],
-            term=term,  # type: ignore[arg-type]
+            term=term,
             seats=order["seats"],
             time_zone="Europe/Oslo",
             starts_at=starts,
