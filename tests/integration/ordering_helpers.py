@@ -14,9 +14,10 @@ from aiokafka import AIOKafkaProducer
 
 from shared.auth import Kind, issue_token
 from shared.config import Settings
-from shared.contracts import Contract, SubscriptionActivated, new_envelope
+from shared.contracts import Contract, Envelope, SubscriptionActivated, new_envelope
 from shared.runtime import create_app, load_spec
 from shared.topics import Topics
+from tests.integration.conftest import read_topic
 from tests.support import Backing, deployment, wait_for
 
 
@@ -174,6 +175,20 @@ class Ordering:
             str(account),
         )
         return [json.loads(bytes(r["body"])) for r in rows]
+
+    async def published(self, kafka: str, event_type: str, account: uuid.UUID) -> list[Envelope]:
+        """The ``event_type`` envelopes of ``account`` as read back from the real ordering topic."""
+
+        async def relayed() -> int:
+            return int(
+                await self.pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                == 0
+            ) and int(await self.pool.fetchval("SELECT count(*) FROM outbox"))
+
+        total = await wait_for(relayed, what="the outbox relayed")
+        records = await read_topic(kafka, self.topics.events("ordering"), total)
+        envelopes = [Envelope.model_validate_json(r.value) for r in records]
+        return [e for e in envelopes if e.event_type == event_type and e.account_id == account]
 
     async def counts(self) -> dict[str, int]:
         """Row counts of every table a write could touch (to prove a refusal stored nothing)."""
