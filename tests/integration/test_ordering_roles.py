@@ -10,8 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.contracts import Envelope, RolesChanged
-from tests.integration.conftest import read_topic
+from shared.contracts import RolesChanged
 from tests.integration.ordering_helpers import Ordering, running_ordering, user
 from tests.support import Backing
 
@@ -37,12 +36,10 @@ async def test_r1_the_first_user_is_buyer_and_primary_admin_and_the_snapshot_is_
 ) -> None:
     account, buyer, email = await ordering.open_account()
     assert await roles_on(ordering, account) == {buyer: {"buyer", "primary_admin"}}
-    records = await read_topic(backing.kafka, ordering.topics.events("ordering"), 2)
-    mine = [
-        Envelope.model_validate_json(r.value) for r in records if r.key == str(account).encode()
-    ]
-    assert [e.event_type for e in mine] == ["AccountOpened", "RolesChanged"]
-    snapshot = mine[1].payload_as(RolesChanged)
+    [opened] = await ordering.published(backing.kafka, "AccountOpened", account)
+    [roles] = await ordering.published(backing.kafka, "RolesChanged", account)
+    assert opened.recorded_at <= roles.recorded_at
+    snapshot = roles.payload_as(RolesChanged)
     assert snapshot.buyer.email == email and snapshot.primary_admin.user_id == buyer
 
 
