@@ -174,6 +174,7 @@ class SeatsAdded(Contract):
     billing_country: str
     currency: str
     time_zone: str
+    payment_token: str | None = None  # the gateway's token for card/PayPal (sandbox: tok_*)
 
 
 @event("ordering")
@@ -188,6 +189,7 @@ class RenewalRequested(Contract):
     payment_method: PaymentMethod
     channel: Channel
     requested_at: AwareDatetime
+    payment_token: str | None = None  # the gateway's token for card/PayPal (sandbox: tok_*)
 
 
 @event("ordering")
@@ -200,6 +202,7 @@ class TrialConverted(Contract):
     seats: int = Field(gt=0)
     payment_method: PaymentMethod
     converted_at: AwareDatetime
+    payment_token: str | None = None  # the gateway's token for card/PayPal (sandbox: tok_*)
 
 
 @event("ordering")

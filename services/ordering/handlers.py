@@ -1,7 +1,78 @@
-"""Ordering consumes nothing yet: it is the source of accounts, roles and orders."""
+"""Ordering keeps its own view of each subscription's dates and stage from lifecycle's events.
+
+R27-R30, R34 and R38 are decided on this projection; ordering never asks lifecycle over HTTP.
+An event about a subscription ordering did not sell changes nothing (it is logged).
+"""
 
 from __future__ import annotations
 
-from shared.messaging import EventConsumer
+import logging
+import uuid
+from typing import Any
 
+from shared.contracts import (
+    StageChanged,
+    SubscriptionActivated,
+    SubscriptionReactivated,
+    SubscriptionRenewed,
+)
+from shared.messaging import EventConsumer, HandlerContext
+
+from . import repository
+
+log = logging.getLogger(__name__)
 consumer = EventConsumer("ordering")
+
+
+async def _update(ctx: HandlerContext, **changes: Any) -> None:
+    subscription_id = ctx.envelope.subscription_id
+    if subscription_id is None or not await repository.update_subscription(
+        ctx.conn, uuid.UUID(str(subscription_id)), **changes
+    ):
+        log.warning(
+            "ordering: %s for unknown subscription %s ignored",
+            ctx.envelope.event_type,
+            subscription_id,
+        )
+
+
+@consumer.on(SubscriptionActivated)
+async def on_activated(ctx: HandlerContext, event: SubscriptionActivated) -> None:
+    await _update(
+        ctx,
+        stage="active",
+        starts_at=event.starts_at,
+        expires_at=event.expires_at,
+        renews_at=event.renews_at,
+        auto_renew=event.auto_renew,
+        time_zone=event.time_zone,
+    )
+
+
+@consumer.on(SubscriptionRenewed)
+async def on_renewed(ctx: HandlerContext, event: SubscriptionRenewed) -> None:
+    """The renewal is a new purchase for R29 and R38; pending changes took effect (R28, R29)."""
+    await _update(
+        ctx,
+        stage="active",
+        offering=event.offering,
+        term=event.term,
+        seats=event.seats,
+        starts_at=event.starts_at,
+        expires_at=event.expires_at,
+        renews_at=event.renews_at,
+        purchased_at=ctx.envelope.occurred_at,
+        purchase_kind="renewal",
+        pending_term=None,
+        pending_offering=None,
+    )
+
+
+@consumer.on(StageChanged)
+async def on_stage_changed(ctx: HandlerContext, event: StageChanged) -> None:
+    await _update(ctx, stage=event.to_stage)
+
+
+@consumer.on(SubscriptionReactivated)
+async def on_reactivated(ctx: HandlerContext, event: SubscriptionReactivated) -> None:
+    await _update(ctx, stage="active", expires_at=event.expires_at, renews_at=event.renews_at)
