@@ -19,6 +19,7 @@ from datetime import datetime
 import asyncpg
 
 from shared.clock import Clock
+from shared.clocks import account_clock
 from shared.contracts import PRODUCER_OF, Contract, Envelope, new_envelope
 from shared.db import Conn
 from shared.topics import Topics
@@ -50,12 +51,14 @@ class Outbox:
         if PRODUCER_OF.get(type(event).__name__) != self.producer:
             raise ValueError(f"{self.producer} does not publish {type(event).__name__}")
         now = self.clock.now()
+        if occurred_at is None:  # business time: the account's test clock, if it follows one
+            occurred_at = (await account_clock(conn, self.clock, account_id)).now()
         envelope = new_envelope(
             event=event,
             producer=self.producer,
             account_id=account_id,
             subscription_id=subscription_id,
-            occurred_at=occurred_at or now,
+            occurred_at=occurred_at,
             recorded_at=now,
             causation=causation,
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -26,6 +26,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, Str
 
 from shared import people
 from shared.auth import Principal, issue_token, verify_token
+from shared.clocks import attach_account
 from shared.contracts import (
     AccountOpened,
     AutoRenewChanged,
@@ -123,6 +124,9 @@ class OpenAccount(Strict):
     time_zone: str = Field(max_length=64, description="IANA time zone, e.g. Europe/Oslo")
     tax_exempt_reason: Name | None = None
     buyer: NewUser
+    test_clock_id: uuid.UUID | None = Field(
+        None, description="Operators only, when test clocks are enabled: the account follows it"
+    )
 
 
 class UserRef(Strict):
@@ -228,8 +232,45 @@ async def run_keyed(
     return await run_once(rt.pool, scope=scope, key=checked, fingerprint=fingerprint, work=work)
 
 
+async def _now(rt: Runtime, conn: Conn, account_id: uuid.UUID) -> datetime:
+    """Now for this account: its test clock's time when it follows one (DESIGN.md, "Time")."""
+    return (await rt.clock_for(conn, account_id)).now()
+
+
 def _person(row: asyncpg.Record) -> Person:
     return Person(user_id=row["id"], email=row["email"], name=row["name"], language=row["language"])
+
+
+def _check_may_attach_test_clock(rt: Runtime, authorization: str | None) -> None:
+    if not rt.settings.test_clocks_enabled:
+        raise Problem(
+            422,
+            "test-clocks-disabled",
+            "Test clocks are disabled",
+            "Set PLATFORM_TEST_CLOCKS_ENABLED=true on every service to use test clocks.",
+            errors=[{"field": "test_clock_id", "message": "test clocks are disabled"}],
+        )
+    if verify_token(rt.settings, rt.clock, authorization).kind != "operator":
+        raise Problem(
+            403,
+            "operator-only",
+            "Operators only",
+            "Only an operator attaches an account to a test clock.",
+        )
+
+
+async def _test_clock_time(conn: Conn, clock_id: uuid.UUID) -> datetime:
+    now = await conn.fetchval("SELECT now FROM test_clock_times WHERE clock_id = $1", clock_id)
+    if now is None:
+        raise Problem(
+            409,
+            "test-clock-unknown",
+            "Test clock not known (yet)",
+            "Create the clock on lifecycle and wait until it is ready, then try again.",
+            errors=[{"field": "test_clock_id", "message": "unknown test clock"}],
+        )
+    assert isinstance(now, datetime)
+    return now
 
 
 # --- accounts and roles (R1-R6) ---------------------------------------------------------------
@@ -242,10 +283,15 @@ async def open_account(
     """Open an account; its first user becomes buyer and primary admin (R1). Public."""
     rt = runtime_of(request)
     domain.check_account_fields(body.country, body.currency, body.time_zone)
+    if body.test_clock_id is not None:
+        _check_may_attach_test_clock(rt, request.headers.get("authorization"))
 
     async def work(conn: Conn) -> tuple[int, dict[str, Any]]:
-        now = rt.clock.now()
         account_id, user_id = uuid.uuid4(), uuid.uuid4()
+        now = rt.clock.now()
+        if body.test_clock_id is not None:
+            now = await _test_clock_time(conn, body.test_clock_id)
+            await attach_account(conn, account_id, body.test_clock_id)
         account = {
             "id": account_id,
             "name": body.name,
@@ -254,7 +300,7 @@ async def open_account(
             "language": body.language,
             "time_zone": body.time_zone,
             "tax_exempt_reason": body.tax_exempt_reason,
-            "test_clock_id": None,
+            "test_clock_id": body.test_clock_id,
             "opened_at": now,
         }
         await repository.insert_account(conn, account)
@@ -280,6 +326,7 @@ async def open_account(
             language=body.language,
             time_zone=body.time_zone,
             tax_exempt_reason=body.tax_exempt_reason,
+            test_clock_id=body.test_clock_id,
         )
         await rt.outbox.emit(conn, opened, account_id=account_id)
         await rt.outbox.emit(conn, snapshot, account_id=account_id)
@@ -341,7 +388,7 @@ async def add_user(
             email=body.email,
             name=body.name,
             language=language,
-            created_at=rt.clock.now(),
+            created_at=await _now(rt, conn, account_id),
         )
         person = Person(user_id=user_id, email=body.email, name=body.name, language=language)
         return 201, as_json(person.model_dump())
@@ -495,7 +542,7 @@ async def add_payer(
                 email=body.email,
                 name=body.name,
                 language=body.language or account["language"],
-                created_at=rt.clock.now(),
+                created_at=await _now(rt, conn, account_id),
             )
         else:
             payer_id = existing["id"]
@@ -549,7 +596,7 @@ async def _sell(
     buyer = await repository.user(conn, account["id"], buyer_id)
     if buyer is None:
         raise not_found("account")
-    now = rt.clock.now()
+    now = await _now(rt, conn, account["id"])
     order: dict[str, Any] = {
         "id": uuid.uuid4(),
         "order_number": domain.order_number(await repository.next_order_number(conn)),
@@ -693,7 +740,7 @@ async def issue_quote(
         account = await repository.get_account(conn, account_id)
         if account is None:
             raise not_found("account")
-        now = rt.clock.now()
+        now = await _now(rt, conn, account_id)
         price = domain.price(body.offering, body.term, body.seats, account["currency"])
         quote: dict[str, Any] = {
             "id": uuid.uuid4(),
@@ -768,7 +815,7 @@ async def accept_quote(
         domain.check_quote_acceptable(
             locked["valid_until"],
             locked["accepted_at"] is not None,
-            rt.clock.now(),
+            await _now(rt, conn, account["id"]),
             account["time_zone"],
         )
         domain.check_payment_method(
@@ -888,7 +935,7 @@ async def convert_trial(
             has_invoice_subscription=await repository.has_invoice_subscription(conn, account["id"]),
             usd_value=price.usd_value,
         )
-        now = rt.clock.now()
+        now = await _now(rt, conn, account["id"])
         order = await _follow_up_order(
             conn, row, who.subject, "conversion", seats, body.payment_method, now, term=term
         )
@@ -965,7 +1012,7 @@ async def set_auto_renew(
         sub = _subscription(await _locked(conn, subscription_id))
         domain.check_auto_renew_change(sub)
         if sub.auto_renew != body.auto_renew:
-            now = rt.clock.now()
+            now = await _now(rt, conn, row["account_id"])
             await repository.update_subscription(conn, subscription_id, auto_renew=body.auto_renew)
             await rt.outbox.emit(
                 conn,
@@ -996,7 +1043,9 @@ async def change_term(
 
     async def work(conn: Conn) -> tuple[int, dict[str, Any]]:
         sub = _subscription(await _locked(conn, subscription_id))
-        effective_at = domain.term_change_effective_at(sub, body.new_term, rt.clock.now())
+        effective_at = domain.term_change_effective_at(
+            sub, body.new_term, await _now(rt, conn, row["account_id"])
+        )
         await repository.update_subscription(conn, subscription_id, pending_term=body.new_term)
         await rt.outbox.emit(
             conn,
@@ -1023,7 +1072,9 @@ async def switch_product(
 
     async def work(conn: Conn) -> tuple[int, dict[str, Any]]:
         sub = _subscription(await _locked(conn, subscription_id))
-        effective_at = domain.product_switch_effective_at(sub, body.new_offering, rt.clock.now())
+        effective_at = domain.product_switch_effective_at(
+            sub, body.new_offering, await _now(rt, conn, row["account_id"])
+        )
         await repository.update_subscription(
             conn, subscription_id, pending_offering=body.new_offering
         )
@@ -1054,7 +1105,9 @@ async def add_seats(
         account = await repository.lock_account(conn, row["account_id"])
         sub = _subscription(await _locked(conn, subscription_id))
         assert account is not None
-        prorate_from, coterm_until = domain.coterm_period(sub, rt.clock.now())
+        prorate_from, coterm_until = domain.coterm_period(
+            sub, await _now(rt, conn, row["account_id"])
+        )
         total = sub.seats + body.seats
         if total > domain.MAX_SEATS:
             raise domain.invalid("seats", f"At most {domain.MAX_SEATS} seats a subscription.")
@@ -1101,7 +1154,7 @@ async def request_renewal(
         locked = await _locked(conn, subscription_id)
         assert account is not None
         sub = _subscription(locked)
-        now = rt.clock.now()
+        now = await _now(rt, conn, row["account_id"])
         kind = domain.renewal_kind(sub, now)
         renewing = domain.renews_at(sub)
         if await repository.renewal_requested(conn, subscription_id, renewing):
@@ -1165,7 +1218,7 @@ async def request_refund(
 
     async def work(conn: Conn) -> tuple[int, dict[str, Any]]:
         sub = _subscription(await _locked(conn, subscription_id))
-        now = rt.clock.now()
+        now = await _now(rt, conn, row["account_id"])
         purchase_kind, purchased_at = domain.check_refundable(sub, now)
         refund = {
             "id": uuid.uuid4(),
