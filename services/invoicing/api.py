@@ -140,6 +140,7 @@ def invoice_view(row: asyncpg.Record, lines: list[asyncpg.Record] | None = None)
     view: dict[str, Any] = {name: row[name] for name in INVOICE_FIELDS}
     for total in ("net_total", "vat_total", "gross_total"):
         view[total] = money(row[total], currency)
+    view["exchange_rate"] = str(row["exchange_rate"].normalize())  # exact, not a float
     view["has_po_document"] = row["po_file_name"] is not None
     if lines is not None:
         view["lines"] = [line_view(line, currency) for line in lines]
@@ -586,8 +587,13 @@ async def exchange_rates(
     return {
         "base_currency": domain.price_book()["base_currency"],
         "initial_rates": domain.price_book()["initial_rates_from_base"],
-        "history": as_json([dict(r) for r in history]),
+        "history": [rate_view(r) for r in history],
     }
+
+
+def rate_view(row: asyncpg.Record) -> Any:
+    rates = {k: str(row[k]) for k in ("rate", "previous_rate", "market_rate")}
+    return as_json({**dict(row), **rates})  # rates as exact decimal strings
 
 
 # --- printing -----------------------------------------------------------------------------------

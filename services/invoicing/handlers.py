@@ -557,7 +557,7 @@ async def invoice_renewal(ctx: HandlerContext, due: RenewalDue) -> None:
     await repository.update_subscription(ctx.conn, sub["id"], **changes)
     await bill_term(
         billing_of(ctx, await business_time(ctx)),
-        billed_from_subscription(sub, **changes, time_zone=due.time_zone),
+        billed_from_subscription(sub, **changes, order_id=None, time_zone=due.time_zone),
         source_key=f"renewal:{due.renewal_id}",
         purpose="renewal",
         transaction_at=due.period_starts_at,
@@ -580,7 +580,7 @@ async def invoice_requested_renewal(ctx: HandlerContext, request: RenewalRequest
     await repository.update_subscription(ctx.conn, sub["id"], **changes)
     await bill_term(
         billing_of(ctx, await business_time(ctx)),
-        billed_from_subscription(sub, **changes),
+        billed_from_subscription(sub, **changes, order_id=None),
         source_key=f"renewal:{request.request_id}",
         purpose="renewal",
         transaction_at=request.requested_at,
@@ -646,15 +646,22 @@ async def credit_refund(ctx: HandlerContext, refund: RefundApproved) -> None:
     now = await business_time(ctx)
     await repository.cancel_subscription_timers(ctx.conn, INSTALLMENT_TIMER, sub["id"])
     await repository.cancel_subscription_timers(ctx.conn, RETRY_TIMER, sub["id"])
+    currency = invoice["currency"]
     lines = domain.credit_note_lines(
         [
-            InvoiceLine(**{k: r[k] for k in InvoiceLine.model_fields})
+            InvoiceLine(
+                description=r["description"],
+                quantity=r["quantity"],
+                unit_price=money(r["unit_price"], currency),
+                net_amount=money(r["net_amount"], currency),
+                vat_rate=r["vat_rate"].normalize(),
+                vat_amount=money(r["vat_amount"], currency),
+            )
             for r in await repository.invoice_lines(ctx.conn, invoice["id"])
         ]
     )
     method: PaymentMethod = invoice["payment_method"]
     paid = invoice["status"] == "paid"
-    currency = invoice["currency"]
     refund_amount = money(invoice["gross_total"], currency) if paid else Decimal(0)
     reference = None
     if paid and method != "invoice":
