@@ -485,7 +485,16 @@ async def record_market_rates(
     return await store_market_rates(rt, request, who, idempotency_key, rows, "api")
 
 
-@router.post("/operator/exchange-rates/market.csv", status_code=201)
+@router.post(
+    "/operator/exchange-rates/market.csv",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def import_market_rates_csv(
     request: Request,
     authorization: Authorization = None,

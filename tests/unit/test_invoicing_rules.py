@@ -306,3 +306,26 @@ def test_pdf_renders_latin1_and_replaces_what_it_cannot_print() -> None:
         lines=[],
     )
     assert pdf.render(document).startswith(b"%PDF")
+
+
+async def test_the_gateway_retries_transient_errors_and_answers_a_key_once() -> None:
+    from services.invoicing.gateway import GatewayUnavailable, RetryingGateway, SandboxGateway
+
+    sandbox = SandboxGateway("card", "card_declined")
+    gateway = RetryingGateway(sandbox, attempts=3, backoff=0)
+    flaky = await gateway.charge(
+        amount=Decimal("10.00"), currency="NOK", token="tok_network_error", idempotency_key="k1"
+    )
+    assert flaky.succeeded  # the first call failed on the network, the retry went through
+    declined = await gateway.charge(
+        amount=Decimal("10.00"), currency="NOK", token="tok_decline", idempotency_key="k2"
+    )
+    again = await gateway.charge(
+        amount=Decimal("10.00"), currency="NOK", token="tok_success", idempotency_key="k2"
+    )
+    assert declined == again and declined.failure_reason == "card_declined"
+    assert [key for key, _, _ in sandbox.charges] == ["k1", "k2"]  # one charge per key
+    with pytest.raises(GatewayUnavailable):
+        await gateway.charge(
+            amount=Decimal("1.00"), currency="NOK", token="tok_network_down", idempotency_key="k3"
+        )
