@@ -1,1 +1,19 @@
-"""Invoicing: prices, VAT, invoices, payments (R7, R15, R18-R22, R25, R37, R39)."""
+"""Invoicing: prices, VAT, exchange rates, invoices, payments, credit notes (R7, R15, R18-R22,
+R25, R30, R37, R39).
+
+Consumes: AccountOpened, RolesChanged (payers, R7), OrderPlaced (not trials, R17), TrialConverted,
+RenewalDue (R25), RenewalRequested (R27), SeatsAdded (R30), RefundApproved (R39).
+Publishes: InvoiceIssued, PaymentSucceeded, PaymentFailed (R37 attempt and next attempt),
+InvoicePaid (purpose, renewal id), CreditNoteIssued, RefundProcessed.
+Timers: ``renewal_charge_retry`` (R37: days 1, 3, 7, 14), ``installment`` (R20: first and second
+anniversary), ``fx_quarter`` (R19: 1 Jan, 1 Apr, 1 Jul, 1 Oct, 00:00 UTC).
+
+HTTP (``/v1``): ``GET accounts/{id}/invoices``, ``GET invoices/{id}``, ``GET invoices/{id}.pdf``,
+``PATCH invoices/{id}`` (R22), ``GET invoices/{id}/po-document``,
+``PUT subscriptions/{id}/renewal-purchase-order`` (R22), ``GET accounts/{id}/credit-notes``,
+``GET credit-notes/{id}``, ``GET credit-notes/{id}.pdf``; operators:
+``POST operator/invoices/{id}/bank-payments``, ``POST operator/exchange-rates/market`` (JSON),
+``POST operator/exchange-rates/market.csv`` (``currency,rate,as_of``),
+``POST operator/exchange-rates/recompute``, ``GET operator/exchange-rates``.
+Sandbox payment tokens: see ``gateway.py``; the exchange-rate schedule: see ``domain.py``.
+"""

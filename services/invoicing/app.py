@@ -7,11 +7,13 @@ from pathlib import Path
 from shared.runtime import ServiceSpec
 
 from .api import router
-from .handlers import consumer
+from .handlers import TIMERS, consumer, keep_exchange_rates_scheduled
 
 SPEC = ServiceSpec(
     name="invoicing",
     router=router,
     consumer=consumer,
     migrations=Path(__file__).parent / "migrations",
+    background=[keep_exchange_rates_scheduled],
+    timers=TIMERS,
 )

@@ -1,17 +1,32 @@
-"""The payment-gateway port and its sandbox adapter.
+"""The payment-gateway port, its card and PayPal sandbox adapters, and transient-error retries.
 
-The sandbox is driven by documented test tokens, so tests and demos choose the outcome:
-``tok_success`` (default), ``tok_decline``, ``tok_insufficient_funds``. A charge carries an
-idempotency key (the invoice id): charging the same key twice returns the first result, as real
-gateways do, so a redelivered event never charges twice.
+The sandboxes are driven by documented test tokens, so tests and demos choose the outcome:
+
+=========================  ==========================================================
+``tok_success`` (default)  the charge (or refund) succeeds
+``tok_decline``            declined: ``card_declined`` / ``paypal_declined``
+``tok_insufficient_funds`` declined: ``insufficient_funds``
+``tok_network_error``      the first call for a key fails with a network error, a
+                           retry with the same key succeeds (a transient error)
+``tok_network_down``       every call fails with a network error
+=========================  ==========================================================
+
+A charge carries an idempotency key (the invoice id and the attempt number): charging the same
+key twice returns the first result, as real gateways do, so a redelivered event never charges
+twice even if our transaction rolled back after the gateway answered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
+
+from shared.contracts import PaymentMethod
+
+DEFAULT_TEST_TOKEN = "tok_success"  # noqa: S105 - a sandbox token, not a secret
 
 
 @dataclass(frozen=True)
@@ -21,31 +36,119 @@ class ChargeResult:
     failure_reason: str | None = None
 
 
+class GatewayUnavailable(Exception):
+    """A transient failure (network, timeout): the same call may be tried again."""
+
+
 class PaymentGateway(Protocol):
     async def charge(
-        self, *, amount: Decimal, currency: str, method: str, token: str, idempotency_key: str
+        self, *, amount: Decimal, currency: str, token: str, idempotency_key: str
+    ) -> ChargeResult: ...
+
+    async def refund(
+        self, *, amount: Decimal, currency: str, charge_reference: str, idempotency_key: str
     ) -> ChargeResult: ...
 
 
-DEFAULT_TEST_TOKEN = "tok_success"  # noqa: S105 - a sandbox token, not a secret
-
-
+@dataclass
 class SandboxGateway:
-    FAILURES = {"tok_decline": "card_declined", "tok_insufficient_funds": "insufficient_funds"}
+    """One sandbox adapter; ``name`` is the method it stands for (card or PayPal)."""
 
-    def __init__(self) -> None:
-        self._results: dict[str, ChargeResult] = {}
+    name: str
+    decline_reason: str
+    results: dict[str, ChargeResult] = field(default_factory=dict)
+    charges: list[tuple[str, Decimal, str]] = field(default_factory=list)  # key, amount, currency
+    refunds: list[tuple[str, Decimal, str]] = field(default_factory=list)
+    _flaky_seen: set[str] = field(default_factory=set)
+
+    def _failure(self, token: str) -> str | None:
+        return {
+            "tok_decline": self.decline_reason,
+            "tok_insufficient_funds": "insufficient_funds",
+        }.get(token)
+
+    def _network(self, token: str, key: str) -> None:
+        if token == "tok_network_down":  # noqa: S105
+            raise GatewayUnavailable(f"{self.name} sandbox: network down")
+        if token == "tok_network_error" and key not in self._flaky_seen:  # noqa: S105
+            self._flaky_seen.add(key)
+            raise GatewayUnavailable(f"{self.name} sandbox: connection reset")
+
+    def _reference(self, key: str) -> str:
+        return f"{self.name}_{uuid.uuid5(uuid.NAMESPACE_URL, key).hex[:16]}"
 
     async def charge(
-        self, *, amount: Decimal, currency: str, method: str, token: str, idempotency_key: str
+        self, *, amount: Decimal, currency: str, token: str, idempotency_key: str
     ) -> ChargeResult:
-        if idempotency_key in self._results:
-            return self._results[idempotency_key]
-        reason = self.FAILURES.get(token)
-        result = ChargeResult(
-            succeeded=reason is None,
-            reference=f"sandbox_{uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key).hex[:16]}",
-            failure_reason=reason,
-        )
-        self._results[idempotency_key] = result
+        if idempotency_key in self.results:
+            return self.results[idempotency_key]
+        self._network(token, idempotency_key)
+        reason = self._failure(token)
+        result = ChargeResult(reason is None, self._reference(idempotency_key), reason)
+        self.results[idempotency_key] = result
+        self.charges.append((idempotency_key, amount, currency))
         return result
+
+    async def refund(
+        self, *, amount: Decimal, currency: str, charge_reference: str, idempotency_key: str
+    ) -> ChargeResult:
+        if idempotency_key in self.results:
+            return self.results[idempotency_key]
+        result = ChargeResult(True, self._reference(idempotency_key))
+        self.results[idempotency_key] = result
+        self.refunds.append((idempotency_key, amount, currency))
+        return result
+
+
+class RetryingGateway:
+    """Retries transient errors a few times with a short backoff (the key keeps it safe)."""
+
+    def __init__(self, inner: PaymentGateway, attempts: int = 3, backoff: float = 0.05) -> None:
+        self.inner = inner
+        self.attempts = attempts
+        self.backoff = backoff
+
+    async def charge(
+        self, *, amount: Decimal, currency: str, token: str, idempotency_key: str
+    ) -> ChargeResult:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await self.inner.charge(
+                    amount=amount, currency=currency, token=token, idempotency_key=idempotency_key
+                )
+            except GatewayUnavailable:
+                if attempt == self.attempts:
+                    raise
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    async def refund(
+        self, *, amount: Decimal, currency: str, charge_reference: str, idempotency_key: str
+    ) -> ChargeResult:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await self.inner.refund(
+                    amount=amount,
+                    currency=currency,
+                    charge_reference=charge_reference,
+                    idempotency_key=idempotency_key,
+                )
+            except GatewayUnavailable:
+                if attempt == self.attempts:
+                    raise
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+
+CARD_SANDBOX = SandboxGateway("card", "card_declined")
+PAYPAL_SANDBOX = SandboxGateway("paypal", "paypal_declined")
+GATEWAYS: dict[PaymentMethod, PaymentGateway] = {
+    "card": RetryingGateway(CARD_SANDBOX),
+    "paypal": RetryingGateway(PAYPAL_SANDBOX),
+}
+
+
+def gateway_for(method: PaymentMethod) -> PaymentGateway:
+    if method not in GATEWAYS:
+        raise ValueError(f"{method} is not paid through a gateway")
+    return GATEWAYS[method]
