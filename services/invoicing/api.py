@@ -440,7 +440,7 @@ async def record_bank_payment(
                 f"Invoice {invoice['invoice_number']} is {invoice['currency']} {due}.",
                 expected=str(due),
             )
-        paid_at = payment.paid_at or rt.clock.now()
+        paid_at = payment.paid_at or (await rt.clock_for(conn, invoice["account_id"])).now()
         payment_id = await settle_invoice(
             Billing(conn, OutboxEmit(conn, rt.outbox), paid_at),
             invoice,
