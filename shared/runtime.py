@@ -37,7 +37,7 @@ from shared.messaging import (
     make_producer,
 )
 from shared.outbox import Outbox, OutboxRelay
-from shared.timers import TimerHandler, TimerLoop
+from shared.timers import BatchTimerHandler, TimerHandler, TimerLoop
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class ServiceSpec:
     migrations: Path
     background: list[BackgroundLoop] = field(default_factory=list)
     timers: dict[str, TimerHandler] = field(default_factory=dict)
+    batch_timers: dict[str, BatchTimerHandler] = field(default_factory=dict)  # see shared.timers
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -109,10 +110,11 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
             poll_seconds=settings.outbox_poll_seconds,
         )
         tasks = [asyncio.create_task(relay.run(), name="outbox-relay")]
-        if spec.timers:
+        if spec.timers or spec.batch_timers:
             timer_loop = TimerLoop(
                 pool,
                 spec.timers,
+                batch_handlers=spec.batch_timers,
                 outbox=outbox,
                 clock=clock,
                 poll_seconds=settings.timer_poll_seconds,
