@@ -39,7 +39,7 @@ from shared.messaging import (
     make_producer,
 )
 from shared.outbox import Outbox, OutboxRelay
-from shared.timers import TimerHandler, TimerLoop
+from shared.timers import BatchTimerHandler, TimerHandler, TimerLoop
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class ServiceSpec:
     migrations: Path
     background: list[BackgroundLoop] = field(default_factory=list)
     timers: dict[str, TimerHandler] = field(default_factory=dict)
+    batch_timers: dict[str, BatchTimerHandler] = field(default_factory=dict)  # see shared.timers
     pending_probe: PendingProbe | None = None  # work a test-clock step must wait for
 
 
@@ -116,10 +117,11 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
             poll_seconds=settings.outbox_poll_seconds,
         )
         tasks = [asyncio.create_task(relay.run(), name="outbox-relay")]
-        if spec.timers:
+        if spec.timers or spec.batch_timers:
             timer_loop = TimerLoop(
                 pool,
                 spec.timers,
+                batch_handlers=spec.batch_timers,
                 outbox=outbox,
                 clock=clock,
                 poll_seconds=settings.timer_poll_seconds,

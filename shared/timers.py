@@ -7,6 +7,11 @@ row fired in the same transaction: the effect happens exactly once even though a
 a timer fire again. A timer whose handler keeps failing is parked as ``failed`` after
 ``max_attempts`` and logged; the others go on.
 
+Batches (optional, per kind): a service may register a *batch* handler for a kind; the loop then
+hands it each run of consecutive due timers of that kind (date order is kept across kinds) in one
+savepoint, and marks them fired with one statement. If the batch handler raises, the savepoint is
+undone and the same timers are fired one by one through it, so one bad timer undoes only itself.
+
 Test clocks: a timer carrying a ``clock_id`` is due when that clock's time (``test_clock_times``)
 reaches it, not the wall clock's.
 """
@@ -44,6 +49,7 @@ class Timer:
     due_at: datetime
     payload: dict[str, Any]
     attempts: int
+    clock_now: datetime | None = None  # the test clock's time, for a timer that follows one
 
 
 async def schedule(
@@ -77,6 +83,47 @@ async def schedule(
         clock_id,
         due_at,
         json.dumps(payload or {}, default=str),
+    )
+    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+
+
+@dataclass(frozen=True)
+class TimerRequest:
+    """One timer for ``schedule_many``."""
+
+    kind: str
+    key: str
+    due_at: datetime
+    account_id: uuid.UUID | None = None
+    clock_id: uuid.UUID | None = None
+    payload: dict[str, Any] | None = None
+
+
+async def schedule_many(conn: Conn, requests: list[TimerRequest]) -> None:
+    """``schedule`` for many timers in one statement (the last request per (kind, key) wins)."""
+    latest = {(r.kind, r.key): r for r in requests}
+    if not latest:
+        return
+    if any(r.due_at.tzinfo is None for r in latest.values()):
+        raise ValueError("timers need a timezone-aware due time")
+    rows = list(latest.values())
+    await conn.execute(
+        """INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload)
+           SELECT k, t, a,
+                  COALESCE(c, (SELECT clock_id FROM account_clocks WHERE account_id = a)),
+                  d, p::jsonb
+           FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::timestamptz[],
+                       $6::text[]) AS r(k, t, a, c, d, p)
+           ON CONFLICT (kind, timer_key) DO UPDATE SET
+               due_at = EXCLUDED.due_at, payload = EXCLUDED.payload,
+               account_id = EXCLUDED.account_id, clock_id = EXCLUDED.clock_id,
+               status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL""",
+        [r.kind for r in rows],
+        [r.key for r in rows],
+        [r.account_id for r in rows],
+        [r.clock_id for r in rows],
+        [r.due_at for r in rows],
+        [json.dumps(r.payload or {}, default=str) for r in rows],
     )
     await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
@@ -123,6 +170,19 @@ class TimerContext:
 
 TimerHandler = Callable[[TimerContext], Awaitable[None]]
 
+
+@dataclass
+class TimerBatchContext:
+    """What a batch handler gets: the open transaction and the due timers of one kind."""
+
+    conn: Conn
+    timers: list[Timer]
+    outbox: Outbox
+    clock: Clock
+
+
+BatchTimerHandler = Callable[[TimerBatchContext], Awaitable[None]]
+
 _DUE = """
     SELECT t.id, t.kind, t.timer_key, t.account_id, t.clock_id, t.due_at, t.payload, t.attempts,
            c.now AS clock_now
@@ -146,9 +206,11 @@ class TimerLoop:
         batch_size: int = 200,
         poll_seconds: float = 1.0,
         max_attempts: int = 5,
+        batch_handlers: dict[str, BatchTimerHandler] | None = None,
     ) -> None:
         self.pool = pool
         self.handlers = handlers
+        self.batch_handlers = batch_handlers or {}
         self.outbox = outbox
         self.clock = clock
         self.batch_size = batch_size
@@ -160,18 +222,63 @@ class TimerLoop:
         """Fire one batch of due timers, in date order; returns how many were claimed."""
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_DUE, self.clock.now(), self.batch_size)
-            for row in rows:
-                clock = FrozenClock(row["clock_now"]) if row["clock_id"] else self.clock
-                await self._fire(conn, _timer(row), clock)
+            for run in _runs_of_one_kind([_timer(row) for row in rows]):
+                if len(run) > 1 and await self._fire_batch(conn, run):
+                    continue
+                for timer in run:
+                    await self._fire(conn, timer)
             return len(rows)
 
-    async def _fire(self, conn: Conn, timer: Timer, clock: Clock) -> None:
-        handler = self.handlers.get(timer.kind)
+    async def _fire_batch(self, conn: Conn, timers: list[Timer]) -> bool:
+        """Fire a run of one kind with its batch handler; False (nothing done) without one or
+        when it fails, so the caller fires them one by one."""
+        handler = self.batch_handlers.get(timers[0].kind)
+        if handler is None:
+            return False
+        try:
+            async with conn.transaction():
+                clock = self._clock_of(timers[0])
+                await handler(TimerBatchContext(conn, timers, self.outbox, clock))
+                await conn.execute(
+                    """UPDATE timers t SET status = 'fired', fired_at = $3,
+                           attempts = t.attempts + 1
+                       FROM unnest($1::bigint[], $2::timestamptz[]) AS f(id, due_at)
+                       WHERE t.id = f.id AND t.due_at = f.due_at""",
+                    [t.id for t in timers],
+                    [t.due_at for t in timers],
+                    self.clock.now(),
+                )
+        except Exception as error:
+            log.warning("timer batch of %d %s failed: %r", len(timers), timers[0].kind, error)
+            return False
+        return True
+
+    def _single(self, kind: str) -> TimerHandler | None:
+        handler = self.handlers.get(kind)
+        if handler is not None:
+            return handler
+        batch = self.batch_handlers.get(kind)
+        if batch is None:
+            return None
+
+        async def one(ctx: TimerContext) -> None:
+            await batch(TimerBatchContext(ctx.conn, [ctx.timer], ctx.outbox, ctx.clock))
+
+        return one
+
+    def _clock_of(self, timer: Timer) -> Clock:
+        """A timer of a test-clock account lives in that clock's time."""
+        if timer.clock_id is not None and timer.clock_now is not None:
+            return FrozenClock(timer.clock_now)
+        return self.clock
+
+    async def _fire(self, conn: Conn, timer: Timer) -> None:
+        handler = self._single(timer.kind)
         try:
             if handler is None:
                 raise LookupError(f"no handler for timer kind {timer.kind!r}")
             async with conn.transaction():  # a savepoint: a failing timer undoes only itself
-                await handler(TimerContext(conn, timer, self.outbox, clock))
+                await handler(TimerContext(conn, timer, self.outbox, self._clock_of(timer)))
         except Exception as error:
             attempts = timer.attempts + 1
             status = "failed" if attempts >= self.max_attempts else "pending"
@@ -231,6 +338,17 @@ class TimerLoop:
             await self.pool.release(listener)
 
 
+def _runs_of_one_kind(timers: list[Timer]) -> list[list[Timer]]:
+    """Consecutive timers of the same kind and clock, in the order claimed (date order)."""
+    runs: list[list[Timer]] = []
+    for timer in timers:
+        if runs and (runs[-1][0].kind, runs[-1][0].clock_id) == (timer.kind, timer.clock_id):
+            runs[-1].append(timer)
+        else:
+            runs.append([timer])
+    return runs
+
+
 def _timer(row: asyncpg.Record) -> Timer:
     payload = row["payload"]
     return Timer(
@@ -242,4 +360,5 @@ def _timer(row: asyncpg.Record) -> Timer:
         due_at=row["due_at"],
         payload=json.loads(payload) if isinstance(payload, str) else dict(payload),
         attempts=row["attempts"],
+        clock_now=row["clock_now"],
     )

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from shared.runtime import ServiceSpec
 
 from . import api, test_clocks
-from .handlers import consumer
+from .handlers import BATCH_TIMERS, TIMERS, consumer
 
 router = APIRouter()
 router.include_router(api.router)
@@ -21,4 +21,6 @@ SPEC = ServiceSpec(
     consumer=consumer,
     migrations=Path(__file__).parent / "migrations",
     background=[test_clocks.run_clock_driver],
+    timers=TIMERS,
+    batch_timers=BATCH_TIMERS,
 )
