@@ -567,26 +567,18 @@ async def invoice_renewal(ctx: HandlerContext, due: RenewalDue) -> None:
 
 
 @consumer.on(RenewalRequested)
-async def invoice_requested_renewal(ctx: HandlerContext, request: RenewalRequested) -> None:
-    """R27: a manual or late renewal, billed like R25 with the request as its renewal id."""
+async def remember_requested_renewal(ctx: HandlerContext, request: RenewalRequested) -> None:
+    """R27: a manual or late renewal. Lifecycle answers it with ``RenewalDue`` (the period and
+    its dates are lifecycle's), which is what gets billed; here we only keep how to charge it.
+    Billing the request too would charge the renewal twice."""
     sub = await subscription_of(ctx)
-    changes = {
-        "offering": request.offering,
-        "term": request.term,
-        "seats": request.seats,
+    changes: dict[str, object] = {
         "channel": request.channel,
         "payment_method": request.payment_method,
     }
+    if request.payment_token is not None:
+        changes["payment_token"] = request.payment_token
     await repository.update_subscription(ctx.conn, sub["id"], **changes)
-    await bill_term(
-        billing_of(ctx, await business_time(ctx)),
-        billed_from_subscription(sub, **changes, order_id=None),
-        source_key=f"renewal:{request.request_id}",
-        purpose="renewal",
-        transaction_at=request.requested_at,
-        renewal_id=request.request_id,
-        po=await take_renewal_purchase_order(ctx.conn, sub),
-    )
 
 
 @consumer.on(SeatsAdded)

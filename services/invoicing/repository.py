@@ -85,7 +85,7 @@ async def get_subscription(conn: Reader, subscription_id: uuid.UUID) -> asyncpg.
 
 async def update_subscription(conn: Conn, subscription_id: uuid.UUID, **fields: Any) -> None:
     """Change the named columns (names come from our code, never from a request)."""
-    allowed = {"offering", "term", "seats", "channel", "payment_method", "trial"}
+    allowed = {"offering", "term", "seats", "channel", "payment_method", "payment_token", "trial"}
     if not fields or not set(fields) <= allowed:
         raise ValueError(f"cannot update subscription fields {sorted(fields)}")
     names = sorted(fields)

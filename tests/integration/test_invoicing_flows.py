@@ -569,6 +569,10 @@ async def test_r17_r27_r30_trial_conversion_requested_renewal_and_co_term(
         envelope(added, account.id, at=added.prorate_from, subscription_id=sub),
         envelope(requested, account.id, at=T0, subscription_id=sub),
     )
+    # R27: the request alone bills nothing; lifecycle answers it with RenewalDue, billed once.
+    await wait_emitted(inv, account, "InvoiceIssued", 2)
+    due = renewal_due(method="paypal").model_copy(update={"seats": 5})
+    await send(inv, "lifecycle", account.id, envelope(due, account.id, at=T0, subscription_id=sub))
     issued = await wait_emitted(inv, account, "InvoiceIssued", 3)
     # R17: nothing for the trial itself; the conversion is invoiced like an order.
     assert [(i["purpose"], i["order_id"]) for i in issued] == [
@@ -582,11 +586,12 @@ async def test_r17_r27_r30_trial_conversion_requested_renewal_and_co_term(
     assert co_term["quantity"] == 2 and ": 165 of 365 days" in co_term["description"]
     full = domain.unit_price("autocad", "annual", "NOK")
     assert Decimal(co_term["unit_price"]) == domain.round_money(full * 165 / 365, "NOK")
-    assert issued[2]["renewal_id"] == str(requested.request_id)
+    assert issued[2]["renewal_id"] == str(due.renewal_id)
     assert issued[2]["lines"][0]["quantity"] == 5
     paid = await wait_emitted(inv, account, "InvoicePaid", 3)
     assert [p["purpose"] for p in paid] == ["order", "co_term", "renewal"]
-    assert paid[2]["renewal_id"] == str(requested.request_id)
+    assert paid[2]["renewal_id"] == str(due.renewal_id)
+    assert len(await emitted(inv, account, "InvoiceIssued")) == 3
 
 
 # --- R39: credit notes and refunds ---------------------------------------------------------------
