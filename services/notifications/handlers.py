@@ -4,6 +4,7 @@ events in the same transaction as the inbox row (so a redelivered event queues n
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from functools import cache
 
 from shared import people
@@ -11,6 +12,7 @@ from shared.config import Settings
 from shared.contracts import (
     AccountOpened,
     Contract,
+    Envelope,
     InvoiceIssued,
     OrderPlaced,
     RolesChanged,
@@ -23,10 +25,6 @@ from . import domain, repository
 
 consumer = EventConsumer("notifications")
 DELIVERY_CHANNEL = "deliveries"
-
-
-class PeopleUnknown(Exception):
-    """No RolesChanged seen yet for the account: retried, then dead-lettered (replayable)."""
 
 
 @cache
@@ -48,6 +46,11 @@ async def roles_changed(ctx: HandlerContext, snapshot: RolesChanged) -> None:
     before = await repository.members(ctx.conn, ctx.envelope.account_id)
     await people.apply_snapshot(ctx.conn, ctx.envelope.account_id, snapshot)
     await queue_mails(ctx, snapshot, before=before)
+    # Events that came before the account's people (from other topics) go out now.
+    for parked in await repository.unpark(ctx.conn, ctx.envelope.account_id):
+        envelope = Envelope.model_validate_json(parked)
+        payload = envelope.payload_as(payload_model(envelope.event_type, envelope.schema_version))
+        await queue_mails(replace(ctx, envelope=envelope), payload)
 
 
 @consumer.on(OrderPlaced)
@@ -82,8 +85,15 @@ async def queue_mails(
         return
     account = await repository.account(ctx.conn, envelope.account_id)
     members = await repository.members(ctx.conn, envelope.account_id)
-    if not members:
-        raise PeopleUnknown(f"no roles known yet for account {envelope.account_id}")
+    if not members:  # RolesChanged not seen yet: keep the event until it is
+        await repository.park(
+            ctx.conn,
+            envelope.event_id,
+            envelope.account_id,
+            envelope.model_dump_json(),
+            ctx.clock.now(),
+        )
+        return
     if isinstance(payload, InvoiceIssued):
         # R11: the payer addresses printed on the invoice receive it too (R7: at most five).
         members += domain.invoice_payers(payload.payer_emails, members)

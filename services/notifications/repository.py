@@ -217,3 +217,26 @@ async def deliveries_of(
         limit,
         before,
     )
+
+
+async def park(
+    conn: Conn, event_id: uuid.UUID, account_id: uuid.UUID, envelope: str, now: datetime
+) -> None:
+    await conn.execute(
+        """INSERT INTO parked_events (event_id, account_id, envelope, parked_at)
+           VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT DO NOTHING""",
+        event_id,
+        account_id,
+        envelope,
+        now,
+    )
+
+
+async def unpark(conn: Conn, account_id: uuid.UUID) -> list[str]:
+    """Removes and returns the account's parked envelopes (JSON), oldest first."""
+    rows = await conn.fetch(
+        """DELETE FROM parked_events WHERE account_id = $1
+           RETURNING envelope::text AS envelope, parked_at""",
+        account_id,
+    )
+    return [r["envelope"] for r in sorted(rows, key=lambda r: r["parked_at"])]

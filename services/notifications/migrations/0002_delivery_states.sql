@@ -22,3 +22,13 @@ ALTER TABLE deliveries
     ADD COLUMN handed_over_at timestamptz,
     ADD COLUMN failed_at      timestamptz;
 CREATE INDEX deliveries_handing_over ON deliveries (handed_over_at) WHERE status = 'handing_over';
+
+-- Events that arrived (on another topic) before the account's first RolesChanged: kept, and
+-- routed when the roles arrive, since Kafka orders events per topic, not across topics.
+CREATE TABLE parked_events (
+    event_id   uuid PRIMARY KEY,
+    account_id uuid        NOT NULL,
+    envelope   jsonb       NOT NULL,
+    parked_at  timestamptz NOT NULL
+);
+CREATE INDEX parked_events_by_account ON parked_events (account_id, parked_at);
