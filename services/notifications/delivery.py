@@ -175,8 +175,9 @@ async def deliver_batch(rt: Runtime, sender: MailSender, limit: int) -> int:
     """Lease up to ``limit`` due mails and send them in turn; returns how many were leased."""
     now = rt.clock.now()
     token = uuid.uuid4()
-    # The lease outlives the batch even if every step waits out its timeout.
-    lease = now + timedelta(seconds=3 * rt.settings.smtp_timeout_seconds * (limit + 1))
+    # Short, so a dead worker's mails wait about a minute. A live worker that outruns it loses
+    # nothing but effort: the hand-over mark is a compare-and-set on the token.
+    lease = now + timedelta(seconds=60 + 2 * rt.settings.smtp_timeout_seconds)
     rows = await repository.claim_due(rt.pool, now, token, lease, limit)
     for index, row in enumerate(rows):
         if await deliver_one(rt, sender, row, token) == "unreachable":
