@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
@@ -26,6 +27,13 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("", description="Prepended to every topic and consumer group.")
     topic_partitions: int = 3
     smtp_url: str = "smtp://127.0.0.1:1025"
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = 10.0
+    invoicing_public_url: str = Field(
+        "http://127.0.0.1:8002", description="Base URL of invoicing as mail readers reach it."
+    )
     mail_from: str = "Subscriptions <no-reply@subscriptions.example>"
     jwt_secret: SecretStr = SecretStr("dev-only-secret-change-me-in-production-please")
     jwt_issuer: str = "subscription-platform"
@@ -42,6 +50,8 @@ class Settings(BaseSettings):
         "ordering,invoicing,lifecycle,notifications",
         description="The services a test-clock advance waits for, comma-separated.",
     )
+    delivery_concurrency: int = 4  # SMTP connections (one worker each) per notifications process
+    delivery_batch_size: int = 20  # mails a worker claims at once
     timer_poll_seconds: float = 1.0
     timer_batch_size: int = 200
     log_level: str = "INFO"

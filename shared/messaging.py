@@ -102,7 +102,8 @@ class HandlerContext:
     conn: Conn
     envelope: Envelope
     outbox: Outbox
-    clock: Clock
+    clock: Clock  # the account's clock: its test clock's time when it follows one
+    wall_clock: Clock | None = None  # real time, for infrastructure (retries, leases)
 
     async def emit(
         self,
@@ -252,7 +253,9 @@ class ConsumerRuntime:
             if isinstance(payload, AccountOpened) and payload.test_clock_id is not None:
                 await attach_account(conn, envelope.account_id, payload.test_clock_id)
             clock = await account_clock(conn, self.clock, envelope.account_id)
-            ctx = HandlerContext(conn=conn, envelope=envelope, outbox=self.outbox, clock=clock)
+            ctx = HandlerContext(
+                conn=conn, envelope=envelope, outbox=self.outbox, clock=clock, wall_clock=self.clock
+            )
             await handler.func(ctx, payload)
             return "done"
 

@@ -9,6 +9,7 @@ from shared.runtime import ServiceSpec
 from .api import router
 from .delivery import run_delivery_loop
 from .handlers import consumer
+from .repository import unsent_mail_of_clock
 
 SPEC = ServiceSpec(
     name="notifications",
@@ -16,4 +17,5 @@ SPEC = ServiceSpec(
     consumer=consumer,
     migrations=Path(__file__).parent / "migrations",
     background=[run_delivery_loop],
+    pending_probe=unsent_mail_of_clock,
 )

@@ -3,35 +3,80 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from babel.dates import format_date
+from babel.numbers import format_currency
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
+from markupsafe import Markup
 
 ROUTING_FILE = Path(__file__).parent / "routing.json"
 TEMPLATES = Path(__file__).parent / "templates"
 LANGUAGES = ("en", "nb")
+LOCALES = {"en": "en_GB", "nb": "nb_NO"}
+ROLES = ("buyer", "primary_admin", "secondary_admin", "payer")
+ADMIN_ROLES = frozenset({"primary_admin", "secondary_admin"})
+KINDS = ("billing", "invoice", "renewal", "product", "user_management")
+# R10: admins get product and user-management mail only; R11: payers get invoice mail only.
+KINDS_ALLOWED = {
+    "buyer": frozenset(KINDS),
+    "primary_admin": frozenset({"product", "user_management"}),
+    "secondary_admin": frozenset({"product", "user_management"}),
+    "payer": frozenset({"invoice"}),
+}
+
+
+class RoutingError(ValueError):
+    """The routing table breaks R10 or R11, or is malformed."""
 
 
 @dataclass(frozen=True)
 class Route:
     template: str
+    kind: str
     roles: frozenset[str]
+    new_holders_only: bool = False
+
+
+def parse_routing(raw: Mapping[str, Any]) -> dict[str, tuple[Route, ...]]:
+    """Reads the routing table, refusing any route that would break R10 or R11."""
+    table: dict[str, tuple[Route, ...]] = {}
+    for event_type, entries in raw.items():
+        if event_type.startswith("_"):
+            continue
+        routes = []
+        for entry in entries:
+            route = Route(
+                template=entry["template"],
+                kind=entry["kind"],
+                roles=frozenset(entry["roles"]),
+                new_holders_only=bool(entry.get("new_holders_only", False)),
+            )
+            if route.kind not in KINDS:
+                raise RoutingError(f"{event_type}: unknown kind {route.kind!r}")
+            for role in route.roles:
+                if role not in KINDS_ALLOWED:
+                    raise RoutingError(f"{event_type}: unknown role {role!r}")
+                if route.kind not in KINDS_ALLOWED[role]:
+                    raise RoutingError(
+                        f"{event_type}: {role} may not receive {route.kind} mail (R10, R11)"
+                    )
+            routes.append(route)
+        table[event_type] = tuple(routes)
+    return table
 
 
 @cache
-def routing() -> dict[str, Route]:
-    """The routing table is data (routing.json): event type -> template and receiving roles."""
-    raw = json.loads(ROUTING_FILE.read_text())
-    return {
-        event_type: Route(entry["template"], frozenset(entry["roles"]))
-        for event_type, entry in raw.items()
-        if not event_type.startswith("_")
-    }
+def routing() -> dict[str, tuple[Route, ...]]:
+    """The routing table is data (routing.json): event type -> mails and receiving roles."""
+    return parse_routing(json.loads(ROUTING_FILE.read_text()))
 
 
 @dataclass(frozen=True)
@@ -47,21 +92,49 @@ class Recipient:
     email: str
     name: str
     language: str
-    roles: tuple[str, ...]  # the roles for which this person receives the mail
+    roles: tuple[str, ...]  # every routed role this person holds for this event
+    template: str
 
 
-def recipients(route: Route, members: list[Member]) -> list[Recipient]:
-    """R12: one mail per address per event, however many roles the person holds."""
-    chosen: dict[str, Recipient] = {}
-    for member in members:
-        matching = member.roles & route.roles
-        if not matching:
-            continue
+def recipients(
+    routes: Iterable[Route], members: Iterable[Member], before: Iterable[Member] = ()
+) -> list[Recipient]:
+    """R12: at most one mail per address per event, however many roles the person holds.
+
+    The first route (in table order) that matches a person decides their mail, so a person who
+    is both buyer and admin gets the buyer's mail. ``before`` is who held which role before the
+    event, for routes that only mail new holders of a role.
+    """
+    held_before: dict[str, frozenset[str]] = {}
+    for member in before:
         key = member.email.lower()
-        previous = chosen.get(key)
-        roles = set(matching) | set(previous.roles if previous else ())
-        chosen[key] = Recipient(member.email, member.name, member.language, tuple(sorted(roles)))
-    return sorted(chosen.values(), key=lambda r: r.email.lower())
+        held_before[key] = held_before.get(key, frozenset()) | member.roles
+    by_address: dict[str, list[Member]] = {}
+    for member in members:
+        by_address.setdefault(member.email.lower(), []).append(member)
+
+    chosen: list[Recipient] = []
+    for key, same_address in by_address.items():
+        roles = frozenset().union(*(m.roles for m in same_address))
+        first = same_address[0]
+        template: str | None = None
+        matched: set[str] = set()
+        for route in routes:
+            matching = roles & route.roles
+            if route.new_holders_only:  # only roles the person did not hold before the event
+                matching -= held_before.get(key, frozenset())
+            if not matching:
+                continue
+            template = template or route.template
+            matched |= matching
+        if template is not None:
+            chosen.append(
+                Recipient(first.email, first.name, first.language, tuple(sorted(matched)), template)
+            )
+    return sorted(chosen, key=lambda r: r.email.lower())
+
+
+# --- how a mail reads (R13) ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -71,27 +144,211 @@ class RenderedMail:
     html: str
 
 
-@cache
-def _environment() -> Environment:
-    """HTML templates (``*.html.j2``) are autoescaped; plain-text ones are not HTML."""
-    return Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-    )
+LABELS: dict[str, dict[str, str]] = {
+    "en": {
+        "monthly": "monthly",
+        "annual": "annual",
+        "three_year": "three-year",
+        "card": "card",
+        "paypal": "PayPal",
+        "invoice": "invoice",
+        "active": "Active",
+        "expired": "Expired",
+        "suspended": "Suspended",
+        "cancelled": "Cancelled",
+        "order": "order",
+        "renewal": "renewal",
+        "installment": "installment",
+        "co_term": "added licences",
+        "signature": "Subscriptions",
+    },
+    "nb": {
+        "monthly": "månedlig",
+        "annual": "årlig",
+        "three_year": "treårig",
+        "card": "kort",
+        "paypal": "PayPal",
+        "invoice": "faktura",
+        "active": "Aktiv",
+        "expired": "Utløpt",
+        "suspended": "Suspendert",
+        "cancelled": "Kansellert",
+        "order": "bestilling",
+        "renewal": "fornyelse",
+        "installment": "avdrag",
+        "co_term": "tilleggslisenser",
+        "signature": "Abonnementer",
+    },
+}
 
 
-def render(template: str, language: str, context: dict[str, Any]) -> RenderedMail:
-    """R13: the mail in the recipient's language (English when we have no such language)."""
-    lang = language if language in LANGUAGES else "en"
-    subject = _environment().get_template(f"{lang}/{template}.subject.j2").render(context)
-    text = _environment().get_template(f"{lang}/{template}.txt.j2").render(context)
-    html = _environment().get_template(f"{lang}/{template}.html.j2").render(context)
-    # A subject is one line whatever a name or a number contains (no header injection).
-    return RenderedMail(" ".join(subject.split()), text, html)
+def language_of(preferred: str | None, account_language: str | None) -> str:
+    """R13: the person's language, else the account's, else English."""
+    for candidate in (preferred, account_language):
+        if candidate in LANGUAGES:
+            return str(candidate)
+    return "en"
+
+
+def time_zone_of(*candidates: str | None) -> ZoneInfo:
+    """R13: the account's time zone first; an unknown zone falls back to the next, then UTC."""
+    for name in candidates:
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return ZoneInfo("UTC")
 
 
 def local_time(instant: datetime, time_zone: str) -> str:
     """R13: dates in the account's time zone."""
     return instant.astimezone(ZoneInfo(time_zone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def formatters(language: str, zone: ZoneInfo) -> dict[str, Callable[..., str]]:
+    """What templates use to show money, instants, days and enum values in the language."""
+    locale = LOCALES[language]
+    at = " kl. " if language == "nb" else ", "
+
+    def money(amount: Decimal | str | float, currency: str) -> str:
+        return format_currency(Decimal(str(amount)), currency, locale=locale)
+
+    def when(instant: datetime) -> str:
+        local = instant.astimezone(zone)
+        return f"{format_date(local.date(), 'long', locale=locale)}{at}{local:%H:%M %Z}"
+
+    def day(value: date | datetime) -> str:
+        if isinstance(value, datetime):
+            value = value.astimezone(zone).date()
+        return format_date(value, "long", locale=locale)
+
+    def label(value: str) -> str:
+        return LABELS[language].get(value, value)
+
+    return {"money": money, "when": when, "day": day, "label": label}
+
+
+@cache
+def _environment(html: bool) -> Environment:
+    """Two views of the same files: the HTML one autoescapes everything, the text one nothing."""
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=html,  # noqa: S701 - the text view is plain text, never shown as HTML
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _block(template: Template, name: str, context: dict[str, Any]) -> str:
+    return "".join(template.blocks[name](template.new_context(context)))
+
+
+def template_names() -> list[str]:
+    """Every mail template, as ``<language>/<name>.j2`` files."""
+    return sorted(p.stem for p in (TEMPLATES / "en").glob("*.j2"))
+
+
+def render(
+    template: str, language: str, context: dict[str, Any], time_zone: ZoneInfo | None = None
+) -> RenderedMail:
+    """R13: the mail in the language (English when we have no such language), subject, plain
+    text and HTML, dates in ``time_zone``."""
+    lang = language if language in LANGUAGES else "en"
+    full = {**context, **formatters(lang, time_zone or ZoneInfo("UTC")), "lang": lang}
+    text_template = _environment(False).get_template(f"{lang}/{template}.j2")
+    html_template = _environment(True).get_template(f"{lang}/{template}.j2")
+    # A subject is one line whatever a name or a number contains (no header injection).
+    subject = " ".join(_block(text_template, "subject", full).split())
+    signature = LABELS[lang]["signature"]
+    text = f"{_block(text_template, 'text', full).strip()}\n\n-- \n{signature}\n"
+    body = Markup(_block(html_template, "html", full))  # noqa: S704 - autoescaped when rendered
+    html = (
+        _environment(True)
+        .get_template("layout.html.j2")
+        .render(lang=lang, subject=subject, body=body, signature=signature)
+    )
+    return RenderedMail(subject, text, html)
+
+
+def invoice_payers(addresses: Iterable[str], members: Iterable[Member]) -> list[Member]:
+    """R11: addresses on an invoice that are nobody's in the projection still get the invoice,
+    as payers, in the account's language."""
+    known = {m.email.lower() for m in members}
+    return [Member(a, "", "", frozenset({"payer"})) for a in addresses if a.lower() not in known]
+
+
+def invoice_pdf_url(invoicing_url: str, invoice_id: object) -> str:
+    return f"{invoicing_url.rstrip('/')}/v1/invoices/{invoice_id}.pdf"
+
+
+def mail_context(
+    payload: dict[str, Any], *, account_name: str | None, offering: str | None, invoicing_url: str
+) -> dict[str, Any]:
+    """What every template of an event sees: the payload, the account's name, the product."""
+    context: dict[str, Any] = {"account_name": account_name, "offering": offering, **payload}
+    if "invoice_id" in payload:
+        context["pdf_url"] = invoice_pdf_url(invoicing_url, payload["invoice_id"])
+    return context
+
+
+def personal(context: dict[str, Any], recipient: Recipient) -> dict[str, Any]:
+    return {
+        **context,
+        "recipient_name": recipient.name or recipient.email,
+        "recipient_roles": recipient.roles,
+    }
+
+
+ROLE_NAMES = {
+    "buyer": "buyer",
+    "primary_admin": "primary admin",
+    "secondary_admin": "secondary admins",
+    "payer": "payers",
+}
+
+
+def routing_document() -> str:
+    """The routing table as Markdown (docs/notifications-routing.md is this, verbatim)."""
+    lines = [
+        "# Who gets which e-mail",
+        "",
+        "Generated from `services/notifications/routing.json` by",
+        "`python -m services.notifications.routing_doc`; a unit test fails when this file and",
+        "the table differ. The code routes by the same table.",
+        "",
+        "| event | mail (template) | kind | received by |",
+        "|-------|-----------------|------|-------------|",
+    ]
+    for event_type, routes in sorted(routing().items()):
+        for route in routes:
+            who = ", ".join(ROLE_NAMES[r] for r in ROLES if r in route.roles)
+            if route.new_holders_only:
+                who += " (only who newly holds the role)"
+            lines.append(f"| `{event_type}` | `{route.template}` | {route.kind} | {who} |")
+    lines += [
+        "",
+        "Rules the table obeys (the service refuses to start with a table that breaks them):",
+        "",
+        "- **R9** the buyer receives every billing, invoice and renewal mail.",
+        "- **R10** admins (primary and secondary) receive only `product` and `user_management`",
+        "  mail; billing and renewal mail reaches an admin only when that admin is the buyer.",
+        "- **R11** payers receive only `invoice` mail: the payers of the account's roles, and",
+        "  every address printed on the invoice (`payer_emails`), in the account's language.",
+        "- **R12** one mail per address per event. When an event routes different mails to",
+        "  different roles (`StageChanged`), a person holding several of them gets the first",
+        "  route's mail, in table order: a buyer who is also an admin gets the buyer's mail",
+        "  (it states the stage and what it still allows, R35). The same event delivered twice",
+        "  queues nothing the second time (inbox), and `(event, address)` is unique.",
+        "- **RolesChanged** (a full snapshot) is compared with the previous snapshot: whoever",
+        "  newly holds the primary-admin or a secondary-admin role gets `admin_appointed`",
+        "  (so a new account's first admin, a promotion to primary admin and a newly added",
+        "  admin are told). Losing a role, becoming buyer or payer, or an unchanged snapshot",
+        "  mails nobody.",
+        "- **R13** the mail is in the person's language (`en` or `nb`), else the account's,",
+        "  else English; dates in the account's time zone; money formatted for the language.",
+        "",
+    ]
+    return "\n".join(lines)

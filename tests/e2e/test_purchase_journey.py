@@ -119,7 +119,10 @@ async def test_r1_r9_r18_r23_card_purchase_end_to_end(
             r = await client.get(
                 f"{platform.url('notifications')}/v1/accounts/{account['id']}/emails", headers=auth
             )
-            return [d for d in r.json()["items"] if d["status"] == "sent"]
+            items = r.json()["items"]
+            return [
+                d for d in items if d["status"] == "sent" and d["template"] == "order_confirmation"
+            ]
 
         [delivery] = await wait_for(logged, what="the delivery log entry")
         assert delivery["recipient"] == buyer_email and delivery["roles"] == ["buyer"]

@@ -1,0 +1,222 @@
+"""What the notifications integration tests share: publishing events, an own maildev, and an
+SMTP server that refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+
+from shared.clock import Clock
+from shared.config import Settings
+from shared.contracts import (
+    PRODUCER_OF,
+    AccountOpened,
+    Contract,
+    Envelope,
+    Person,
+    RolesChanged,
+    new_envelope,
+)
+from shared.runtime import create_app, load_spec
+from shared.topics import Topics
+from tests.support import REPO, Backing, Deployment, MailCatcher, free_port, wait_for
+
+
+def address(role: str) -> str:
+    return f"{role}-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def person(email: str, language: str = "en") -> Person:
+    return Person(user_id=uuid.uuid4(), email=email, name=email.split("-")[0], language=language)
+
+
+def envelope(account_id: uuid.UUID, event: Contract) -> Envelope:
+    now = datetime.now(UTC)
+    return new_envelope(
+        event=event,
+        producer=PRODUCER_OF[type(event).__name__],
+        account_id=account_id,
+        occurred_at=now,
+        recorded_at=now,
+    )
+
+
+def opening(account_id: uuid.UUID, roles: RolesChanged, language: str = "en") -> list[Envelope]:
+    """AccountOpened and the first roles snapshot, as ordering publishes them."""
+    opened = AccountOpened(
+        name="Fjord Arkitekter AS",
+        country="NO",
+        currency="NOK",
+        language=language,
+        time_zone="Europe/Oslo",
+    )
+    return [envelope(account_id, opened), envelope(account_id, roles)]
+
+
+async def publish(backing: Backing, dep: Deployment, *envelopes: Envelope) -> None:
+    """Each on its producer's topic, keyed by account (as the outbox relay does)."""
+    topics = Topics(dep.prefix)
+    producer = AIOKafkaProducer(bootstrap_servers=backing.kafka, enable_idempotence=True)
+    await producer.start()
+    try:
+        for env in envelopes:
+            await producer.send_and_wait(
+                topics.events(env.producer),
+                value=env.model_dump_json().encode(),
+                key=str(env.account_id).encode(),
+            )
+    finally:
+        await producer.stop()
+
+
+def notifications_settings(dep: Deployment, **changes: object) -> Settings:
+    return Settings(**{**dep.settings("notifications").model_dump(), **changes})
+
+
+@contextlib.asynccontextmanager
+async def notifications_app(
+    settings: Settings, clock: Clock | None = None
+) -> AsyncIterator[FastAPI]:
+    app = create_app(load_spec("notifications"), settings, clock)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def maildev_binary() -> Path | None:
+    """$MAILDEV_BIN, else the stack's install in this checkout, else in /work/main."""
+    candidates = [
+        os.environ.get("MAILDEV_BIN", ""),
+        str(REPO / ".local/mail/node_modules/maildev/bin/maildev"),
+        "/work/main/.local/mail/node_modules/maildev/bin/maildev",
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+class OwnMaildev:
+    """A maildev of the test's own, on free ports, that the test may stop and start."""
+
+    def __init__(self, backing: Backing, directory: Path) -> None:
+        binary = maildev_binary()
+        if binary is None:
+            pytest.skip("maildev is not installed (set MAILDEV_BIN)")
+        self.binary = binary
+        self.directory = directory
+        self.smtp_port = free_port()
+        self.web_port = free_port()
+        self.catcher = MailCatcher(
+            replace(backing, mail_api=f"http://127.0.0.1:{self.web_port}", mail_kind="maildev")
+        )
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def smtp_url(self) -> str:
+        return f"smtp://127.0.0.1:{self.smtp_port}"
+
+    async def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = await asyncio.create_subprocess_exec(
+            "node",
+            str(self.binary),
+            *("--smtp", str(self.smtp_port), "--web", str(self.web_port)),
+            *("--ip", "127.0.0.1", "--web-ip", "127.0.0.1"),
+            *("--mail-directory", str(self.directory)),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+
+        async def answers() -> bool:
+            try:
+                async with httpx.AsyncClient(timeout=2) as client:
+                    return (await client.get(f"{self.catcher.base}/email")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await wait_for(answers, timeout=30, what="own maildev")
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            await asyncio.wait_for(self.process.wait(), 10)
+        self.process = None
+
+
+class RefusingSmtp:
+    """A minimal SMTP server: answers 550 to RCPT TO for addresses starting with "reject-",
+    accepts everything else, and counts every RCPT by address."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.rcpts: list[str] = []
+        self.accepted: list[str] = []
+        self.server: asyncio.Server | None = None
+
+    @property
+    def smtp_url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> RefusingSmtp:
+        self.server = await asyncio.start_server(self._session, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.server.wait_closed(), 5)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        def say(line: str) -> None:
+            writer.write(f"{line}\r\n".encode())
+
+        say("220 refusing.test ESMTP")
+        recipient = ""
+        try:
+            while line := await reader.readline():
+                command = line.decode().strip()
+                verb = command[:4].upper()
+                if verb in ("EHLO", "HELO"):
+                    say("250-refusing.test")
+                    say("250 8BITMIME")
+                elif verb == "MAIL":
+                    say("250 OK")
+                elif verb == "RCPT":
+                    recipient = command.split("<", 1)[1].split(">", 1)[0]
+                    self.rcpts.append(recipient)
+                    if recipient.startswith("reject-"):
+                        say(f"550 5.1.1 <{recipient}>: mailbox unavailable")
+                    else:
+                        say("250 OK")
+                elif verb == "DATA":
+                    say("354 go ahead")
+                    await writer.drain()
+                    while (await reader.readline()) not in (b".\r\n", b""):
+                        pass
+                    self.accepted.append(recipient)
+                    say("250 OK queued")
+                elif verb == "QUIT":
+                    say("221 bye")
+                    await writer.drain()
+                    break
+                else:  # RSET, NOOP
+                    say("250 OK")
+                await writer.drain()
+        finally:
+            writer.close()
+
+
+def count(addresses: Sequence[str], of: str) -> int:
+    return sum(1 for a in addresses if a == of)
