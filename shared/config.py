@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     outbox_batch_size: int = 500
     consumer_max_attempts: int = 4
     consumer_backoff_seconds: float = 0.2
+    consumer_batch_size: int = 100  # records handled before one offset commit
     delivery_poll_seconds: float = 1.0
     test_clocks_enabled: bool = Field(
         False, description="Allow test clocks (never in production: they move time)."

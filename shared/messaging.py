@@ -175,7 +175,9 @@ class ConsumerRuntime:
         topics: Topics,
         max_attempts: int,
         backoff_seconds: float,
+        batch_size: int = 100,
     ) -> None:
+        self.batch_size = batch_size
         self.consumer = consumer
         self.pool = pool
         self.outbox = outbox
@@ -193,18 +195,26 @@ class ConsumerRuntime:
         async def raw_body(message: Any) -> Any:
             return message.body  # parsed below, so a malformed message can be dead-lettered
 
+        # Batches: records are handled one by one, in order, each in its own transaction; the
+        # offsets are committed once the whole batch is handled. A redelivered batch (after a
+        # crash or a nack) finds the handled ones in the inbox, so it changes nothing twice.
         subscriber = broker.subscriber(
             *topic_names,
             group_id=self.topics.group(self.consumer.name),
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=raw_body,
+            batch=True,
+            max_records=self.batch_size,
+            batch_timeout_ms=100,
             title=f"{self.consumer.name}-consumer",
         )
 
         @subscriber
-        async def consume(body: bytes, message: KafkaMessage) -> None:
-            await self.handle(body, message.raw_message)
+        async def consume(body: list[bytes], message: KafkaMessage) -> None:
+            records = message.raw_message
+            for value, record in zip(body, records, strict=True):
+                await self.handle(value, record)
 
     async def handle(self, body: bytes, record: Any) -> str:
         """Handle one record; returns "done", "duplicate", "ignored" or "dead-lettered"."""

@@ -105,6 +105,7 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
             topics=topics,
             max_attempts=settings.consumer_max_attempts,
             backoff_seconds=settings.consumer_backoff_seconds,
+            batch_size=settings.consumer_batch_size,
         )
         consumer.subscribe(broker)
         await broker.start()
