@@ -234,6 +234,7 @@ async def lapse_on_failed_charge(lc: Lifecycle) -> tuple[uuid.UUID, uuid.UUID, I
         ("monthly", date(2024, 7, 10), date(2024, 7, 25), date(2024, 8, 9)),
     ],
 )
+# Proves R32, R33 (../shared/DOMAIN.md).
 async def test_r31_r32_r33_r34_r35_each_boundary_at_the_exact_second(
     lc: Lifecycle, term: str, renews: date, suspends: date, cancels: date
 ) -> None:
@@ -275,6 +276,7 @@ async def test_r36_no_grace_offering_is_cancelled_at_expiry(lc: Lifecycle) -> No
         ("suspended", oslo(date(2025, 7, 25)) - SECOND),
     ],
 )
+# Proves R32, R33 (../shared/DOMAIN.md).
 async def test_r27_r32_r33_r37_payment_in_the_last_second_of_a_window_reactivates(
     lc: Lifecycle, stage: str, last_second: datetime
 ) -> None:
@@ -370,6 +372,7 @@ async def test_r34_cancelled_refuses_everything(lc: Lifecycle) -> None:
     assert await lc.pool.fetchval("SELECT count(*) FROM timers WHERE status = 'pending'") == 0
 
 
+# Proves R29 (../shared/DOMAIN.md).
 async def test_r25_r27_r28_r29_renewal_applies_pending_changes_on_the_anniversary(
     lc: Lifecycle,
 ) -> None:

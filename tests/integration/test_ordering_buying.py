@@ -39,6 +39,7 @@ async def issue_quote(
     return result
 
 
+# Proves R16 (../shared/DOMAIN.md).
 async def test_r16_partner_quote_accepted_by_the_buyer_places_a_partner_order(
     ordering: Ordering, backing: Backing
 ) -> None:
@@ -123,6 +124,7 @@ async def test_r15_a_quote_above_usd_25000_is_not_paid_by_card_or_paypal(
     assert direct.json()["type"] == PROBLEM + "card-limit-exceeded"
 
 
+# Proves R16 (../shared/DOMAIN.md).
 async def test_r16_an_expired_quote_cannot_be_accepted(ordering: Ordering) -> None:
     account, buyer, _ = await ordering.open_account()
     quote = await issue_quote(ordering, account, uuid.uuid4())

@@ -76,6 +76,7 @@ async def test_r28_term_change_for_the_next_renewal_changeable_until_then(
     assert late.status_code == 422 and late.json()["type"] == PROBLEM + "term-change-too-late"
 
 
+# Proves R29 (../shared/DOMAIN.md).
 async def test_r29_product_switch_only_inside_the_renewal_window(ordering: Ordering) -> None:
     account, buyer, subscription, renews_at = await active(ordering, timedelta(days=120))
     path = f"/v1/subscriptions/{subscription}/product-switch"
@@ -92,6 +93,7 @@ async def test_r29_product_switch_only_inside_the_renewal_window(ordering: Order
     assert datetime.fromisoformat(event["payload"]["effective_at"]) == renews_at
 
 
+# Proves R29 (../shared/DOMAIN.md).
 async def test_r29_no_switch_for_a_subscription_bought_before_2024_09_16_until_renewed(
     ordering: Ordering,
 ) -> None:

@@ -77,6 +77,7 @@ async def test_r3_r4_buyer_hands_over_primary_admin_who_appoints_and_removes_sec
     assert snapshots[-1]["payload"]["primary_admin"]["user_id"] == str(admin)
 
 
+# Proves R5 (../shared/DOMAIN.md).
 async def test_r5_only_an_operator_changes_the_buyer(ordering: Ordering) -> None:
     account, buyer, _ = await ordering.open_account()
     other = await ordering.add_user(account, user(buyer))

@@ -63,6 +63,7 @@ def day(d: date) -> datetime:
         ("monthly", day(date(2025, 6, 25)), day(date(2025, 7, 10))),  # 15 + 15 days
     ],
 )
+# Proves R32, R33 (../shared/DOMAIN.md).
 def test_r31_r32_r33_r34_each_boundary_to_the_second(
     term: str, suspended_at: datetime, cancelled_at: datetime
 ) -> None:
@@ -111,6 +112,7 @@ def test_r31_whichever_comes_first_the_unpaid_invoice_or_the_expiry_date() -> No
     assert (steps[0].at, steps[0].reason) == (RENEWS, "not_renewed")
 
 
+# Proves R32 (../shared/DOMAIN.md).
 def test_r32_stage_lengths_count_local_days_across_dst() -> None:
     """Expired from 2025-03-20 00:00 Oslo; 15 days later DST has started, still midnight."""
     renews = day(date(2025, 3, 20))
@@ -127,6 +129,7 @@ def test_r35_entitlements_of_each_stage(stage: str) -> None:
     assert set(allowed) == set(CAPABILITIES)
 
 
+# Proves R32, R33 (../shared/DOMAIN.md).
 def test_r32_r33_r34_who_may_be_reactivated() -> None:
     assert may_reactivate("expired") and may_reactivate("suspended")
     assert not may_reactivate("cancelled")

@@ -72,6 +72,7 @@ def test_r4_secondary_admins_are_appointed_and_removed() -> None:
     assert missing.value.status == 404
 
 
+# Proves R5 (../shared/DOMAIN.md).
 def test_r5_changing_the_buyer_keeps_the_old_buyers_admin_role() -> None:
     old, new = uuid.uuid4(), uuid.uuid4()
     roles = domain.change_buyer(domain.first_roles(old), new)
@@ -152,6 +153,7 @@ def test_ordering_prices_are_the_invoicing_price_book() -> None:
     assert set(domain.catalogue().offerings) == set(ours)
 
 
+# Proves R16 (../shared/DOMAIN.md).
 def test_r16_a_quote_is_accepted_once_and_only_while_valid() -> None:
     domain.check_quote_acceptable(date(2025, 6, 10), False, T0, "Europe/Oslo")
     with pytest.raises(Problem) as expired:
@@ -207,6 +209,7 @@ def test_r28_term_change_takes_effect_at_renewal_and_is_refused_after_it() -> No
     assert slug(undated) == "subscription-not-active-yet"
 
 
+# Proves R29 (../shared/DOMAIN.md).
 def test_r29_product_switch_only_inside_the_90_day_window() -> None:
     opens = RENEWS - timedelta(days=90)
     assert domain.product_switch_effective_at(sub(), "revit", opens) == RENEWS
@@ -217,6 +220,7 @@ def test_r29_product_switch_only_inside_the_90_day_window() -> None:
         assert slug(refused) == "product-switch-outside-window"
 
 
+# Proves R29 (../shared/DOMAIN.md).
 def test_r29_product_switch_only_if_bought_or_renewed_after_2024_09_16() -> None:
     inside = RENEWS - timedelta(days=10)
     # 2024-09-16 23:30 in Oslo is still the 16th: not "after" it.
