@@ -220,18 +220,23 @@ def free_port() -> int:
 class ServiceProcess:
     """A service as its own OS process (``python -m services.<name>``), as in production."""
 
-    def __init__(self, dep: Deployment, service: str, log_dir: Path) -> None:
+    def __init__(
+        self, dep: Deployment, service: str, log_dir: Path, port: int | None = None
+    ) -> None:
+        """``port``: a replica's own HTTP port (the deployment's port for the service if None)."""
         self.dep = dep
         self.service = service
-        self.log_path = log_dir / f"{service}.log"
+        self.port = port or dep.ports[service]
+        self.log_path = log_dir / f"{service}-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         log = self.log_path.open("ab")
+        env = {**self.dep.environment(self.service), "PLATFORM_HTTP_PORT": str(self.port)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.service}"],
             cwd=REPO,
-            env=self.dep.environment(self.service),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -243,7 +248,7 @@ class ServiceProcess:
                 raise AssertionError(f"{self.service} exited during start-up:\n{tail}")
             try:
                 async with httpx.AsyncClient(timeout=2) as client:
-                    response = await client.get(f"{self.dep.url(self.service)}/ready")
+                    response = await client.get(f"http://127.0.0.1:{self.port}/ready")
                     return response.status_code == 200
             except httpx.HTTPError:
                 return False
