@@ -1,8 +1,9 @@
 """Kafka: the producer and broker factories, topic creation, and the consuming side.
 
 Consuming (``EventConsumer``):
-- one FastStream subscriber per service, consumer group = the service, offsets committed only
-  after the effect is committed (``AckPolicy.NACK_ON_ERROR``, no auto-commit);
+- one FastStream subscriber per service, consumer group = the service, records taken in
+  batches and handled one by one in order; offsets are committed once the batch's effects are
+  committed (``AckPolicy.NACK_ON_ERROR``, no auto-commit);
 - each message is parsed into an ``Envelope`` and its payload contract; a message that cannot be
   parsed goes to the service's dead-letter topic at once;
 - the handler runs in one database transaction together with the inbox row
@@ -155,10 +156,6 @@ class EventConsumer:
 
 async def _nothing_more(ctx: HandlerContext, payload: Contract) -> None:
     return None
-
-
-class DeadLetter(Exception):
-    """Raised when a message cannot be handled; carries the reason."""
 
 
 class ConsumerRuntime:
