@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared import problems
+from shared import asyncapi, problems
 from shared.clock import Clock, SystemClock
 from shared.clocks import ClockAgent, PendingProbe, account_clock
 from shared.config import SERVICE_NAMES, Settings
@@ -161,12 +161,17 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
     )
     problems.install(app)
     app.include_router(spec.router)
-    app.include_router(_operations_router())
+    app.include_router(_operations_router(spec, topics))
     return app
 
 
-def _operations_router() -> APIRouter:
+def _operations_router(spec: ServiceSpec, topics: Topics) -> APIRouter:
     router = APIRouter(tags=["operations"])
+
+    @router.get("/asyncapi.json")
+    async def event_contract() -> dict[str, Any]:
+        """The events this service publishes and consumes (AsyncAPI 3.0)."""
+        return asyncapi.document(spec.name, topics, spec.consumer.producers())
 
     @router.get("/health")
     async def health() -> dict[str, str]:
