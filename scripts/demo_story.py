@@ -233,10 +233,10 @@ class Feed:
             await self.read(timeout_ms=100)
 
     def take(self, before: datetime | None = None) -> list[Envelope]:
-        """The unprinted events (those before ``before`` only), in business-time order."""
+        """Unprinted events (those before ``before`` only), by business time, then as recorded."""
         chosen = [e for e in self.pending if before is None or e.occurred_at < before]
         self.pending = [e for e in self.pending if e not in chosen]
-        return sorted(chosen, key=lambda e: e.occurred_at)
+        return sorted(chosen, key=lambda e: (e.occurred_at, e.recorded_at))  # causes first
 
 
 # --- the story ------------------------------------------------------------------------------
