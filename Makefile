@@ -1,6 +1,6 @@
 .PHONY: demo test up down status start stop lint
 
-demo:            ## bring everything up and take one purchase end to end
+demo:            ## bring everything up and play a subscription's whole life on a test clock
 	scripts/bootstrap
 	.venv/bin/python scripts/devstack.py demo
 
@@ -18,7 +18,7 @@ status:
 	-deploy/local/stack status
 	-.venv/bin/python scripts/devstack.py status
 
-start:           ## start the four services in the background (logs in .local/logs)
+start:           ## start the four services in the background, test clocks on (logs in .local/logs)
 	.venv/bin/python scripts/devstack.py start
 
 stop:

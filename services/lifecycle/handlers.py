@@ -360,6 +360,7 @@ async def activate(ctx: HandlerContext, order: OrderPlaced) -> None:
             auto_renew=order.auto_renew,
             trial=order.trial,
         ),
+        occurred_at=ctx.clock.now(),  # business time: the account's test clock, if any
     )
     effects.term_timers(sub, order.placed_at)
     await effects.commit(ctx.conn, ctx.outbox)
@@ -400,6 +401,7 @@ async def convert_trial(ctx: HandlerContext, converted: TrialConverted) -> None:
             renews_at=dates.renews_at,
             auto_renew=sub["auto_renew"],
         ),
+        occurred_at=ctx.clock.now(),  # business time: the account's test clock, if any
     )
     if domain.may_reactivate(sub["stage"]):
         effects.reactivated(sub, converted.converted_at, "trial_converted", term)

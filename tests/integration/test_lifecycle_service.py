@@ -13,7 +13,15 @@ from aiokafka import AIOKafkaProducer
 
 from shared.auth import issue_token
 from shared.clock import SystemClock
-from shared.contracts import Contract, OrderPlaced, Person, RolesChanged, new_envelope
+from shared.clocks import attach_account, set_clock_time
+from shared.contracts import (
+    Contract,
+    Envelope,
+    OrderPlaced,
+    Person,
+    RolesChanged,
+    new_envelope,
+)
 from shared.topics import Topics
 from tests.integration.conftest import in_process, read_topic
 from tests.support import Backing, deployment, wait_for
@@ -106,3 +114,57 @@ async def test_r8_r23_r35_order_activates_and_each_role_sees_its_part(backing: B
             r for r in records if dict(r.headers)["event_type"] == b"SubscriptionActivated"
         ]
         assert activated.key == str(account).encode()
+
+
+async def test_activation_is_announced_at_the_accounts_business_time(backing: Backing) -> None:
+    """An account on a test clock: SubscriptionActivated occurs at the clock's time, not at the
+    wall clock's (the demo's timeline showed it a few years off)."""
+    buyer = person("buyer")
+    account, subscription, clock = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    business_now = datetime(2030, 1, 10, 13, 30, tzinfo=UTC)
+    order = OrderPlaced(
+        order_id=uuid.uuid4(),
+        order_number="ORD-43",
+        subscription_id=subscription,
+        offering="autocad",
+        term="annual",
+        seats=1,
+        payment_method="card",
+        channel="direct",
+        billing_country="NO",
+        currency="NOK",
+        time_zone="Europe/Oslo",
+        placed_at=business_now,
+        buyer_email=buyer.email,
+    )
+    async with deployment(backing, ("lifecycle",)) as dep:
+        topics = Topics(dep.prefix)
+        async with in_process(dep, "lifecycle") as app:
+            async with app.state.runtime.pool.acquire() as conn:
+                await set_clock_time(conn, clock, business_now)
+                await attach_account(conn, account, clock)
+            producer = AIOKafkaProducer(bootstrap_servers=backing.kafka)
+            await producer.start()
+            try:
+                envelope = new_envelope(
+                    event=order,
+                    producer="ordering",
+                    account_id=account,
+                    subscription_id=subscription,
+                    occurred_at=business_now,
+                    recorded_at=datetime.now(UTC),
+                )
+                await producer.send_and_wait(
+                    topics.events("ordering"),
+                    envelope.model_dump_json().encode(),
+                    key=str(account).encode(),
+                )
+            finally:
+                await producer.stop()
+            records = await read_topic(backing.kafka, topics.events("lifecycle"), expected=1)
+    [activated] = [
+        Envelope.model_validate_json(r.value)
+        for r in records
+        if dict(r.headers)["event_type"] == b"SubscriptionActivated"
+    ]
+    assert activated.occurred_at == business_now
