@@ -214,11 +214,12 @@ class LagMeter:
 
         if not topics:
             return 0
-        await self.offsets.topics()  # refresh metadata
+        described = await self.admin.describe_topics(topics)
         partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(self.offsets.partitions_for_topic(topic) or ())
+            TopicPartition(topic["topic"], p["partition"])
+            for topic in described
+            if topic.get("error_code", 0) == 0
+            for p in topic["partitions"]
         ]
         if not partitions:
             return 0

@@ -130,3 +130,39 @@ async def test_advance_fires_due_timers_across_services_in_date_order(backing: B
         )
         assert back.status_code == 422  # forward only
         await lifecycle.aclose()
+
+
+async def test_lag_meter_counts_what_a_group_has_not_committed(backing: Backing) -> None:
+    """A test-clock step is not settled while any consumer still has messages to read."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from shared.clocks import LagMeter
+
+    topic, group = f"lag-{uuid.uuid4().hex[:8]}", f"group-{uuid.uuid4().hex[:8]}"
+    producer = AIOKafkaProducer(bootstrap_servers=backing.kafka)
+    await producer.start()
+    for n in range(5):
+        await producer.send_and_wait(topic, f"m{n}".encode(), key=b"k")
+    await producer.stop()
+    meter = LagMeter(backing.kafka)
+    await meter.start()
+    try:
+        assert await meter.lag(group, [topic]) == 5  # nothing committed yet
+        reader = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=backing.kafka,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await reader.start()
+        read = 0
+        while read < 3:
+            batch = await reader.getmany(timeout_ms=1000, max_records=3 - read)
+            for records in batch.values():
+                read += len(records)
+        await reader.commit()
+        await reader.stop()
+        assert await meter.lag(group, [topic]) == 2
+    finally:
+        await meter.stop()
