@@ -1,0 +1,306 @@
+"""Journeys 6-10 (issue 7): refunds, product switches, monthly lapses, no-grace offerings and a
+primary admin handed over. The four services run as OS processes on the real stack; each journey
+has its own test clock and accounts. Rule ids name what each step proves."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from tests.e2e.journeys import SERVICES, Account, Journey
+from tests.support import Backing, Deployment, ServiceProcess, deployment
+
+pytestmark = pytest.mark.e2e
+OSLO = ZoneInfo("Europe/Oslo")
+
+
+@pytest.fixture(scope="module")
+async def platform(
+    backing: Backing, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Deployment]:
+    logs = tmp_path_factory.mktemp("journey-logs")
+    async with deployment(backing, SERVICES) as dep:
+        dep.extra_env["PLATFORM_TEST_CLOCKS_ENABLED"] = "true"
+        dep.extra_env["PLATFORM_TIMER_POLL_SECONDS"] = "0.2"
+        processes = [ServiceProcess(dep, s, logs) for s in SERVICES]
+        for process in processes:
+            process.start()
+        try:
+            for process in processes:
+                await process.wait_ready()
+            yield dep
+        finally:
+            for process in processes:
+                process.stop()
+
+
+@pytest.fixture
+async def journey(
+    platform: Deployment, backing: Backing, request: pytest.FixtureRequest
+) -> AsyncIterator[Journey]:
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=15) as client:
+        j = Journey(platform, backing, client)
+        yield j
+        total = sum(seconds for _, seconds in j.timings)
+        print(
+            f"\n  {request.node.name}: {time.monotonic() - started:.1f} s in all;"
+            f" clock steps {total:.1f} s: " + ", ".join(f"{what} {s:.1f}s" for what, s in j.timings)
+        )
+
+
+def local(y: int, m: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetime:
+    return datetime(y, m, d, h, mi, s, tzinfo=OSLO).astimezone(UTC)
+
+
+def at(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def local_day(value: str) -> date:
+    return at(value).astimezone(OSLO).date()
+
+
+async def order(
+    j: Journey, account: Account, offering: str, term: str, *, auto_renew: bool, seats: int = 1
+) -> dict[str, Any]:
+    return await j.post(
+        "ordering",
+        f"/v1/accounts/{account.id}/orders",
+        account.auth,
+        {
+            "offering": offering,
+            "term": term,
+            "seats": seats,
+            "payment_method": "card",
+            "auto_renew": auto_renew,
+        },
+    )
+
+
+async def refused(
+    j: Journey, method: str, service: str, path: str, who: dict[str, str], body: dict[str, Any]
+) -> tuple[int, str]:
+    """A refused request: its status and the slug of its problem type."""
+    response = await j.http.request(
+        method,
+        j.url(service, path),
+        headers={**who, "Idempotency-Key": str(uuid.uuid4())},
+        json=body,
+    )
+    assert response.status_code >= 400, f"{path}: accepted: {response.text}"
+    return response.status_code, response.json()["type"].rsplit(":", 1)[-1]
+
+
+Mail = tuple[str, str, str, tuple[str, ...]]  # event, template, who, roles it was sent for
+
+
+class Mails:
+    """The account's delivery log, read step by step: each call returns what was logged since
+    the previous one, so a mail is pinned to the clock step (business time) that caused it.
+    ``people`` names the addresses (e.g. buyer=..., ola=...)."""
+
+    def __init__(self, j: Journey, account: Account, **people: str) -> None:
+        self.j = j
+        self.account = account
+        self.names = {address.lower(): name for name, address in people.items()}
+        self.seen: set[str] = set()
+
+    async def new(self) -> list[Mail]:
+        entries = [d for d in await self.j.deliveries(self.account) if d["id"] not in self.seen]
+        self.seen |= {d["id"] for d in entries}
+        assert all(d["status"] == "sent" for d in entries), entries
+        return sorted(
+            (
+                d["event_type"],
+                d["template"],
+                self.names.get(d["recipient"], d["recipient"]),
+                tuple(sorted(d["roles"])),
+            )
+            for d in entries
+        )
+
+
+async def credit_notes(j: Journey, account: Account) -> list[dict[str, Any]]:
+    data = await j.get("invoicing", f"/v1/accounts/{account.id}/credit-notes", account.auth)
+    items: list[dict[str, Any]] = data["items"]
+    return items
+
+
+# --- journey 6 --------------------------------------------------------------------------------
+
+
+async def test_journey_6_refund_inside_30_days_ends_access_at_once(journey: Journey) -> None:
+    """R38, R39: a direct annual card purchase refunded on day 10: a credit note for the paid
+    invoice, RefundProcessed with the settlement date 7 business days on (card: "5-7 business
+    days", the mail says so), access ends at once (Cancelled, no entitlements). A second account
+    asking 30 days and one second after its purchase is refused: `refund-window-closed` (R38)."""
+    j = journey
+    bought = local(2030, 5, 6, 10, 0)  # a Monday
+    await j.start_clock(bought)
+    kari = await j.open_account()
+    late = await j.open_account()
+    first = await order(j, kari, "autocad", "annual", auto_renew=True, seats=2)
+    second = await order(j, late, "autocad", "annual", auto_renew=True)
+    await j.advance(local(2030, 5, 6, 10, 5), "purchases settle")
+    [invoice] = await j.invoices(kari)
+    assert invoice["status"] == "paid"
+    mails = Mails(j, kari, buyer=kari.buyer_email)
+    assert await mails.new() == [
+        ("InvoiceIssued", "invoice_issued", "buyer", ("buyer",)),
+        ("InvoicePaid", "payment_receipt", "buyer", ("buyer",)),
+        ("OrderPlaced", "order_confirmation", "buyer", ("buyer",)),
+        ("RolesChanged", "admin_appointed", "buyer", ("primary_admin",)),
+        ("SubscriptionActivated", "product_access_granted", "buyer", ("primary_admin",)),
+    ]
+
+    # Day 10 (Thursday 2030-05-16): the buyer asks for a refund through ordering.
+    await j.advance(local(2030, 5, 16, 9, 0), "day 10")
+    assert await mails.new() == []
+    refund = await j.post(
+        "ordering",
+        f"/v1/subscriptions/{first['subscription_id']}/refunds",
+        kari.auth,
+        {"reason": "Bought the wrong product"},
+    )
+    assert refund["purchase_kind"] == "order"
+    assert at(refund["purchased_at"]) == bought
+    await j.advance(local(2030, 5, 16, 9, 5), "refund settles")
+
+    # R39: access ends at once.
+    sub = await j.subscription(kari, first["subscription_id"])
+    assert sub["stage"] == "cancelled"
+    assert sub["stage_reason"] == "refunded"
+    assert at(sub["stage_changed_at"]) == local(2030, 5, 16, 9, 0)
+    assert sub["next_stage_at"] is None
+    assert set(sub["entitlements"].values()) <= {"none", "assignments_deleted", "self_help"}
+    assert sub["entitlements"]["product_access"] == "none"
+    sold = await j.get("ordering", f"/v1/subscriptions/{first['subscription_id']}", kari.auth)
+    assert (sold["stage"], sold["auto_renew"]) == ("cancelled", False)
+    assert at(sold["refunded_at"]) == local(2030, 5, 16, 9, 0)
+
+    # R39: a credit note for the paid invoice, paid back to the card, settles in 7 business days.
+    [note] = await credit_notes(j, kari)
+    assert note["invoice_id"] == invoice["id"]
+    assert note["refund_id"] == refund["id"]
+    assert note["refund_method"] == "card"
+    assert note["gross_total"] == f"-{invoice['gross_total']}"
+    assert note["refund_amount"] == invoice["gross_total"]
+    assert note["expected_settlement_date"] == "2030-05-27"  # Thu 16 + 7 business days
+    assert at(note["issued_at"]) == local(2030, 5, 16, 9, 0)
+    [credited] = await j.invoices(kari)
+    assert credited["status"] == "credited"
+
+    # R9, R12: the buyer (also primary admin) is told once per event, the refund mail states
+    # the 5-7 business days and the date.
+    assert await mails.new() == [
+        ("RefundProcessed", "refund_confirmation", "buyer", ("buyer",)),
+        ("StageChanged", "stage_changed", "buyer", ("buyer", "primary_admin")),
+    ]
+    [refund_mail] = [m for m in await j.mail.to(kari.buyer_email) if "refund" in m["subject"]]
+    amount = f"NOK{Decimal(invoice['gross_total']):,.2f}"
+    assert f"We have refunded {amount} to your card." in refund_mail["text"]
+    assert "Card refunds take 5-7 business days" in refund_mail["text"]
+    assert "Expected by: 27 May 2030." in refund_mail["text"]
+
+    # R38: 30 days and one second after the purchase, the other account is refused.
+    await j.advance(bought + timedelta(days=30, seconds=1), "day 30 passed")
+    assert await refused(
+        j,
+        "POST",
+        "ordering",
+        f"/v1/subscriptions/{second['subscription_id']}/refunds",
+        late.auth,
+        {"reason": "Too late"},
+    ) == (422, "refund-window-closed")
+    assert (await j.subscription(late, second["subscription_id"]))["stage"] == "active"
+    assert await credit_notes(j, late) == []
+    assert await mails.new() == []
+
+
+# --- journey 7 --------------------------------------------------------------------------------
+
+
+async def test_journey_7_product_switch_inside_the_window_applies_at_renewal(
+    journey: Journey,
+) -> None:
+    """R29: an auto-renewing annual AutoCAD bought 2030-01-10 renews 2031-01-10 00:00 local;
+    its renewal window opens 90 days before, 2030-10-12 00:00 local (R26). A switch to Revit a
+    second before the window is refused (`product-switch-outside-window`); at the opening it is
+    accepted, effective at the renewal date; the renewal invoice bills Revit and the subscription
+    carries it from then on (R25)."""
+    j = journey
+    await j.start_clock(local(2030, 1, 10, 14, 30))
+    kari = await j.open_account()
+    bought = await order(j, kari, "autocad", "annual", auto_renew=True, seats=2)
+    sub_id = bought["subscription_id"]
+    switch_path = f"/v1/subscriptions/{sub_id}/product-switch"
+    await j.advance(local(2030, 1, 10, 15, 0), "purchase settles")
+    mails = Mails(j, kari, buyer=kari.buyer_email)
+    await mails.new()
+    sub = await j.subscription(kari, sub_id)
+    assert at(sub["renews_at"]) == local(2031, 1, 10)
+    assert at(sub["renewal_window_opens_at"]) == local(2030, 10, 12)
+
+    # R29: outside the window (and long before it) the switch is refused; nothing is pending.
+    assert await refused(
+        j, "PUT", "ordering", switch_path, kari.auth, {"new_offering": "revit"}
+    ) == (422, "product-switch-outside-window")
+    await j.advance(local(2030, 10, 11, 23, 59, 59), "a second before the window")
+    assert await mails.new() == []
+    assert await refused(
+        j, "PUT", "ordering", switch_path, kari.auth, {"new_offering": "revit"}
+    ) == (422, "product-switch-outside-window")
+
+    # The window opens (R26: the buyer is told); the switch is accepted for the renewal date.
+    await j.advance(local(2030, 10, 12), "the window opens")
+    assert await mails.new() == [
+        ("RenewalWindowOpened", "renewal_window_opened", "buyer", ("buyer",)),
+    ]
+    response = await j.http.put(
+        j.url("ordering", switch_path),
+        headers={**kari.auth, "Idempotency-Key": str(uuid.uuid4())},
+        json={"new_offering": "revit"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["pending_offering"] == "revit"
+    await j.advance(local(2030, 10, 12, 0, 5), "the switch settles")
+    sub = await j.subscription(kari, sub_id)
+    assert sub["offering"] == "autocad"  # not before the renewal date
+    assert sub["pending_changes"] == {"term": None, "offering": "revit"}
+    assert await mails.new() == []
+
+    # The renewal date: the renewal invoice bills Revit, the subscription is Revit.
+    await j.advance(local(2031, 1, 10, 12, 0), "the renewal date")
+    sub = await j.subscription(kari, sub_id)
+    assert (sub["stage"], sub["offering"], sub["seats"]) == ("active", "revit", 2)
+    assert sub["pending_changes"] == {"term": None, "offering": None}
+    assert at(sub["starts_at"]) == local(2031, 1, 10)
+    assert at(sub["renews_at"]) == local(2032, 1, 10)
+    first, renewal = await j.invoices(kari)
+    assert at(renewal["issued_at"]) == local(2031, 1, 10)
+    assert (renewal["purpose"], renewal["status"]) == ("renewal", "paid")
+    lines = (await j.get("invoicing", f"/v1/invoices/{renewal['id']}", kari.auth))["lines"]
+    assert [(line["description"], line["quantity"]) for line in lines] == [
+        ("revit subscription, 1 year, 2 seat(s)", 2)
+    ]
+    first_lines = (await j.get("invoicing", f"/v1/invoices/{first['id']}", kari.auth))["lines"]
+    assert [line["description"] for line in first_lines] == [
+        "autocad subscription, 1 year, 2 seat(s)"
+    ]
+    assert Decimal(renewal["gross_total"]) > Decimal(first["gross_total"])  # Revit costs more
+    sold = await j.get("ordering", f"/v1/subscriptions/{sub_id}", kari.auth)
+    assert (sold["offering"], sold["pending_offering"]) == ("revit", None)
+    assert await mails.new() == [
+        ("InvoiceIssued", "invoice_issued", "buyer", ("buyer",)),
+        ("InvoicePaid", "payment_receipt", "buyer", ("buyer",)),
+        ("SubscriptionRenewed", "renewal_confirmation", "buyer", ("buyer",)),
+    ]
