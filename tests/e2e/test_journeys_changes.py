@@ -113,10 +113,16 @@ class Mails:
         self.account = account
         self.names = {address.lower(): name for name, address in people.items()}
         self.seen: set[str] = set()
+        self.last: list[dict[str, Any]] = []
+
+    def subjects(self, template: str) -> list[str]:
+        """Subjects of the mails of ``template`` in the last step, oldest first."""
+        return [d["subject"] for d in self.last if d["template"] == template]
 
     async def new(self) -> list[Mail]:
         entries = [d for d in await self.j.deliveries(self.account) if d["id"] not in self.seen]
         self.seen |= {d["id"] for d in entries}
+        self.last = entries
         assert all(d["status"] == "sent" for d in entries), entries
         return sorted(
             (
@@ -304,3 +310,147 @@ async def test_journey_7_product_switch_inside_the_window_applies_at_renewal(
         ("InvoicePaid", "payment_receipt", "buyer", ("buyer",)),
         ("SubscriptionRenewed", "renewal_confirmation", "buyer", ("buyer",)),
     ]
+
+
+# --- journey 8 --------------------------------------------------------------------------------
+
+# R35, as the DOMAIN table states it.
+ACTIVE = {
+    "product_access": "full",
+    "user_management": "full",
+    "downloads_uploads": "full",
+    "insight_reporting": "full",
+    "product_support": "full",
+}
+EXPIRED = {
+    "product_access": "full",
+    "user_management": "full",
+    "downloads_uploads": "no_upgrades",
+    "insight_reporting": "none",
+    "product_support": "self_help",
+}
+SUSPENDED = {
+    "product_access": "none",
+    "user_management": "assignments_preserved",
+    "downloads_uploads": "none",
+    "insight_reporting": "none",
+    "product_support": "self_help",
+}
+CANCELLED = {
+    "product_access": "none",
+    "user_management": "assignments_deleted",
+    "downloads_uploads": "none",
+    "insight_reporting": "none",
+    "product_support": "self_help",
+}
+
+
+def stage_of(sub: dict[str, Any]) -> tuple[str, datetime, datetime | None]:
+    nxt = sub["next_stage_at"]
+    return sub["stage"], at(sub["stage_changed_at"]), at(nxt) if nxt else None
+
+
+async def test_journey_8_monthly_lapses_15_days_expired_15_suspended_30_day_late_window(
+    journey: Journey,
+) -> None:
+    """R23, R31-R33, R27, R34 for a monthly term: two accounts buy monthly AutoCAD without
+    auto-renew on 2030-02-05. At 2030-03-05 00:00 local both are Expired (15 days, R32), from
+    2030-03-20 Suspended (15 days for monthly, R33) and at 2030-04-04 00:00 local (after the
+    DST change) Cancelled. The late-renewal window is those 30 days (R27): the second account
+    renews on its last day and is Active again on the original anniversary; the first, once
+    Cancelled, is refused (R34)."""
+    j = journey
+    await j.start_clock(local(2030, 2, 5, 9, 0))
+    kari = await j.open_account()
+    ola = await j.open_account()
+    lapsing = (await order(j, kari, "autocad", "monthly", auto_renew=False))["subscription_id"]
+    renewing = (await order(j, ola, "autocad", "monthly", auto_renew=False))["subscription_id"]
+    await j.advance(local(2030, 2, 5, 9, 5), "purchases settle")
+    mails = Mails(j, kari, buyer=kari.buyer_email)
+    ola_mails = Mails(j, ola, buyer=ola.buyer_email)
+    assert (
+        await mails.new()
+        == await ola_mails.new()
+        == [
+            ("InvoiceIssued", "invoice_issued", "buyer", ("buyer",)),
+            ("InvoicePaid", "payment_receipt", "buyer", ("buyer",)),
+            ("OrderPlaced", "order_confirmation", "buyer", ("buyer",)),
+            ("RolesChanged", "admin_appointed", "buyer", ("primary_admin",)),
+            ("SubscriptionActivated", "product_access_granted", "buyer", ("primary_admin",)),
+        ]
+    )
+    sub = await j.subscription(kari, lapsing)
+    assert at(sub["expires_at"]) == local(2030, 3, 4, 23, 59, 59)  # R23
+    assert at(sub["renews_at"]) == local(2030, 3, 5)
+
+    await j.advance(local(2030, 3, 4, 23, 59, 59), "the last second of the term")
+    assert stage_of(await j.subscription(kari, lapsing))[0] == "active"
+    assert await mails.new() == [
+        ("RenewalReminderDue", "renewal_reminder", "buyer", ("buyer",)),  # 4 days before (R26)
+    ]
+
+    await j.advance(local(2030, 3, 5), "the renewal date passes")
+    sub = await j.subscription(kari, lapsing)
+    assert stage_of(sub) == ("expired", local(2030, 3, 5), local(2030, 3, 20))  # R32: 15 days
+    assert sub["entitlements"] == EXPIRED
+    assert await mails.new() == [
+        ("StageChanged", "stage_changed", "buyer", ("buyer", "primary_admin")),
+    ]
+    assert mails.subjects("stage_changed") == ["autocad: subscription is now Expired"]
+
+    await j.advance(local(2030, 3, 19, 23, 59, 59), "the last second of Expired")
+    assert stage_of(await j.subscription(kari, lapsing))[0] == "expired"
+    await j.advance(local(2030, 3, 20), "Expired ends")
+    sub = await j.subscription(kari, lapsing)
+    assert stage_of(sub) == ("suspended", local(2030, 3, 20), local(2030, 4, 4))  # R33: 15 days
+    assert sub["entitlements"] == SUSPENDED
+    assert await mails.new() == [
+        ("StageChanged", "stage_changed", "buyer", ("buyer", "primary_admin")),
+    ]
+    assert mails.subjects("stage_changed") == ["autocad: subscription is now Suspended"]
+
+    # R27: the last day of the 30-day late window; the other account renews and is Active
+    # again, its next renewal on the original anniversary (the 5th).
+    await j.advance(local(2030, 4, 3, 10, 0), "day 29 after the renewal date")
+    assert await ola_mails.new() == [
+        ("RenewalReminderDue", "renewal_reminder", "buyer", ("buyer",)),
+        ("StageChanged", "stage_changed", "buyer", ("buyer", "primary_admin")),
+        ("StageChanged", "stage_changed", "buyer", ("buyer", "primary_admin")),
+    ]
+    assert (await j.subscription(ola, renewing))["stage"] == "suspended"
+    late = await j.post("ordering", f"/v1/subscriptions/{renewing}/renewals", ola.auth, {})
+    assert late["kind"] == "late"
+    await j.advance(local(2030, 4, 3, 10, 5), "the late renewal settles")
+    back = await j.subscription(ola, renewing)
+    assert back["stage"] == "active"
+    assert back["entitlements"] == ACTIVE
+    assert at(back["renews_at"]) == local(2030, 4, 5)
+    assert at(back["expires_at"]) == local(2030, 4, 4, 23, 59, 59)
+    renewal = (await j.invoices(ola))[-1]
+    assert (renewal["purpose"], renewal["status"]) == ("renewal", "paid")
+    # Reactivated (R33): back to Active, the renewal billed and confirmed, all to the buyer.
+    assert await ola_mails.new() == [
+        ("InvoiceIssued", "invoice_issued", "buyer", ("buyer",)),
+        ("InvoicePaid", "payment_receipt", "buyer", ("buyer",)),
+        ("StageChanged", "stage_changed", "buyer", ("buyer", "primary_admin")),
+        ("SubscriptionReactivated", "subscription_reactivated", "buyer", ("buyer",)),
+        ("SubscriptionRenewed", "renewal_confirmation", "buyer", ("buyer",)),
+    ]
+    assert ola_mails.subjects("stage_changed") == ["autocad: subscription is now Active"]
+
+    # R33, R34: 15 days of Suspended end at 2030-04-04 00:00 local; Cancelled is final.
+    await j.advance(local(2030, 4, 3, 23, 59, 59), "the last second of the late window")
+    assert stage_of(await j.subscription(kari, lapsing))[0] == "suspended"
+    assert await mails.new() == []
+    await j.advance(local(2030, 4, 4), "Suspended ends")
+    sub = await j.subscription(kari, lapsing)
+    assert stage_of(sub) == ("cancelled", local(2030, 4, 4), None)
+    assert sub["entitlements"] == CANCELLED
+    assert await mails.new() == [
+        ("StageChanged", "stage_changed", "buyer", ("buyer", "primary_admin")),
+    ]
+    assert mails.subjects("stage_changed") == ["autocad: subscription is now Cancelled"]
+    assert await refused(
+        j, "POST", "ordering", f"/v1/subscriptions/{lapsing}/renewals", kari.auth, {}
+    ) == (409, "subscription-cancelled")
+    assert [i["purpose"] for i in await j.invoices(kari)] == ["order"]
