@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,6 +15,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from services.lifecycle.domain import NO_GRACE_OFFERINGS
+from services.ordering.domain import catalogue
+from shared.auth import issue_token
+from shared.clock import SystemClock
 from tests.e2e.journeys import SERVICES, Account, Journey
 from tests.support import Backing, Deployment, ServiceProcess, deployment
 
@@ -57,16 +61,43 @@ async def journey(
         )
 
 
+# R35, as the DOMAIN table states it.
+ACTIVE = {
+    "product_access": "full",
+    "user_management": "full",
+    "downloads_uploads": "full",
+    "insight_reporting": "full",
+    "product_support": "full",
+}
+EXPIRED = {
+    "product_access": "full",
+    "user_management": "full",
+    "downloads_uploads": "no_upgrades",
+    "insight_reporting": "none",
+    "product_support": "self_help",
+}
+SUSPENDED = {
+    "product_access": "none",
+    "user_management": "assignments_preserved",
+    "downloads_uploads": "none",
+    "insight_reporting": "none",
+    "product_support": "self_help",
+}
+CANCELLED = {
+    "product_access": "none",
+    "user_management": "assignments_deleted",
+    "downloads_uploads": "none",
+    "insight_reporting": "none",
+    "product_support": "self_help",
+}
+
+
 def local(y: int, m: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetime:
     return datetime(y, m, d, h, mi, s, tzinfo=OSLO).astimezone(UTC)
 
 
 def at(value: str) -> datetime:
     return datetime.fromisoformat(value)
-
-
-def local_day(value: str) -> date:
-    return at(value).astimezone(OSLO).date()
 
 
 async def order(
@@ -187,8 +218,7 @@ async def test_journey_6_refund_inside_30_days_ends_access_at_once(journey: Jour
     assert sub["stage_reason"] == "refunded"
     assert at(sub["stage_changed_at"]) == local(2030, 5, 16, 9, 0)
     assert sub["next_stage_at"] is None
-    assert set(sub["entitlements"].values()) <= {"none", "assignments_deleted", "self_help"}
-    assert sub["entitlements"]["product_access"] == "none"
+    assert sub["entitlements"] == CANCELLED  # R35
     sold = await j.get("ordering", f"/v1/subscriptions/{first['subscription_id']}", kari.auth)
     assert (sold["stage"], sold["auto_renew"]) == ("cancelled", False)
     assert at(sold["refunded_at"]) == local(2030, 5, 16, 9, 0)
@@ -314,36 +344,6 @@ async def test_journey_7_product_switch_inside_the_window_applies_at_renewal(
 
 # --- journey 8 --------------------------------------------------------------------------------
 
-# R35, as the DOMAIN table states it.
-ACTIVE = {
-    "product_access": "full",
-    "user_management": "full",
-    "downloads_uploads": "full",
-    "insight_reporting": "full",
-    "product_support": "full",
-}
-EXPIRED = {
-    "product_access": "full",
-    "user_management": "full",
-    "downloads_uploads": "no_upgrades",
-    "insight_reporting": "none",
-    "product_support": "self_help",
-}
-SUSPENDED = {
-    "product_access": "none",
-    "user_management": "assignments_preserved",
-    "downloads_uploads": "none",
-    "insight_reporting": "none",
-    "product_support": "self_help",
-}
-CANCELLED = {
-    "product_access": "none",
-    "user_management": "assignments_deleted",
-    "downloads_uploads": "none",
-    "insight_reporting": "none",
-    "product_support": "self_help",
-}
-
 
 def stage_of(sub: dict[str, Any]) -> tuple[str, datetime, datetime | None]:
     nxt = sub["next_stage_at"]
@@ -454,3 +454,180 @@ async def test_journey_8_monthly_lapses_15_days_expired_15_suspended_30_day_late
         j, "POST", "ordering", f"/v1/subscriptions/{lapsing}/renewals", kari.auth, {}
     ) == (409, "subscription-cancelled")
     assert [i["purpose"] for i in await j.invoices(kari)] == ["order"]
+
+
+# --- journey 9 --------------------------------------------------------------------------------
+
+
+async def test_journey_9_a_no_grace_offering_goes_straight_to_cancelled(journey: Journey) -> None:
+    """R36: Docs is on lifecycle's no-grace list (data) and in ordering's catalogue. Bought
+    2030-02-12 without auto-renew, it is Active to 2031-02-11 23:59:59 local (R23), the buyer is
+    told of the window and reminded (R26), and at 2031-02-12 00:00 local it goes straight to
+    Cancelled: no Expired, no Suspended, no access (R35), nothing later; renewing is refused
+    (R34)."""
+    assert "docs" in NO_GRACE_OFFERINGS
+    assert "docs" in catalogue().offerings
+    j = journey
+    await j.start_clock(local(2030, 2, 12, 11, 0))
+    kari = await j.open_account()
+    sub_id = (await order(j, kari, "docs", "annual", auto_renew=False, seats=5))["subscription_id"]
+    await j.advance(local(2030, 2, 12, 11, 5), "purchase settles")
+    mails = Mails(j, kari, buyer=kari.buyer_email)
+    await mails.new()
+    sub = await j.subscription(kari, sub_id)
+    assert at(sub["expires_at"]) == local(2031, 2, 11, 23, 59, 59)
+
+    await j.advance(local(2031, 2, 11, 23, 59, 59), "the last second of the term")
+    sub = await j.subscription(kari, sub_id)
+    assert (sub["stage"], sub["entitlements"]) == ("active", ACTIVE)
+    assert await mails.new() == [
+        ("RenewalReminderDue", "renewal_reminder", "buyer", ("buyer",)),
+        ("RenewalReminderDue", "renewal_reminder", "buyer", ("buyer",)),
+        ("RenewalReminderDue", "renewal_reminder", "buyer", ("buyer",)),
+        ("RenewalWindowOpened", "renewal_window_opened", "buyer", ("buyer",)),
+    ]
+
+    await j.advance(local(2031, 2, 12), "expiry")
+    sub = await j.subscription(kari, sub_id)
+    assert stage_of(sub) == ("cancelled", local(2031, 2, 12), None)
+    assert sub["entitlements"] == CANCELLED
+    assert await mails.new() == [
+        ("StageChanged", "stage_changed", "buyer", ("buyer", "primary_admin")),
+    ]
+    [stage_mail] = mails.last
+    assert stage_mail["subject"] == "docs: subscription is now Cancelled"
+    [text] = [
+        m["text"]
+        for m in await j.mail.to(kari.buyer_email)
+        if m["subject"] == stage_mail["subject"]
+    ]
+    assert "went from Active to Cancelled" in text
+    assert "It cannot be reactivated; a new purchase is needed." in text
+    assert await refused(
+        j, "POST", "ordering", f"/v1/subscriptions/{sub_id}/renewals", kari.auth, {}
+    ) == (409, "subscription-cancelled")
+
+    # Where others would be Expired and then Suspended, nothing happens.
+    await j.advance(local(2031, 3, 30), "45 days later")
+    assert stage_of(await j.subscription(kari, sub_id)) == ("cancelled", local(2031, 2, 12), None)
+    assert await mails.new() == []
+    assert [i["purpose"] for i in await j.invoices(kari)] == ["order"]
+
+
+# --- journey 10 -------------------------------------------------------------------------------
+
+
+async def test_journey_10_primary_admin_handed_over_access_mails_follow_billing_mails_stay(
+    journey: Journey,
+) -> None:
+    """R3, R10, R9, R12, R8: the buyer adds Ola and hands her the primary-admin role; the buyer
+    becomes a secondary admin and keeps every buyer right (auto-renew, the delivery log). From
+    then on Ola, the primary admin, gets the product-access mails and no billing or renewal mail
+    (and sees no invoices, R8); the buyer gets every billing and renewal mail, and as a
+    secondary admin the access mails too, one mail per event (R12)."""
+    j = journey
+    await j.start_clock(local(2030, 6, 3, 9, 0))
+    kari = await j.open_account()
+    first = await order(j, kari, "autocad", "annual", auto_renew=True)
+    await j.advance(local(2030, 6, 3, 9, 5), "purchase settles")
+    ola_email = f"ola-{uuid.uuid4().hex[:8]}@example.com"
+    mails = Mails(j, kari, buyer=kari.buyer_email, ola=ola_email)
+    assert await mails.new() == [
+        ("InvoiceIssued", "invoice_issued", "buyer", ("buyer",)),
+        ("InvoicePaid", "payment_receipt", "buyer", ("buyer",)),
+        ("OrderPlaced", "order_confirmation", "buyer", ("buyer",)),
+        ("RolesChanged", "admin_appointed", "buyer", ("primary_admin",)),
+        ("SubscriptionActivated", "product_access_granted", "buyer", ("primary_admin",)),
+    ]
+
+    # R4, R3: the buyer (primary admin) adds Ola and hands her the primary-admin role.
+    ola = await j.post(
+        "ordering",
+        f"/v1/accounts/{kari.id}/users",
+        kari.auth,
+        {"email": ola_email, "name": "Ola Nordmann"},
+    )
+    response = await j.http.put(
+        j.url("ordering", f"/v1/accounts/{kari.id}/primary-admin"),
+        headers={**kari.auth, "Idempotency-Key": str(uuid.uuid4())},
+        json={"user_id": ola["user_id"]},
+    )
+    assert response.status_code == 200, response.text
+    account = await j.get("ordering", f"/v1/accounts/{kari.id}", kari.auth)
+    assert {p["email"]: sorted(p["roles"]) for p in account["people"]} == {
+        kari.buyer_email: ["buyer", "secondary_admin"],
+        ola_email: ["primary_admin"],
+    }
+    await j.advance(local(2030, 6, 3, 9, 10), "hand-over settles")
+    # Both are told their new role (notifications' rule: whoever newly holds an admin role).
+    assert await mails.new() == [
+        ("RolesChanged", "admin_appointed", "buyer", ("secondary_admin",)),
+        ("RolesChanged", "admin_appointed", "ola", ("primary_admin",)),
+    ]
+    [to_ola] = await j.mail.to(ola_email)
+    assert "You are now the primary administrator of Fjord Arkitekter AS." in to_ola["text"]
+    to_kari = [
+        m["text"] for m in await j.mail.to(kari.buyer_email) if "administrator" in m["subject"]
+    ]
+    assert sorted("You are now an administrator of Fjord Arkitekter AS." in t for t in to_kari) == [
+        False,  # on opening the account: "the primary administrator"
+        True,
+    ]
+
+    # R8: Ola administers but sees no billing or renewal data.
+    token = issue_token(
+        j.dep.settings("ordering"),
+        SystemClock(),
+        subject=uuid.UUID(ola["user_id"]),
+        account_id=uuid.UUID(kari.id),
+    )
+    ola_auth = {"Authorization": f"Bearer {token}"}
+    invoices = await j.http.get(
+        j.url("invoicing", f"/v1/accounts/{kari.id}/invoices"), headers=ola_auth
+    )
+    assert invoices.status_code == 403
+    product = await j.get("lifecycle", f"/v1/subscriptions/{first['subscription_id']}", ola_auth)
+    assert "renews_at" not in product and product["stage"] == "active"
+
+    # R3: the buyer keeps every buyer right: a second purchase, auto-renew off on the first.
+    second = await order(j, kari, "revit", "annual", auto_renew=True)
+    response = await j.http.put(
+        j.url("ordering", f"/v1/subscriptions/{first['subscription_id']}/auto-renew"),
+        headers={**kari.auth, "Idempotency-Key": str(uuid.uuid4())},
+        json={"auto_renew": False},
+    )
+    assert response.status_code == 200, response.text
+    await j.advance(local(2030, 6, 3, 9, 15), "second purchase settles")
+    assert await mails.new() == [
+        ("AutoRenewChanged", "auto_renew_confirmation", "buyer", ("buyer",)),
+        ("InvoiceIssued", "invoice_issued", "buyer", ("buyer",)),
+        ("InvoicePaid", "payment_receipt", "buyer", ("buyer",)),
+        ("OrderPlaced", "order_confirmation", "buyer", ("buyer",)),
+        ("SubscriptionActivated", "product_access_granted", "buyer", ("secondary_admin",)),
+        ("SubscriptionActivated", "product_access_granted", "ola", ("primary_admin",)),
+    ]
+
+    # A year: the first lapses (R24, R31), the second renews (R25). Renewal mail reaches the
+    # buyer only; the stage change reaches the buyer as a stage notice and Ola as an access
+    # notice (R12: the buyer, also an admin, gets the buyer's mail only).
+    await j.advance(local(2031, 6, 3, 12, 0), "a year later")
+    assert (await j.subscription(kari, first["subscription_id"]))["stage"] == "expired"
+    assert (await j.subscription(kari, second["subscription_id"]))["stage"] == "active"
+    assert await mails.new() == [
+        ("InvoiceIssued", "invoice_issued", "buyer", ("buyer",)),
+        ("InvoicePaid", "payment_receipt", "buyer", ("buyer",)),
+        ("RenewalReminderDue", "renewal_reminder", "buyer", ("buyer",)),
+        ("RenewalReminderDue", "renewal_reminder", "buyer", ("buyer",)),
+        ("RenewalReminderDue", "renewal_reminder", "buyer", ("buyer",)),
+        ("RenewalWindowOpened", "renewal_window_opened", "buyer", ("buyer",)),
+        ("RenewalWindowOpened", "renewal_window_opened", "buyer", ("buyer",)),
+        ("StageChanged", "product_access_changed", "ola", ("primary_admin",)),
+        ("StageChanged", "stage_changed", "buyer", ("buyer", "secondary_admin")),
+        ("SubscriptionRenewed", "renewal_confirmation", "buyer", ("buyer",)),
+    ]
+    # Ola's mail in all: the appointment and access only (R10).
+    assert await j.mails_to(kari, ola_email) == [
+        "admin_appointed",
+        "product_access_granted",
+        "product_access_changed",
+    ]
