@@ -6,7 +6,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from pathlib import Path
@@ -20,7 +20,7 @@ CATALOGUE_FILE = Path(__file__).parent / "catalogue.json"
 
 PAYER_LIMIT = 5  # R6
 CARD_LIMIT_USD = Decimal("25000")  # R15 [public]
-RENEWAL_WINDOW = timedelta(days=90)  # R26, R29
+RENEWAL_WINDOW_DAYS = 90  # R26, R29: local calendar days, as lifecycle counts them
 LATE_RENEWAL_DAYS: dict[str, int] = {"monthly": 30, "annual": 45, "three_year": 45}  # R27
 REFUND_DAYS: dict[str, int] = {"monthly": 15, "annual": 30, "three_year": 30}  # R38
 SWITCH_CUTOFF = date(2024, 9, 16)  # R29: bought or renewed *after* this date (seed: "etter")
@@ -284,6 +284,36 @@ def local_date(at: datetime, time_zone: str) -> date:
     return at.astimezone(zone(time_zone)).date()
 
 
+def add_local_days(instant: datetime, days: int, time_zone: str) -> datetime:
+    """``days`` calendar days from ``instant`` at the same local time of day (R23: dates are
+    computed in the purchase's time zone), so a window opened "90 days before" the renewal
+    opens at the local midnight lifecycle announces, across a DST change too. A local time that
+    does not exist (a DST jump) becomes the first instant after it."""
+    tz = zone(time_zone)
+    naive = instant.astimezone(tz).replace(tzinfo=None) + timedelta(days=days)
+    candidate = naive.replace(tzinfo=tz)
+    round_trip = candidate.astimezone(UTC).astimezone(tz)
+    if round_trip.replace(tzinfo=None) != naive:  # skipped by a DST jump
+        return round_trip.astimezone(UTC)
+    return candidate.astimezone(UTC)
+
+
+def renewal_window(sub: Subscription, at: datetime) -> tuple[datetime, datetime]:
+    """R26, R27: when a renewal can be bought: from 90 local days before the renewal instant
+    ``at`` until 45 (annual, three-year) or 30 (monthly) local days after it, the end of
+    lifecycle's Expired + Suspended."""
+    return (
+        add_local_days(at, -RENEWAL_WINDOW_DAYS, sub.time_zone),
+        add_local_days(at, LATE_RENEWAL_DAYS[sub.term], sub.time_zone),
+    )
+
+
+def _local_bound(day: datetime, time_zone: str) -> str:
+    """A window bound as the local date and time a customer reads."""
+    local = day.astimezone(zone(time_zone))
+    return local.date().isoformat() if local.time() == time(0) else local.isoformat()
+
+
 def quote_valid_until(requested: date | None, now: datetime, time_zone: str) -> date:
     """[ours] a quote is valid 30 days unless the partner says otherwise, at most 90 days."""
     today = local_date(now, time_zone)
@@ -405,14 +435,16 @@ def product_switch_effective_at(
             "This subscription cannot switch product",
             "Only subscriptions bought or renewed after 2024-09-16 can switch product (R29).",
         )
-    if not at - RENEWAL_WINDOW <= now < at:
+    opens, _ = renewal_window(sub, at)
+    if not opens <= now < at:
         raise Problem(
             422,
             "product-switch-outside-window",
             "Outside the renewal window",
             f"A product switch is possible only in the 90 days before the renewal date"
-            f" ({(at - RENEWAL_WINDOW).date()} to {at.date()}) (R29).",
-            window_opens_at=(at - RENEWAL_WINDOW).isoformat(),
+            f" (from {_local_bound(opens, sub.time_zone)} until {_local_bound(at, sub.time_zone)},"
+            f" {sub.time_zone}) (R29).",
+            window_opens_at=opens.isoformat(),
             renews_at=at.isoformat(),
         )
     return at
@@ -423,9 +455,10 @@ def renewal_kind(sub: Subscription, now: datetime) -> Literal["manual", "late"]:
     45 days (annual, three-year) or 30 days (monthly)."""
     check_changeable(sub)
     at = renews_at(sub)
-    if at - RENEWAL_WINDOW <= now < at:
+    opens, closes = renewal_window(sub, at)
+    if opens <= now < at:
         return "manual"
-    if at <= now < at + timedelta(days=LATE_RENEWAL_DAYS[sub.term]):
+    if at <= now < closes:
         return "late"
     raise Problem(
         422,
@@ -433,8 +466,8 @@ def renewal_kind(sub: Subscription, now: datetime) -> Literal["manual", "late"]:
         "Renewal is not possible now",
         f"A renewal can be bought from 90 days before the renewal date until"
         f" {LATE_RENEWAL_DAYS[sub.term]} days after it (R26, R27).",
-        window_opens_at=(at - RENEWAL_WINDOW).isoformat(),
-        window_closes_at=(at + timedelta(days=LATE_RENEWAL_DAYS[sub.term])).isoformat(),
+        window_opens_at=opens.isoformat(),
+        window_closes_at=closes.isoformat(),
     )
 
 

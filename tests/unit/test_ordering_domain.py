@@ -209,9 +209,13 @@ def test_r28_term_change_takes_effect_at_renewal_and_is_refused_after_it() -> No
     assert slug(undated) == "subscription-not-active-yet"
 
 
+# 90 local days before 2026-06-10 00:00 Oslo: 2026-03-12 00:00 CET, across the DST change (R23).
+WINDOW_OPENS = datetime(2026, 3, 11, 23, 0, tzinfo=UTC)
+
+
 # Proves R29 (../shared/DOMAIN.md).
 def test_r29_product_switch_only_inside_the_90_day_window() -> None:
-    opens = RENEWS - timedelta(days=90)
+    opens = WINDOW_OPENS
     assert domain.product_switch_effective_at(sub(), "revit", opens) == RENEWS
     assert domain.product_switch_effective_at(sub(), "revit", RENEWS - timedelta(seconds=1))
     for outside in (opens - timedelta(seconds=1), RENEWS):
@@ -240,16 +244,37 @@ def test_r29_product_switch_only_if_bought_or_renewed_after_2024_09_16() -> None
 )
 def test_r26_r27_renewal_windows(term: str, late_days: int) -> None:
     s = sub(term=term)
-    assert domain.renewal_kind(s, RENEWS - timedelta(days=90)) == "manual"
+    assert domain.renewal_kind(s, WINDOW_OPENS) == "manual"
     assert domain.renewal_kind(s, RENEWS) == "late"
     assert domain.renewal_kind(s, RENEWS + timedelta(days=late_days, seconds=-1)) == "late"
-    for closed in (RENEWS - timedelta(days=91), RENEWS + timedelta(days=late_days)):
+    for closed in (WINDOW_OPENS - timedelta(seconds=1), RENEWS + timedelta(days=late_days)):
         with pytest.raises(Problem) as refused:
             domain.renewal_kind(s, closed)
         assert slug(refused) == "renewal-window-closed"
     with pytest.raises(Problem) as cancelled:
         domain.renewal_kind(sub(term=term, stage="cancelled"), RENEWS)
     assert slug(cancelled) == "subscription-cancelled"  # R34
+
+
+def test_r26_r29_windows_count_local_days_across_dst_changes() -> None:
+    """The window opens at the local midnight lifecycle announces (RenewalWindowOpened), not
+    90 x 24 hours before the renewal: 2031-01-10 00:00 CET opens 2030-10-12 00:00 CEST. The
+    late window closes when lifecycle cancels: 45 local days after 2030-09-20 00:00 CEST is
+    2030-11-04 00:00 CET, an hour later than 45 x 24 hours."""
+    winter = sub(renews_at=datetime(2031, 1, 9, 23, 0, tzinfo=UTC))
+    opens = datetime(2030, 10, 11, 22, 0, tzinfo=UTC)  # 2030-10-12 00:00 CEST
+    assert domain.renewal_kind(winter, opens) == "manual"
+    assert domain.product_switch_effective_at(winter, "revit", opens) == winter.renews_at
+    with pytest.raises(Problem) as before:
+        domain.product_switch_effective_at(winter, "revit", opens - timedelta(seconds=1))
+    assert slug(before) == "product-switch-outside-window"
+    assert "from 2030-10-12 until 2031-01-10, Europe/Oslo" in str(before.value.detail)
+    autumn = sub(renews_at=datetime(2030, 9, 19, 22, 0, tzinfo=UTC))
+    closes = datetime(2030, 11, 3, 23, 0, tzinfo=UTC)  # 2030-11-04 00:00 CET
+    assert domain.renewal_kind(autumn, closes - timedelta(seconds=1)) == "late"
+    with pytest.raises(Problem) as closed:
+        domain.renewal_kind(autumn, closes)
+    assert slug(closed) == "renewal-window-closed"
 
 
 def test_r30_added_seats_are_co_termed_until_the_renewal() -> None:
