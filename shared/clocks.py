@@ -28,7 +28,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -200,6 +200,7 @@ class LagMeter:
 
         self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
         self.offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers)
+        self._known: dict[str, list[Any]] = {}
 
     async def start(self) -> None:
         await self.admin.start()
@@ -209,25 +210,37 @@ class LagMeter:
         await self.offsets.stop()
         await self.admin.close()
 
-    async def lag(self, group: str, topics: list[str]) -> int:
+    async def _partitions(self, topics: list[str]) -> list[Any]:
         from aiokafka import TopicPartition
 
-        if not topics:
-            return 0
-        described = await self.admin.describe_topics(topics)
-        partitions = [
-            TopicPartition(topic["topic"], p["partition"])
-            for topic in described
-            if topic.get("error_code", 0) == 0
-            for p in topic["partitions"]
-        ]
+        missing = [t for t in topics if t not in self._known]
+        if missing:  # partitions rarely change: describe a topic once
+            for topic in await self.admin.describe_topics(missing):
+                if topic.get("error_code", 0) == 0 and topic["partitions"]:
+                    self._known[topic["topic"]] = [
+                        TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"]
+                    ]
+        return [tp for t in topics for tp in self._known.get(t, [])]
+
+    async def lag(self, group: str, topics: list[str]) -> int:
+        return await self.total_lag({group: topics})
+
+    async def total_lag(self, groups: dict[str, list[str]]) -> int:
+        """Messages the groups have not committed yet on the topics each consumes."""
+        wanted = {t for topics in groups.values() for t in topics}
+        partitions = await self._partitions(sorted(wanted))
         if not partitions:
             return 0
-        committed = await self.admin.list_consumer_group_offsets(group)
-        ends = await self.offsets.end_offsets(partitions)
-        starts = await self.offsets.beginning_offsets(partitions)
+        ends, starts, *committed = await asyncio.gather(
+            self.offsets.end_offsets(partitions),
+            self.offsets.beginning_offsets(partitions),
+            *(self.admin.list_consumer_group_offsets(group) for group in groups),
+        )
         total = 0
-        for tp in partitions:
-            done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else None
-            total += ends[tp] - (done if done is not None else starts[tp])
+        for (_, topics), done in zip(groups.items(), committed, strict=True):
+            for tp in partitions:
+                if tp.topic not in topics:
+                    continue
+                position = done[tp].offset if tp in done and done[tp].offset >= 0 else starts[tp]
+                total += ends[tp] - position
         return total

@@ -231,9 +231,9 @@ class ClockDriver:
             if state.quiet_checks and report.seq <= state.seen.get(service, 0):
                 return False  # not fresh: wait for a report made after the last check
             latest[service] = report
-        for service, report in latest.items():
-            if await self.lag.lag(self.rt.topics.group(service), report.consumes):
-                return False
+        groups = {self.rt.topics.group(s): r.consumes for s, r in latest.items()}
+        if await self.lag.total_lag(groups):
+            return False
         state.seen = {service: report.seq for service, report in latest.items()}
         return True
 
