@@ -180,6 +180,8 @@ async def test_journey_2_auto_renew_off_runs_out_expired_suspended_cancelled(
     await j.advance(local(2031, 2, 28), "4-day reminder")
     assert await log.new() == [("renewal_reminder", buyer, ("buyer",))]
     assert "expires in 4 days" in log.subjects["renewal_reminder", buyer]
+    [caught] = [m for m in await j.mail.to(buyer) if "expires in 4 days" in m["subject"]]
+    assert "expires 4 March 2031, 23:59 CET, in 4 days" in caught["text"]  # R13, R23: local
 
     # R23: the last second of the term is 2031-03-04 23:59:59 local; still Active, full access.
     await j.advance(local(2031, 3, 4, 23, 59, 59), "last second of the term")
