@@ -83,7 +83,7 @@ class MailLog:
         return sorted((d["template"], d["recipient"], tuple(sorted(d["roles"]))) for d in fresh)
 
 
-async def add_secondary_admin(j: Journey, account: Account) -> str:
+async def add_secondary_admin(j: Journey, account: Account) -> tuple[str, dict[str, str]]:
     """R4: the buyer (also primary admin, R1) adds a user and appoints them secondary admin."""
     email = f"admin-{uuid.uuid4().hex[:10]}@example.com"
     user = await j.post(
@@ -99,7 +99,10 @@ async def add_secondary_admin(j: Journey, account: Account) -> str:
         {"user_id": user["user_id"]},
         expect=200,
     )
-    return email
+    token = issue_token(
+        j.dep.settings("lifecycle"), SystemClock(), subject=uuid.UUID(user["user_id"])
+    )
+    return email, {"Authorization": f"Bearer {token}"}
 
 
 async def stage_of(j: Journey, account: Account, subscription_id: str) -> dict[str, Any]:
@@ -125,7 +128,7 @@ async def test_journey_2_auto_renew_off_runs_out_expired_suspended_cancelled(
     account = await j.open_account()
     log = MailLog(j, account)
     buyer = account.buyer_email
-    admin = await add_secondary_admin(j, account)
+    admin, admin_auth = await add_secondary_admin(j, account)
     order = await j.post(
         "ordering",
         f"/v1/accounts/{account.id}/orders",
@@ -220,6 +223,16 @@ async def test_journey_2_auto_renew_off_runs_out_expired_suspended_cancelled(
         "entitlements": SUSPENDED,
         "stage_changed_at": local(2031, 3, 20),
         "next_stage_at": local(2031, 4, 19),  # R33: 30 days for an annual term
+    }
+    # R8, R35: the admin sees the product view (what the stage allows), no renewal data.
+    assert await j.get("lifecycle", f"/v1/subscriptions/{sub_id}", admin_auth) == {
+        "id": sub_id,
+        "account_id": account.id,
+        "offering": "autocad",
+        "seats": 3,
+        "stage": "suspended",
+        "trial": False,
+        "entitlements": SUSPENDED,
     }
     assert await log.new() == stage_mails
     assert log.subjects["stage_changed", buyer].endswith("subscription is now Suspended")
@@ -433,7 +446,7 @@ async def test_journey_5_late_renewal_while_suspended_keeps_the_anniversary(
     account = await j.open_account()
     log = MailLog(j, account)
     buyer = account.buyer_email
-    admin = await add_secondary_admin(j, account)
+    admin, _ = await add_secondary_admin(j, account)
     order = await j.post(
         "ordering",
         f"/v1/accounts/{account.id}/orders",
