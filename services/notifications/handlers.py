@@ -17,6 +17,7 @@ from shared.contracts import (
     OrderPlaced,
     RolesChanged,
     SubscriptionActivated,
+    TrialConverted,
     payload_model,
 )
 from shared.messaging import EventConsumer, HandlerContext
@@ -25,6 +26,12 @@ from . import domain, repository
 
 consumer = EventConsumer("notifications")
 DELIVERY_CHANNEL = "deliveries"
+# Events routed only once their cause has been consumed. One account's events are in order
+# within a topic, not across topics: lifecycle's SubscriptionActivated (caused by OrderPlaced or
+# TrialConverted, both on ordering's topic behind every earlier RolesChanged) may arrive before
+# the roles snapshot that makes someone an admin. Waiting for the cause routes it by roles at
+# least as new as the order's, so an admin appointed before the order gets the access mail.
+ROUTED_AFTER_CAUSE = frozenset({"SubscriptionActivated"})
 
 
 @cache
@@ -46,7 +53,13 @@ async def roles_changed(ctx: HandlerContext, snapshot: RolesChanged) -> None:
     before = await repository.members(ctx.conn, ctx.envelope.account_id)
     await people.apply_snapshot(ctx.conn, ctx.envelope.account_id, snapshot)
     await queue_mails(ctx, snapshot, before=before)
-    # Events that came before the account's people (from other topics) go out now.
+    await release_parked(ctx)
+
+
+async def release_parked(ctx: HandlerContext) -> None:
+    """Events that came before the account's people or before their cause (from other topics)
+    go out now; one still waiting is parked again."""
+    await repository.lock_people(ctx.conn, ctx.envelope.account_id)
     for parked in await repository.unpark(ctx.conn, ctx.envelope.account_id):
         envelope = Envelope.model_validate_json(parked)
         payload = envelope.payload_as(payload_model(envelope.event_type, envelope.schema_version))
@@ -60,6 +73,13 @@ async def order_placed(ctx: HandlerContext, order: OrderPlaced) -> None:
         ctx.conn, order.subscription_id, ctx.envelope.account_id, order.offering
     )
     await queue_mails(ctx, order)
+    await release_parked(ctx)  # its SubscriptionActivated may be waiting
+
+
+@consumer.on(TrialConverted)
+async def trial_converted(ctx: HandlerContext, converted: TrialConverted) -> None:
+    await queue_mails(ctx, converted)
+    await release_parked(ctx)  # its SubscriptionActivated may be waiting
 
 
 @consumer.on(SubscriptionActivated)
@@ -83,9 +103,10 @@ async def queue_mails(
     routes = domain.routing().get(envelope.event_type)
     if not routes:
         return
+    await repository.lock_people(ctx.conn, envelope.account_id)
     account = await repository.account(ctx.conn, envelope.account_id)
     members = await repository.members(ctx.conn, envelope.account_id)
-    if not members:  # RolesChanged not seen yet: keep the event until it is
+    if not members or await waits_for_cause(ctx):  # keep the event until they are seen
         await repository.park(
             ctx.conn,
             envelope.event_id,
@@ -123,6 +144,13 @@ async def queue_mails(
             now=now,
         )
     await ctx.conn.execute("SELECT pg_notify($1, '')", DELIVERY_CHANNEL)
+
+
+async def waits_for_cause(ctx: HandlerContext) -> bool:
+    envelope = ctx.envelope
+    if envelope.event_type not in ROUTED_AFTER_CAUSE or envelope.causation_id is None:
+        return False
+    return not await repository.consumed(ctx.conn, consumer.name, envelope.causation_id)
 
 
 # Every other routed event type is handled the same way: the routing table decides.

@@ -232,6 +232,20 @@ async def park(
     )
 
 
+async def lock_people(conn: Conn, account_id: uuid.UUID) -> None:
+    """Serialise, per account, reading who is who (and parking) with releasing parked events,
+    so an event parked while its cause commits elsewhere is not left behind."""
+    key = f"notifications-people:{account_id}"
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+
+
+async def consumed(conn: Conn, consumer: str, event_id: uuid.UUID) -> bool:
+    """Whether ``consumer`` has consumed the event (its inbox row, committed or this
+    transaction's)."""
+    query = "SELECT true FROM inbox WHERE consumer = $1 AND event_id = $2"
+    return bool(await conn.fetchval(query, consumer, event_id))
+
+
 async def unpark(conn: Conn, account_id: uuid.UUID) -> list[str]:
     """Removes and returns the account's parked envelopes (JSON), oldest first."""
     rows = await conn.fetch(

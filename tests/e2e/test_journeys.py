@@ -3,50 +3,15 @@ the real stack, each journey on its own test clock. Rule ids name what each step
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 
-from tests.e2e.journeys import SERVICES, Journey
-from tests.support import Backing, Deployment, ServiceProcess, deployment
+from tests.e2e.journeys import Journey
 
 pytestmark = pytest.mark.e2e
 OSLO = ZoneInfo("Europe/Oslo")
-
-
-@pytest.fixture(scope="module")
-async def platform(
-    backing: Backing, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Deployment]:
-    logs = tmp_path_factory.mktemp("journey-logs")
-    async with deployment(backing, SERVICES) as dep:
-        dep.extra_env["PLATFORM_TEST_CLOCKS_ENABLED"] = "true"
-        dep.extra_env["PLATFORM_TIMER_POLL_SECONDS"] = "0.2"
-        processes = [ServiceProcess(dep, s, logs) for s in SERVICES]
-        for process in processes:
-            process.start()
-        try:
-            for process in processes:
-                await process.wait_ready()
-            yield dep
-        finally:
-            for process in processes:
-                process.stop()
-
-
-@pytest.fixture
-async def journey(platform: Deployment, backing: Backing) -> AsyncIterator[Journey]:
-    async with httpx.AsyncClient(timeout=15) as client:
-        j = Journey(platform, backing, client)
-        yield j
-        total = sum(seconds for _, seconds in j.timings)
-        print(
-            f"\n  journey clock steps took {total:.1f} s: "
-            + ", ".join(f"{what} {s:.1f}s" for what, s in j.timings)
-        )
 
 
 def local(y: int, m: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetime:
