@@ -520,7 +520,8 @@ def check_refundable(
     if sub.trial:
         raise Problem(422, "refund-nothing-paid", "Not refundable", "A trial has not been paid.")
     days = REFUND_DAYS[sub.term]
-    if now > sub.purchased_at + timedelta(days=days):
+    # Local calendar days, like every other window (R23), so DST never moves the deadline.
+    if now > add_local_days(sub.purchased_at, days, sub.time_zone):
         raise Problem(
             422,
             "refund-window-closed",

@@ -299,6 +299,18 @@ def test_r38_refund_windows(term: str, days: int) -> None:
     assert domain.check_refundable(renewed, RENEWS + timedelta(days=1)) == ("renewal", RENEWS)
 
 
+def test_r38_refund_window_counts_local_days_across_a_dst_change() -> None:
+    """R38 with R23: 15 local days from 2030-03-20 10:00 CET end 2030-04-04 10:00 CEST, an hour
+    before 15 x 24 hours would (the clocks went forward on 2030-03-31)."""
+    bought = datetime(2030, 3, 20, 9, 0, tzinfo=UTC)  # 10:00 CET
+    monthly = sub(term="monthly", purchased_at=bought)
+    deadline = datetime(2030, 4, 4, 8, 0, tzinfo=UTC)  # 10:00 CEST
+    assert domain.check_refundable(monthly, deadline) == ("order", bought)
+    with pytest.raises(Problem) as late:
+        domain.check_refundable(monthly, deadline + timedelta(seconds=1))
+    assert slug(late) == "refund-window-closed"
+
+
 def test_r38_partner_purchases_and_non_refundable_products_are_never_refunded() -> None:
     with pytest.raises(Problem) as partner:
         domain.check_refundable(sub(channel="partner"), T0)
