@@ -30,6 +30,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from shared.clock import Clock
@@ -41,6 +42,12 @@ from shared.outbox import Outbox
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
+
+EVENTS_CONSUMED = Counter(
+    "platform_events_consumed_total",
+    "Kafka records handled, by consumer and outcome (done, duplicate, ignored, dead-lettered).",
+    ["consumer", "outcome"],
+)
 
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -215,6 +222,11 @@ class ConsumerRuntime:
 
     async def handle(self, body: bytes, record: Any) -> str:
         """Handle one record; returns "done", "duplicate", "ignored" or "dead-lettered"."""
+        outcome = await self._handle(body, record)
+        EVENTS_CONSUMED.labels(self.consumer.name, outcome).inc()
+        return outcome
+
+    async def _handle(self, body: bytes, record: Any) -> str:
         try:
             envelope = Envelope.model_validate_json(body)
             handler = self.consumer.handlers.get(envelope.event_type)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from prometheus_client import Counter
 
 from shared.clock import Clock
 from shared.clocks import account_clock
@@ -25,6 +26,10 @@ from shared.db import Conn
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
+
+EVENTS_PUBLISHED = Counter(
+    "platform_events_published_total", "Outbox rows published to Kafka, by topic.", ["topic"]
+)
 
 _RELAY_LOCK = 7_316_002
 NOTIFY_CHANNEL = "outbox"
@@ -160,6 +165,8 @@ class OutboxRelay:
                 "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
                 [row["id"] for row in rows],
             )
+            for row in rows:
+                EVENTS_PUBLISHED.labels(row["topic"]).inc()
             return len(rows)
 
     def wake(self, *_: object) -> None:

@@ -126,3 +126,14 @@ async def test_r1_r9_r18_r23_card_purchase_end_to_end(
 
         [delivery] = await wait_for(logged, what="the delivery log entry")
         assert delivery["recipient"] == buyer_email and delivery["roles"] == ["buyer"]
+
+        metrics = (await client.get(f"{platform.url('invoicing')}/metrics")).text
+        done = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith(
+                'platform_events_consumed_total{consumer="invoicing",outcome="done"}'
+            )
+        ]
+        assert done and float(done[0].split()[-1]) >= 3  # AccountOpened, RolesChanged, OrderPlaced
+        assert "platform_events_published_total" in metrics
