@@ -54,6 +54,7 @@ consumer = EventConsumer("invoicing")
 INVOICE_SERIES = "INV"
 CREDIT_NOTE_SERIES = "CN"
 RETRY_TIMER = "renewal_charge_retry"  # R37
+INVOICE_ID_NAMESPACE = uuid.UUID("6f1d7a52-4a0e-4c59-9d0b-3c7e2f1b8a11")
 INSTALLMENT_TIMER = "installment"  # R20
 FX_TIMER = "fx_quarter"  # R19
 
@@ -166,7 +167,10 @@ async def issue_invoice(
     charges twice."""
     if await repository.invoice_id_for_source(b.conn, source_key):
         return None
-    invoice_id = uuid.uuid4()
+    # The id follows from the cause, so the gateway's idempotency key (invoice id, attempt) is
+    # the same when a charge happened but its transaction did not commit (a crash, a lost
+    # connection, a retry): the gateway answers the first charge again instead of charging twice.
+    invoice_id = uuid.uuid5(INVOICE_ID_NAMESPACE, source_key)
     number = domain.invoice_number(
         INVOICE_SERIES, await repository.next_in_series(b.conn, INVOICE_SERIES)
     )

@@ -859,3 +859,34 @@ async def test_r19_market_rates_by_api_and_csv_give_clamped_applied_rates_on_inv
         "SELECT due_at FROM timers WHERE kind = 'fx_quarter' AND status = 'pending'"
     )
     assert next_quarter == domain.next_quarter_start(datetime.now(UTC))
+
+
+async def test_a_charge_whose_transaction_rolled_back_is_not_charged_twice(
+    invoicing: Invoicing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway charged, then our transaction failed (a crash, a lost connection): the retry
+    issues the same invoice id, so the gateway's idempotency key repeats and the card is charged
+    once."""
+    from services.invoicing import repository
+
+    inv = invoicing
+    account = await open_account(inv)
+    sub = uuid.uuid4()
+    placed = order(sub, placed_at=T0)
+    real_record = repository.record_charge_attempt
+    failures = [RuntimeError("connection lost after the gateway answered")]
+
+    async def fail_once(*args: Any, **kwargs: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await real_record(*args, **kwargs)
+
+    monkeypatch.setattr(repository, "record_charge_attempt", fail_once)
+    charged_before = len(CARD_SANDBOX.charges)
+    await send(
+        inv, "ordering", account.id, envelope(placed, account.id, at=T0, subscription_id=sub)
+    )
+    [paid] = await wait_emitted(inv, account, "InvoicePaid", 1)
+    assert not failures  # the first attempt did fail after charging
+    new_charges = CARD_SANDBOX.charges[charged_before:]
+    assert [key for key, _, _ in new_charges] == [f"{paid['invoice_id']}:1"]
