@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "timers"
 
 
+class RetryLater(Exception):
+    """A transient failure (a gateway or network outage): retried with backoff, never parked."""
+
+
 @dataclass(frozen=True)
 class Timer:
     id: int
@@ -76,7 +80,8 @@ async def schedule(
            ON CONFLICT (kind, timer_key) DO UPDATE SET
                due_at = EXCLUDED.due_at, payload = EXCLUDED.payload,
                account_id = EXCLUDED.account_id, clock_id = EXCLUDED.clock_id,
-               status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL""",
+               status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL,
+               retry_at = NULL""",
         kind,
         key,
         account_id,
@@ -117,7 +122,8 @@ async def schedule_many(conn: Conn, requests: list[TimerRequest]) -> None:
            ON CONFLICT (kind, timer_key) DO UPDATE SET
                due_at = EXCLUDED.due_at, payload = EXCLUDED.payload,
                account_id = EXCLUDED.account_id, clock_id = EXCLUDED.clock_id,
-               status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL""",
+               status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL,
+               retry_at = NULL""",
         [r.kind for r in rows],
         [r.key for r in rows],
         [r.account_id for r in rows],
@@ -188,6 +194,7 @@ _DUE = """
            c.now AS clock_now
     FROM timers t LEFT JOIN test_clock_times c ON c.clock_id = t.clock_id
     WHERE t.status = 'pending'
+      AND (t.retry_at IS NULL OR t.retry_at <= $1)
       AND ((t.clock_id IS NULL AND t.due_at <= $1)
            OR (t.clock_id IS NOT NULL AND t.due_at <= c.now))
     ORDER BY t.due_at, t.id
@@ -280,21 +287,7 @@ class TimerLoop:
             async with conn.transaction():  # a savepoint: a failing timer undoes only itself
                 await handler(TimerContext(conn, timer, self.outbox, self._clock_of(timer)))
         except Exception as error:
-            attempts = timer.attempts + 1
-            status = "failed" if attempts >= self.max_attempts else "pending"
-            log.warning(
-                "timer %s/%s failed (attempt %d): %r", timer.kind, timer.key, attempts, error
-            )
-            await conn.execute(
-                """UPDATE timers SET attempts = $2, last_error = $3, status = $4,
-                       due_at = CASE WHEN $4 = 'pending' THEN due_at + $5 ELSE due_at END
-                   WHERE id = $1""",
-                timer.id,
-                attempts,
-                repr(error)[:2000],
-                status,
-                timedelta(seconds=2**attempts),
-            )
+            await self._failed(conn, timer, error)
             return
         await conn.execute(
             "UPDATE timers SET status = 'fired', fired_at = $2, attempts = attempts + 1"
@@ -302,6 +295,30 @@ class TimerLoop:
             timer.id,
             self.clock.now(),
             timer.due_at,
+        )
+
+    async def _failed(self, conn: Conn, timer: Timer, error: Exception) -> None:
+        """Retry later (real time, backoff capped at an hour) keeping the due time; park the timer
+        as failed after ``max_attempts``, unless the failure is transient (``RetryLater``)."""
+        attempts = timer.attempts + 1
+        transient = isinstance(error, RetryLater)
+        status = "failed" if attempts >= self.max_attempts and not transient else "pending"
+        log.warning(
+            "timer %s/%s failed (attempt %d%s): %r",
+            timer.kind,
+            timer.key,
+            attempts,
+            ", transient" if transient else "",
+            error,
+        )
+        await conn.execute(
+            """UPDATE timers SET attempts = $2, last_error = $3, status = $4, retry_at = $5
+               WHERE id = $1""",
+            timer.id,
+            attempts,
+            repr(error)[:2000],
+            status,
+            self.clock.now() + timedelta(seconds=min(2**attempts, 3600)),
         )
 
     async def next_due_in(self) -> float:

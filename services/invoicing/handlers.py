@@ -47,7 +47,7 @@ from shared.runtime import Runtime
 from shared.timers import TimerContext, TimerHandler
 
 from . import domain, repository
-from .gateway import DEFAULT_TEST_TOKEN, gateway_for
+from .gateway import DEFAULT_TEST_TOKEN, GatewayUnavailable, gateway_for
 
 log = logging.getLogger(__name__)
 consumer = EventConsumer("invoicing")
@@ -825,9 +825,22 @@ async def schedule_fx_quarter(conn: Conn, at: datetime) -> None:
         await timers.schedule(conn, kind=FX_TIMER, key=key, due_at=at)
 
 
+def retried_through_outages(handler: TimerHandler) -> TimerHandler:
+    """A gateway outage is not a reason to give up an installment or an R37 retry: the timer
+    comes back with backoff until the gateway answers (it is never parked as failed)."""
+
+    async def run(ctx: TimerContext) -> None:
+        try:
+            await handler(ctx)
+        except GatewayUnavailable as outage:
+            raise timers.RetryLater(str(outage)) from outage
+
+    return run
+
+
 TIMERS: dict[str, TimerHandler] = {
-    RETRY_TIMER: retry_renewal_charge,
-    INSTALLMENT_TIMER: issue_installment,
+    RETRY_TIMER: retried_through_outages(retry_renewal_charge),
+    INSTALLMENT_TIMER: retried_through_outages(issue_installment),
     FX_TIMER: fx_quarter,
 }
 

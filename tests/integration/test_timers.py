@@ -142,3 +142,40 @@ async def test_a_test_clock_timer_follows_its_clock_not_the_wall(pool: asyncpg.P
     )
     assert await loop.fire_due() == 1
     assert fired == ["on-clock"]
+
+
+async def test_a_transient_failure_is_retried_until_it_passes_and_keeps_its_due_time(
+    pool: asyncpg.Pool,
+) -> None:
+    """An outage longer than max_attempts backoffs never parks the timer, and the handler always
+    sees the original due time (the business date the timer stands for)."""
+    from shared.timers import RetryLater
+
+    clock = FrozenClock(T0)
+    due = T0 - timedelta(minutes=5)
+    outage = [RetryLater("gateway down")] * 6
+    seen: list[datetime] = []
+
+    async def flaky(ctx: TimerContext) -> None:
+        seen.append(ctx.timer.due_at)
+        if outage:
+            raise outage.pop()
+
+    loop = TimerLoop(
+        pool,
+        {"flaky": flaky},
+        outbox=Outbox("lifecycle", Topics("x."), clock),
+        clock=clock,
+        max_attempts=3,
+    )
+    async with pool.acquire() as conn:
+        await schedule(conn, kind="flaky", key="k", due_at=due)
+    assert await loop.fire_due() == 1
+    assert await loop.fire_due() == 0  # backing off: not due again yet
+    for _ in range(6):
+        clock.advance(timedelta(hours=1))
+        await loop.fire_due()
+    row = await pool.fetchrow("SELECT status, due_at FROM timers WHERE timer_key = 'k'")
+    assert row is not None
+    assert (row["status"], row["due_at"]) == ("fired", due)
+    assert seen == [due] * 7
