@@ -134,11 +134,19 @@ async def schedule_many(conn: Conn, requests: list[TimerRequest]) -> None:
     await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
 
-async def cancel(conn: Conn, *, kind: str, key: str) -> bool:
-    """Cancel a pending timer; True if there was one."""
+async def cancel(conn: Conn, *, kind: str, key: str, wait: bool = True) -> bool:
+    """Cancel a pending timer; True if there was one.
+
+    ``wait=False`` leaves alone a timer that a timer loop is firing right now (its row is
+    locked) instead of waiting for it: for callers that hold other locks the timer's handler
+    takes, so the two cannot deadlock; that handler must then see the new state and do nothing.
+    """
     done = await conn.fetchval(
-        "DELETE FROM timers WHERE kind = $1 AND timer_key = $2 AND status = 'pending'"
-        " RETURNING true",
+        f"""DELETE FROM timers WHERE id IN (
+                SELECT id FROM timers
+                WHERE kind = $1 AND timer_key = $2 AND status = 'pending'
+                FOR UPDATE {"" if wait else "SKIP LOCKED"})
+            RETURNING true""",  # noqa: S608 - no input in the f-string
         kind,
         key,
     )

@@ -20,6 +20,7 @@ import asyncpg
 from shared import people, timers
 from shared.contracts import (
     AccountOpened,
+    AutoRenewChanged,
     Channel,
     Contract,
     CreditNoteIssued,
@@ -38,6 +39,7 @@ from shared.contracts import (
     RenewalRequested,
     RolesChanged,
     SeatsAdded,
+    StageChanged,
     Term,
     TrialConverted,
 )
@@ -358,7 +360,9 @@ async def settle_invoice(
         ),
         **ids,
     )
-    await timers.cancel(b.conn, kind=RETRY_TIMER, key=str(invoice["id"]))
+    # Not waiting: a retry being fired holds its timer row and waits for this invoice's lock;
+    # it re-checks the invoice under that lock, finds it paid and charges nothing.
+    await timers.cancel(b.conn, kind=RETRY_TIMER, key=str(invoice["id"]), wait=False)
     return payment_id
 
 
@@ -623,6 +627,30 @@ async def invoice_added_seats(ctx: HandlerContext, added: SeatsAdded) -> None:
 
 
 # --- R39: refunds -------------------------------------------------------------------------------
+
+
+@consumer.on(StageChanged)
+async def stop_retries_when_cancelled(ctx: HandlerContext, change: StageChanged) -> None:
+    """R34, R36: a cancelled subscription is never charged again; its R37 retries stop."""
+    if change.to_stage == "cancelled":
+        await stop_renewal_retries(ctx)
+
+
+@consumer.on(AutoRenewChanged)
+async def stop_retries_when_auto_renew_off(ctx: HandlerContext, change: AutoRenewChanged) -> None:
+    """R24: turning auto-renew off cancels the subscription: never charged again, so a failed
+    renewal charge is not retried (R37) after it."""
+    if not change.auto_renew:
+        await stop_renewal_retries(ctx)
+
+
+async def stop_renewal_retries(ctx: HandlerContext) -> None:
+    if ctx.envelope.subscription_id is None:
+        return
+    for invoice_id in await repository.open_renewal_invoices(
+        ctx.conn, ctx.envelope.subscription_id
+    ):
+        await timers.cancel(ctx.conn, kind=RETRY_TIMER, key=str(invoice_id))
 
 
 @consumer.on(RefundApproved)

@@ -530,3 +530,14 @@ async def buyer_of(conn: Reader, account_id: uuid.UUID) -> asyncpg.Record | None
         "SELECT name, email FROM account_people WHERE account_id = $1 AND 'buyer' = ANY(roles)",
         account_id,
     )
+
+
+async def open_renewal_invoices(conn: Conn, subscription_id: uuid.UUID) -> list[uuid.UUID]:
+    """Unpaid renewal invoices of a subscription that a gateway would charge (card, PayPal)."""
+    rows = await conn.fetch(
+        """SELECT id FROM invoices
+           WHERE subscription_id = $1 AND purpose = 'renewal' AND status = 'issued'
+             AND payment_method IN ('card', 'paypal')""",
+        subscription_id,
+    )
+    return [row["id"] for row in rows]

@@ -31,6 +31,7 @@ from shared.auth import issue_token
 from shared.clock import SystemClock
 from shared.contracts import (
     AccountOpened,
+    AutoRenewChanged,
     Contract,
     OrderPlaced,
     Person,
@@ -39,6 +40,7 @@ from shared.contracts import (
     RenewalRequested,
     RolesChanged,
     SeatsAdded,
+    StageChanged,
     TrialConverted,
     new_envelope,
 )
@@ -890,3 +892,55 @@ async def test_a_charge_whose_transaction_rolled_back_is_not_charged_twice(
     assert not failures  # the first attempt did fail after charging
     new_charges = CARD_SANDBOX.charges[charged_before:]
     assert [key for key, _, _ in new_charges] == [f"{paid['invoice_id']}:1"]
+
+
+@pytest.mark.parametrize("stopper", ["auto_renew_off", "cancelled"])
+async def test_r24_r34_r37_no_retry_after_auto_renew_off_or_cancellation(
+    invoicing: Invoicing, stopper: str
+) -> None:
+    """R37 retries a failed renewal charge, but R24 (auto-renew off cancels) and R34/R36
+    (Cancelled is final) mean the card is never charged again after either."""
+    inv = invoicing
+    account = await open_account(inv)
+    sub, _ = await subscribed(inv, account, token="tok_insufficient_funds")
+    await send(
+        inv,
+        "lifecycle",
+        account.id,
+        envelope(renewal_due(), account.id, at=T0, subscription_id=sub, producer="lifecycle"),
+    )
+    [failed] = await wait_emitted(inv, account, "PaymentFailed", purpose="renewal")
+    retries = (
+        "SELECT count(*) FROM timers WHERE kind = 'renewal_charge_retry' AND timer_key = $1"
+        " AND status = 'pending'"
+    )
+    assert await inv.pool.fetchval(retries, failed["invoice_id"]) == 1
+    stop: Any
+    if stopper == "auto_renew_off":
+        stop = envelope(
+            AutoRenewChanged(auto_renew=False, changed_at=T0),
+            account.id,
+            at=T0,
+            subscription_id=sub,
+        )
+        await send(inv, "ordering", account.id, stop)
+    else:
+        stop = envelope(
+            StageChanged(
+                from_stage="suspended",
+                to_stage="cancelled",
+                reason="test",
+                entitlements={},
+                effective_at=T0,
+            ),
+            account.id,
+            at=T0,
+            subscription_id=sub,
+            producer="lifecycle",
+        )
+        await send(inv, "lifecycle", account.id, stop)
+
+    async def retries_gone() -> bool:
+        return bool(await inv.pool.fetchval(retries, failed["invoice_id"]) == 0)
+
+    await wait_for(retries_gone, what="the R37 retry cancelled")
