@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import uuid
@@ -77,6 +78,24 @@ class ServiceSpec:
     pending_probe: PendingProbe | None = None  # work a test-clock step must wait for
 
 
+async def supervised(
+    name: str, run: Callable[[], Coroutine[Any, Any, None]], first_delay: float = 1.0
+) -> None:
+    """Keep a background loop alive: a loop that dies (a lost connection at the wrong moment)
+    is logged and started again, instead of leaving the service half-working in silence."""
+    delay = first_delay
+    while True:
+        try:
+            await run()
+            return  # finished on its own (e.g. disabled by configuration)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s stopped; starting it again in %.0f s", name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
 def runtime_of(request: Request) -> Runtime:
     runtime = request.app.state.runtime
     assert isinstance(runtime, Runtime)
@@ -117,7 +136,7 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
             batch_size=settings.outbox_batch_size,
             poll_seconds=settings.outbox_poll_seconds,
         )
-        tasks = [asyncio.create_task(relay.run(), name="outbox-relay")]
+        tasks = [asyncio.create_task(supervised("outbox-relay", relay.run), name="outbox-relay")]
         if spec.timers or spec.batch_timers:
             timer_loop = TimerLoop(
                 pool,
@@ -128,7 +147,7 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
                 poll_seconds=settings.timer_poll_seconds,
                 batch_size=settings.timer_batch_size,
             )
-            tasks.append(asyncio.create_task(timer_loop.run(), name="timers"))
+            tasks.append(asyncio.create_task(supervised("timers", timer_loop.run), name="timers"))
         if settings.test_clocks_enabled:
             agent = ClockAgent(
                 service=spec.name,
@@ -140,8 +159,11 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
                 consumes=[topics.events(p) for p in spec.consumer.producers()],
                 probe=spec.pending_probe,
             )
-            tasks.append(asyncio.create_task(agent.run(), name="clock-agent"))
-        tasks += [asyncio.create_task(loop(runtime)) for loop in spec.background]
+            tasks.append(asyncio.create_task(supervised("clock-agent", agent.run)))
+        tasks += [
+            asyncio.create_task(supervised(loop.__name__, functools.partial(loop, runtime)))
+            for loop in spec.background
+        ]
         log.info("%s ready on port %d", spec.name, settings.port)
         try:
             yield

@@ -122,3 +122,17 @@ def test_frozen_clock_only_moves_forward() -> None:
         clock.advance(timedelta(seconds=-1))
     with pytest.raises(ValueError):
         FrozenClock(datetime(2026, 1, 1))
+
+
+async def test_a_background_loop_that_dies_is_started_again() -> None:
+    from shared.runtime import supervised
+
+    runs: list[int] = []
+
+    async def flaky_loop() -> None:
+        runs.append(len(runs))
+        if len(runs) < 3:
+            raise ConnectionResetError("lost the database")
+
+    await supervised("flaky", flaky_loop, first_delay=0.001)
+    assert runs == [0, 1, 2]
