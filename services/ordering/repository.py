@@ -103,11 +103,13 @@ async def next_quote_number(conn: Conn) -> int:
 
 
 async def has_invoice_subscription(conn: Conn, account_id: uuid.UUID) -> bool:
-    """R14: a live subscription of the account is paid by invoice."""
+    """R14: a live, paid subscription of the account is paid by invoice (a trial pays nothing,
+    so it does not count)."""
     return bool(
         await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE account_id = $1"
-            " AND payment_method = 'invoice' AND stage <> 'cancelled' AND refunded_at IS NULL)",
+            " AND payment_method = 'invoice' AND NOT trial AND stage <> 'cancelled'"
+            " AND refunded_at IS NULL)",
             account_id,
         )
     )

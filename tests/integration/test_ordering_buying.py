@@ -89,6 +89,27 @@ async def test_r14_pay_by_invoice_direct_only_with_an_invoice_subscription(
     assert refused.status_code == 422
     assert refused.json()["type"] == PROBLEM + "pay-by-invoice-not-allowed"
     assert await ordering.counts() == before  # a refused request stores nothing
+    # A trial "paid by invoice" pays nothing: it opens no door to pay by invoice.
+    trial = await ordering.call(
+        "POST",
+        f"/v1/accounts/{account}/orders",
+        user(buyer),
+        {
+            "offering": "revit",
+            "term": "annual",
+            "seats": 1,
+            "payment_method": "invoice",
+            "trial": True,
+        },
+    )
+    assert trial.status_code == 201
+    still_refused = await ordering.call(
+        "POST",
+        f"/v1/accounts/{account}/orders",
+        user(buyer),
+        {"offering": "autocad", "term": "annual", "seats": 1, "payment_method": "invoice"},
+    )
+    assert still_refused.json()["type"] == PROBLEM + "pay-by-invoice-not-allowed"
     quote = await issue_quote(ordering, account, uuid.uuid4())
     accepted = await ordering.call(
         "POST", f"/v1/quotes/{quote['id']}/acceptance", user(buyer), {"payment_method": "invoice"}
