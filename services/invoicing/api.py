@@ -40,6 +40,7 @@ Authorization = Annotated[str | None, Header()]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 INVOICE_READERS = {"buyer", "payer"}  # R8: admins who are not the buyer get 403
 PO_EDITORS = {"buyer", "payer"}  # R22: whoever settles the invoice may add its PO
+RENEWAL_EDITORS = {"buyer"}  # R8: renewal data is the buyer's; payers see invoices only
 MAX_PO_DOCUMENT_BYTES = 5 * 1024 * 1024
 
 
@@ -330,7 +331,7 @@ async def set_renewal_purchase_order(
     sub = await repository.get_subscription(rt.pool, subscription_id)
     if sub is None:
         raise not_found("subscription")
-    await people.require_role(rt.pool, who, sub["account_id"], PO_EDITORS, "subscription")
+    await people.require_role(rt.pool, who, sub["account_id"], RENEWAL_EDITORS, "subscription")
 
     async def work(conn: Conn) -> tuple[int, dict[str, Any]]:
         doc = change.po_document

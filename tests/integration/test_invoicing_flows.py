@@ -679,7 +679,7 @@ async def test_r22_po_number_notes_and_document_are_editable_until_paid(
     invoicing: Invoicing,
 ) -> None:
     inv = invoicing
-    account = await open_account(inv)
+    account = await open_account(inv, payers=1)
     sub, _ = await subscribed(inv, account, method="invoice")
     [issued] = await wait_emitted(inv, account, "InvoiceIssued")
     path = f"/v1/invoices/{issued['invoice_id']}"
@@ -720,6 +720,12 @@ async def test_r22_po_number_notes_and_document_are_editable_until_paid(
             headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
         )
         assert renewal_po.status_code == 200
+        payer_try = await client.put(  # R8: renewal data is the buyer's, not a payer's
+            f"/v1/subscriptions/{sub}/renewal-purchase-order",
+            json={"po_number": "PO-PAYER"},
+            headers={**inv.token(account.payers[0].user_id), "Idempotency-Key": "payer"},
+        )
+        assert payer_try.status_code == 403
         await client.post(
             f"/v1/operator/invoices/{issued['invoice_id']}/bank-payments",
             json={"amount": issued["gross_total"], "reference": "bank"},
