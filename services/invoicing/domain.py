@@ -140,11 +140,14 @@ def subscription_line(
     rate: Decimal | None = None,
     installment: int | None = None,
 ) -> InvoiceLine:
-    """One line for a term; a three-year installment (R20) is a third of the three-year price."""
+    """One line for a term; a three-year installment (R20) is a third of the three-year price,
+    the last one taking the rounding remainder, so the three add up to the price exactly."""
     price = unit_price(offering, term, currency, rate)
     description = f"{offering} subscription, {TERM_NAMES[term]}, {seats} seat(s)"
     if installment is not None:
-        price = round_money(price / INSTALLMENT_COUNT, currency)
+        third = round_money(price / INSTALLMENT_COUNT, currency)
+        last = price - third * (INSTALLMENT_COUNT - 1)
+        price = last if installment == INSTALLMENT_COUNT else third
         description += f", installment {installment} of {INSTALLMENT_COUNT}"
     return priced_line(
         description=description,

@@ -437,6 +437,7 @@ async def bill_term(
                 "currency": billed.currency,
                 "billing_country": billed.billing_country,
                 "time_zone": billed.time_zone,
+                "rate": str(rate),  # R20: one price for the term, at the transaction's rate
             },
         )
     return invoice_id
@@ -794,7 +795,11 @@ async def issue_installment(ctx: TimerContext) -> None:
     )
     b = timer_billing(ctx)
     account = await repository.get_account(ctx.conn, account_id)
-    rate = await applied_rate(ctx.conn, billed.currency, billed.channel, b.now)
+    rate = (
+        Decimal(p["rate"])
+        if p.get("rate")
+        else await applied_rate(ctx.conn, billed.currency, billed.channel, b.now)
+    )
     draft = domain.draft_for_order(
         offering=billed.offering,
         term=billed.term,

@@ -329,3 +329,25 @@ async def test_the_gateway_retries_transient_errors_and_answers_a_key_once() -> 
         await gateway.charge(
             amount=Decimal("1.00"), currency="NOK", token="tok_network_down", idempotency_key="k3"
         )
+
+
+def test_r20_three_installments_add_up_to_the_three_year_price_exactly() -> None:
+    """R20: a third each, rounded to the minor unit; the last takes the remainder."""
+    from decimal import Decimal as D
+
+    rate = D("10.80123457")  # makes the per-seat price not divisible by three
+    full = domain.unit_price("autocad", "three_year", "NOK", rate)
+    parts = [
+        domain.subscription_line(
+            offering="autocad",
+            term="three_year",
+            seats=1,
+            currency="NOK",
+            vat_percent=D(25),
+            rate=rate,
+            installment=n,
+        ).unit_price
+        for n in (1, 2, 3)
+    ]
+    assert sum(parts) == full
+    assert max(parts) - min(parts) <= D("0.01")
