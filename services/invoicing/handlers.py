@@ -656,15 +656,17 @@ async def stop_renewal_retries(ctx: HandlerContext) -> None:
 
 @consumer.on(RefundApproved)
 async def credit_refund(ctx: HandlerContext, refund: RefundApproved) -> None:
-    """R39: a credit note for the subscription's latest paid invoice, paid back through the
+    """R39: a credit note for the refunded purchase's invoice (the order's or the renewal's, not a
+    later co-term invoice), paid back through the
     original method (RefundProcessed with the expected settlement date); an unpaid invoice is
     cancelled by the credit note and nothing is paid back. Remaining installments stop."""
     if await repository.credit_note_for_refund(ctx.conn, refund.refund_id):
         return
     sub = await subscription_of(ctx)
-    invoice = await repository.latest_invoice_of_subscription(ctx.conn, sub["id"], ("paid",))
+    kind = refund.purchase_kind
+    invoice = await repository.purchase_invoice(ctx.conn, sub["id"], kind, ("paid",))
     if invoice is None:
-        invoice = await repository.latest_invoice_of_subscription(ctx.conn, sub["id"], ("issued",))
+        invoice = await repository.purchase_invoice(ctx.conn, sub["id"], kind, ("issued",))
     if invoice is None:
         log.warning("refund %s: subscription %s has no invoice", refund.refund_id, sub["id"])
         return

@@ -263,13 +263,17 @@ async def list_invoices(conn: Reader, account_id: uuid.UUID) -> list[asyncpg.Rec
     )
 
 
-async def latest_invoice_of_subscription(
-    conn: Conn, subscription_id: uuid.UUID, statuses: tuple[str, ...]
+async def purchase_invoice(
+    conn: Conn, subscription_id: uuid.UUID, purchase_kind: str, statuses: tuple[str, ...]
 ) -> asyncpg.Record | None:
+    """The invoice of the subscription's latest purchase of that kind (the order, or the latest
+    renewal), not a later co-term or installment invoice (R39 refunds the purchase)."""
     return await conn.fetchrow(
-        """SELECT * FROM invoices WHERE subscription_id = $1 AND status = ANY($2::text[])
+        """SELECT * FROM invoices WHERE subscription_id = $1 AND purpose = $2
+               AND status = ANY($3::text[])
            ORDER BY issued_at DESC, invoice_number DESC LIMIT 1 FOR UPDATE""",
         subscription_id,
+        purchase_kind,
         list(statuses),
     )
 

@@ -642,6 +642,58 @@ async def test_r39_a_refund_issues_a_credit_note_and_pays_back_through_the_metho
     assert expected.isoformat() in text
 
 
+async def test_r39_a_refund_credits_the_purchase_not_a_later_co_term_invoice(
+    invoicing: Invoicing,
+) -> None:
+    """Bought, then seats added (a small co-term invoice), then refunded: the credit note pays
+    back the purchase itself, the money that bought the access R39 ends."""
+    inv = invoicing
+    account = await open_account(inv)
+    sub, placed = await subscribed(inv, account)
+    added = SeatsAdded(
+        order_id=uuid.uuid4(),
+        order_number="ORD-SEATS",
+        offering="autocad",
+        term="annual",
+        seats_added=1,
+        total_seats=3,
+        prorate_from=T0 - timedelta(days=360),
+        coterm_until=T0,
+        payment_method="card",
+        billing_country="NO",
+        currency="NOK",
+        time_zone="Europe/Oslo",
+    )
+    await send(
+        inv,
+        "ordering",
+        account.id,
+        envelope(added, account.id, at=added.prorate_from, subscription_id=sub),
+    )
+    await wait_emitted(inv, account, "InvoiceIssued", 2)
+    refund = RefundApproved(
+        refund_id=uuid.uuid4(),
+        purchase_kind="order",
+        purchased_at=placed.placed_at,
+        reason="Changed our mind",
+        approved_at=T0 - timedelta(days=355),
+    )
+    await send(
+        inv,
+        "ordering",
+        account.id,
+        envelope(refund, account.id, at=refund.approved_at, subscription_id=sub),
+    )
+    [note] = await wait_emitted(inv, account, "CreditNoteIssued")
+    order_invoice = await inv.pool.fetchrow(
+        "SELECT id, gross_total FROM invoices WHERE order_id = $1 AND purpose = 'order'",
+        placed.order_id,
+    )
+    assert order_invoice is not None
+    assert note["invoice_id"] == str(order_invoice["id"])
+    assert Decimal(note["gross_total"]) == order_invoice["gross_total"]
+
+
 # --- HTTP: R8 access, R22 purchase orders, R18 and the PDF ---------------------------------------
 
 
