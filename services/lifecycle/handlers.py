@@ -364,6 +364,20 @@ async def activate(ctx: HandlerContext, order: OrderPlaced) -> None:
     )
     effects.term_timers(sub, order.placed_at)
     await effects.commit(ctx.conn, ctx.outbox)
+    await apply_early_invoice_events(ctx, order.subscription_id)
+
+
+async def apply_early_invoice_events(ctx: HandlerContext, subscription_id: uuid.UUID) -> None:
+    """Apply the InvoiceIssued events that arrived before this subscription existed."""
+    for envelope in await repository.take_early_invoice_events(ctx.conn, subscription_id):
+        early = HandlerContext(
+            conn=ctx.conn,
+            envelope=envelope,
+            outbox=ctx.outbox,
+            clock=ctx.clock,
+            wall_clock=ctx.wall_clock,
+        )
+        await invoice_issued(early, envelope.payload_as(InvoiceIssued))
 
 
 @consumer.on(TrialConverted)
@@ -473,6 +487,8 @@ async def invoice_issued(ctx: HandlerContext, issued: InvoiceIssued) -> None:
     its due date starts the expiry process."""
     subscription_id = await subscription_for(ctx, issued.renewal_id, issued.order_id)
     if subscription_id is None:
+        if ctx.envelope.subscription_id is not None:  # its order is not here yet: keep it
+            await repository.keep_early_invoice_event(ctx.conn, ctx.envelope)
         return
     await repository.upsert_invoice(
         ctx.conn,

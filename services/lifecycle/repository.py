@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.contracts import Envelope
 from shared.db import Conn
 
 Reader = Conn | asyncpg.Pool
@@ -233,3 +234,21 @@ async def cancel_timers(conn: Conn, timers: list[tuple[str, str]]) -> None:
         [kind for kind, _ in timers],
         [key for _, key in timers],
     )
+
+
+async def keep_early_invoice_event(conn: Conn, envelope: Envelope) -> None:
+    await conn.execute(
+        """INSERT INTO early_invoice_events (event_id, subscription_id, envelope)
+           VALUES ($1, $2, $3::jsonb) ON CONFLICT DO NOTHING""",
+        envelope.event_id,
+        envelope.subscription_id,
+        envelope.model_dump_json(),
+    )
+
+
+async def take_early_invoice_events(conn: Conn, subscription_id: uuid.UUID) -> list[Envelope]:
+    rows = await conn.fetch(
+        "DELETE FROM early_invoice_events WHERE subscription_id = $1 RETURNING envelope",
+        subscription_id,
+    )
+    return [Envelope.model_validate_json(row["envelope"]) for row in rows]

@@ -436,6 +436,43 @@ async def test_r21_r25_r31_invoice_renewal_renews_on_issue_and_lapses_after_due_
     assert (await lc.sub(sub))["stage"] == "active"
 
 
+async def test_r31_an_order_invoice_read_before_its_order_still_starts_the_clock(
+    lc: Lifecycle,
+) -> None:
+    """Kafka orders events per topic only: invoicing's InvoiceIssued can be read before
+    ordering's OrderPlaced. It is kept and applied at activation; unpaid, it lapses (R31)."""
+    account, subscription = uuid.uuid4(), uuid.uuid4()
+    await lc.at(BOUGHT)
+    order_id = uuid.uuid4()
+    invoice = invoice_issued(uuid.uuid4(), "invoice", date(2024, 7, 10), BOUGHT).model_copy(
+        update={"purpose": "order", "renewal_id": None, "order_id": order_id}
+    )
+    assert await lc.deliver(invoice, account, subscription) == "done"  # before its order
+    order = OrderPlaced(
+        order_id=order_id,
+        order_number="ORD-EARLY",
+        subscription_id=subscription,
+        offering="autocad",
+        term="annual",
+        seats=1,
+        payment_method="invoice",
+        channel="partner",
+        billing_country="NO",
+        currency="NOK",
+        time_zone="Europe/Oslo",
+        placed_at=BOUGHT,
+        auto_renew=True,
+        buyer_email="buyer@example.com",
+    )
+    assert await lc.deliver(order, account, subscription) == "done"
+    overdue = oslo(date(2024, 7, 11))
+    await lc.at(overdue - SECOND)
+    assert (await lc.sub(subscription))["stage"] == "active"
+    await lc.at(overdue)
+    row = await lc.sub(subscription)
+    assert (row["stage"], row["stage_reason"]) == ("expired", "invoice_unpaid")
+
+
 async def test_r24_r26_window_and_reminders_only_without_auto_renew(lc: Lifecycle) -> None:
     _, off = await lc.place(auto_renew=False)
     _, on = await lc.place(auto_renew=True)
