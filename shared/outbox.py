@@ -78,6 +78,7 @@ class Outbox:
             recorded_at=now,
             causation=causation,
         )
+        await _serialise_keys(conn, [account_id])
         await conn.execute(
             """INSERT INTO outbox (event_id, topic, message_key, event_type, body)
                VALUES ($1, $2, $3, $4, $5)""",
@@ -111,6 +112,7 @@ class Outbox:
                 )
             )
         topic = self.topics.events(self.producer)
+        await _serialise_keys(conn, [e.account_id for e in envelopes])
         await conn.executemany(
             """INSERT INTO outbox (event_id, topic, message_key, event_type, body)
                VALUES ($1, $2, $3, $4, $5)""",
@@ -121,6 +123,18 @@ class Outbox:
         )
         await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
         return envelopes
+
+
+async def _serialise_keys(conn: Conn, account_ids: list[uuid.UUID]) -> None:
+    """Outbox ids are taken at insert, not at commit: two transactions writing events of the same
+    account could commit out of id order, and the relay would publish them out of order. A
+    transaction-scoped lock per account (taken in a fixed order, so two batches cannot deadlock)
+    makes one account's events commit in id order."""
+    keys = sorted({str(a) for a in account_ids})
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 7316003)) FROM unnest($1::text[]) AS k",
+        keys,  # unnest keeps the (sorted) array's order
+    )
 
 
 class OutboxRelay:
