@@ -38,13 +38,14 @@ async def _update(ctx: HandlerContext, **changes: Any) -> None:
 
 @consumer.on(SubscriptionActivated)
 async def on_activated(ctx: HandlerContext, event: SubscriptionActivated) -> None:
+    """Dates from lifecycle. Auto-renew is not copied back: ordering owns it (R24), and the
+    buyer may have changed it after the order while this event was on its way."""
     await _update(
         ctx,
         stage="active",
         starts_at=event.starts_at,
         expires_at=event.expires_at,
         renews_at=event.renews_at,
-        auto_renew=event.auto_renew,
         time_zone=event.time_zone,
     )
 

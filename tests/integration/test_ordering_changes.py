@@ -56,6 +56,24 @@ async def test_r24_turning_auto_renew_off_publishes_the_change(ordering: Orderin
     assert event["payload"]["auto_renew"] is False and event["subscription_id"] == subscription
 
 
+async def test_r24_auto_renew_turned_off_before_activation_arrives_stays_off(
+    ordering: Ordering,
+) -> None:
+    """Ordering owns auto-renew: lifecycle's late SubscriptionActivated (auto_renew on, as
+    ordered) does not undo the buyer's change made while it was on its way."""
+    account, buyer, _ = await ordering.open_account()
+    order = await ordering.order(account, buyer)
+    path = f"/v1/subscriptions/{order['subscription_id']}/auto-renew"
+    off = await ordering.call("PUT", path, user(buyer), {"auto_renew": False})
+    assert off.status_code == 200 and off.json()["auto_renew"] is False
+    renews_at = (ordering.clock.now() + timedelta(days=300)).replace(microsecond=0)
+    await ordering.activate(account, order, renews_at)
+    row = await ordering.pool.fetchrow(
+        "SELECT auto_renew FROM subscriptions WHERE id = $1", uuid.UUID(order["subscription_id"])
+    )
+    assert row is not None and row["auto_renew"] is False
+
+
 async def test_r28_term_change_for_the_next_renewal_changeable_until_then(
     ordering: Ordering,
 ) -> None:
