@@ -15,8 +15,12 @@ The protocol runs on one topic, ``<prefix>test-clocks`` (one partition, so it is
   rows are unsent, when its next timer for C falls due, and which topics it consumes.
 - ``settled`` lifecycle → all: step n of C is done; agents stop reporting on it.
 
+- ``probe``   lifecycle → all, after each quiet check: reports made after an agent has seen
+  probe k were read from its database after that check's lag measurement.
+
 A step is settled when every service reports nothing pending and nothing unsent and every
-consumer group has no lag on what it consumes, twice in a row with fresh reports in between.
+consumer group has no lag on what it consumes, twice in a row, the second time on reports that
+echo the probe sent after the first (so no report predates the first lag measurement).
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ async def set_clock_time(conn: Conn, clock_id: uuid.UUID, now: datetime) -> None
 
 
 class ClockMessage(BaseModel):
-    kind: Literal["moved", "report", "settled"]
+    kind: Literal["moved", "probe", "report", "settled"]
     clock_id: uuid.UUID
     step: int
     now: AwareDatetime | None = None
@@ -83,6 +87,7 @@ class ClockMessage(BaseModel):
     next_due_at: AwareDatetime | None = None
     consumes: list[str] = []
     seq: int = 0
+    probe: int = 0  # the latest probe of the driver this agent had seen when it made the report
 
 
 PendingProbe = Callable[[Conn, uuid.UUID, datetime], Awaitable[int]]
@@ -117,7 +122,7 @@ class ClockAgent:
         self.consumes = consumes
         self.probe = probe or _no_pending
         self.report_seconds = report_seconds
-        self.active: dict[uuid.UUID, tuple[int, datetime]] = {}
+        self.active: dict[uuid.UUID, tuple[int, datetime, int]] = {}  # step, now, probe
         self._seq = itertools.count(1)
 
     async def run(self) -> None:
@@ -144,7 +149,11 @@ class ClockAgent:
             async with self.pool.acquire() as conn:
                 await set_clock_time(conn, message.clock_id, message.now)
                 await conn.execute("SELECT pg_notify('timers', '')")
-            self.active[message.clock_id] = (message.step, message.now)
+            self.active[message.clock_id] = (message.step, message.now, 0)
+        elif message.kind == "probe":
+            current = self.active.get(message.clock_id)
+            if current and current[0] == message.step:
+                self.active[message.clock_id] = (current[0], current[1], message.probe)
         elif message.kind == "settled":
             current = self.active.get(message.clock_id)
             if current and current[0] <= message.step:
@@ -152,9 +161,9 @@ class ClockAgent:
 
     async def _report_loop(self) -> None:
         while True:
-            for clock_id, (step, now) in list(self.active.items()):
+            for clock_id, (step, now, probe) in list(self.active.items()):
                 try:
-                    report = await self.report(clock_id, step, now)
+                    report = await self.report(clock_id, step, now, probe)
                     await self.producer.send_and_wait(
                         self.topic, report.model_dump_json().encode(), key=str(clock_id).encode()
                     )
@@ -162,7 +171,9 @@ class ClockAgent:
                     log.warning("clock agent %s: %r", self.service, error)
             await asyncio.sleep(self.report_seconds)
 
-    async def report(self, clock_id: uuid.UUID, step: int, now: datetime) -> ClockMessage:
+    async def report(
+        self, clock_id: uuid.UUID, step: int, now: datetime, probe: int = 0
+    ) -> ClockMessage:
         async with self.pool.acquire() as conn:
             due = await conn.fetchval(
                 """SELECT count(*) FROM timers
@@ -189,6 +200,7 @@ class ClockAgent:
             next_due_at=next_due,
             consumes=self.consumes,
             seq=next(self._seq),
+            probe=probe,
         )
 
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -125,7 +125,7 @@ class StepState:
     step: int
     now: datetime
     quiet_checks: int = 0
-    seen: dict[str, int] = field(default_factory=dict)  # service -> report seq at last check
+    probe: int = 0  # the last probe sent; a fresh report echoes it
 
 
 class ClockDriver:
@@ -188,11 +188,18 @@ class ClockDriver:
             self.steps[clock_id] = state
             await self.publish(ClockMessage(kind="moved", clock_id=clock_id, step=step, now=now))
             return
-        if not await self.quiet(clock_id, state):
+        verdict = await self.quiet(clock_id, state)
+        if verdict == "stale":
+            return  # wait for reports made after the last check
+        if verdict == "busy":
             state.quiet_checks = 0
             return
         state.quiet_checks += 1
         if state.quiet_checks < 2:
+            state.probe += 1  # the next check accepts only reports made after this one
+            await self.publish(
+                ClockMessage(kind="probe", clock_id=clock_id, step=step, probe=state.probe)
+            )
             return
         await self.publish(ClockMessage(kind="settled", clock_id=clock_id, step=step, now=now))
         if now >= target:
@@ -218,24 +225,24 @@ class ClockDriver:
             ClockMessage(kind="moved", clock_id=clock_id, step=step + 1, now=next_now)
         )
 
-    async def quiet(self, clock_id: uuid.UUID, state: StepState) -> bool:
-        """Every service reported on this step, fresh since the last check, with nothing to do,
-        and no consumer group has anything left to read."""
+    async def quiet(self, clock_id: uuid.UUID, state: StepState) -> str:
+        """ "quiet": every service reported on this step, fresh since the last check, with
+        nothing to do, and no consumer group has anything left to read; "busy": something is
+        still to do; "stale": a report from before the last check is all there is yet."""
         latest: dict[str, ClockMessage] = {}
         for service in self.services:
             report = self.reports.get((clock_id, service))
             if report is None or report.step != state.step:
-                return False
+                return "stale"
             if report.pending or report.unsent:
-                return False
-            if state.quiet_checks and report.seq <= state.seen.get(service, 0):
-                return False  # not fresh: wait for a report made after the last check
+                return "busy"
+            if state.quiet_checks and report.probe < state.probe:
+                return "stale"
             latest[service] = report
         groups = {self.rt.topics.group(s): r.consumes for s, r in latest.items()}
         if await self.lag.total_lag(groups):
-            return False
-        state.seen = {service: report.seq for service, report in latest.items()}
-        return True
+            return "busy"
+        return "quiet"
 
 
 async def run_clock_driver(rt: Runtime) -> None:
