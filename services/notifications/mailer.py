@@ -126,7 +126,12 @@ class SmtpSender:
             raise Unreachable(f"envelope: {type(error).__name__}") from error
 
     async def finish(self, message: EmailMessage) -> None:
-        smtp = await self._connected()
+        smtp = self._smtp
+        if smtp is None or not smtp.is_connected:
+            # The connection dropped after MAIL/RCPT: a new one has no envelope, so DATA would be
+            # refused (503) and look permanent. Nothing was handed over: try the mail again.
+            await self.close()
+            raise TransientFailure("connection lost before DATA")
         cte = "8bit" if self._mail_options else "7bit"
         try:
             await smtp.data(flatten_message(message, cte_type=cte))

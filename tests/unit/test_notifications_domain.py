@@ -156,3 +156,15 @@ def test_r13_the_person_language_first_then_the_account_then_english() -> None:
     assert domain.language_of("nb", "en") == "nb"
     assert domain.language_of("", "nb") == "nb"
     assert domain.language_of("de", None) == "en"
+
+
+async def test_a_connection_lost_between_envelope_and_data_is_retried_not_failed() -> None:
+    """After MAIL/RCPT the connection broke: a new connection has no envelope, so DATA would be
+    refused with 503 and be mistaken for a permanent rejection. Nothing was handed over."""
+    from email.message import EmailMessage
+
+    from services.notifications.mailer import SmtpSender, TransientFailure
+
+    sender = SmtpSender("127.0.0.1", 9)  # never connected
+    with pytest.raises(TransientFailure):
+        await sender.finish(EmailMessage())
