@@ -165,6 +165,10 @@ async def test_a_connection_lost_between_envelope_and_data_is_retried_not_failed
 
     from services.notifications.mailer import SmtpSender, TransientFailure
 
-    sender = SmtpSender("127.0.0.1", 9)  # never connected
-    with pytest.raises(TransientFailure):
+    class Dropped:
+        is_connected = False  # what aiosmtplib reports once the server or network hung up
+
+    sender = SmtpSender("127.0.0.1", 9)
+    sender._smtp = Dropped()  # type: ignore[assignment]
+    with pytest.raises(TransientFailure, match="before DATA"):
         await sender.finish(EmailMessage())
