@@ -122,9 +122,17 @@ async def create_database(server_dsn: str, name: str) -> str:
 
 
 async def drop_database(server_dsn: str, name: str) -> None:
+    """Drop a test database. A backend PostgreSQL runs itself (autovacuum on a fresh database)
+    cannot be terminated by our role: then wait a little and try again; if it still fails, the
+    uniquely named database is left for the next clean-up rather than failing a passed test."""
     conn = await asyncpg.connect(server_dsn)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for attempt in range(20):
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+                await asyncio.sleep(0.05 * (attempt + 1))
     finally:
         await conn.close()
 
