@@ -34,13 +34,15 @@ async def clocked_platform(
 
 
 @pytest.fixture
-async def journey(clocked_platform: Deployment, backing: Backing) -> AsyncIterator[Journey]:
+async def journey(
+    clocked_platform: Deployment, backing: Backing, request: pytest.FixtureRequest
+) -> AsyncIterator[Journey]:
     async with httpx.AsyncClient(timeout=15) as client:
         j = Journey(clocked_platform, backing, client)
         started = time.monotonic()
         yield j
         total = sum(seconds for _, seconds in j.timings)
         print(
-            f"\n  journey took {time.monotonic() - started:.1f} s; clock steps {total:.1f} s: "
-            + ", ".join(f"{what} {s:.1f}s" for what, s in j.timings)
+            f"\n  {request.node.name}: {time.monotonic() - started:.1f} s in all;"
+            f" clock steps {total:.1f} s: " + ", ".join(f"{what} {s:.1f}s" for what, s in j.timings)
         )

@@ -4,61 +4,22 @@ has its own test clock and accounts. Rule ids name what each step proves."""
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 
 from services.lifecycle.domain import NO_GRACE_OFFERINGS
 from services.ordering.domain import catalogue
 from shared.auth import issue_token
 from shared.clock import SystemClock
-from tests.e2e.journeys import SERVICES, Account, Journey
-from tests.support import Backing, Deployment, ServiceProcess, deployment
+from tests.e2e.journeys import Account, Journey
 
 pytestmark = pytest.mark.e2e
 OSLO = ZoneInfo("Europe/Oslo")
-
-
-@pytest.fixture(scope="module")
-async def platform(
-    backing: Backing, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Deployment]:
-    logs = tmp_path_factory.mktemp("journey-logs")
-    async with deployment(backing, SERVICES) as dep:
-        dep.extra_env["PLATFORM_TEST_CLOCKS_ENABLED"] = "true"
-        dep.extra_env["PLATFORM_TIMER_POLL_SECONDS"] = "0.2"
-        processes = [ServiceProcess(dep, s, logs) for s in SERVICES]
-        for process in processes:
-            process.start()
-        try:
-            for process in processes:
-                await process.wait_ready()
-            yield dep
-        finally:
-            for process in processes:
-                process.stop()
-
-
-@pytest.fixture
-async def journey(
-    platform: Deployment, backing: Backing, request: pytest.FixtureRequest
-) -> AsyncIterator[Journey]:
-    started = time.monotonic()
-    async with httpx.AsyncClient(timeout=15) as client:
-        j = Journey(platform, backing, client)
-        yield j
-        total = sum(seconds for _, seconds in j.timings)
-        print(
-            f"\n  {request.node.name}: {time.monotonic() - started:.1f} s in all;"
-            f" clock steps {total:.1f} s: " + ", ".join(f"{what} {s:.1f}s" for what, s in j.timings)
-        )
 
 
 # R35, as the DOMAIN table states it.
