@@ -260,3 +260,18 @@ def may_reactivate(stage: Stage) -> bool:
 
 def is_final(stage: Stage) -> bool:
     return stage == "cancelled"  # R34
+
+
+def paid_before_cancellation(
+    stage: Stage, reason: str | None, cancelled_at: datetime | None, paid_at: datetime
+) -> bool:
+    """A payment made while Suspended but processed after the end of Suspended had already been
+    applied (the events travel on different topics and timers fire on their own): by business
+    time it was in the window, so it still reactivates (R33). Cancelled stays final (R34) for
+    anything done after the cancellation, and for refunds and no-grace cancellations."""
+    return (
+        stage == "cancelled"
+        and reason == "suspended_period_ended"
+        and cancelled_at is not None
+        and paid_at < cancelled_at
+    )

@@ -265,7 +265,9 @@ async def renew(ctx: HandlerContext, sub: Sub, renewal: Sub, at: datetime, reaso
     subscription returns to Active (R32, R33). Cancelled refuses (R34)."""
     if renewal["renewed_at"] is not None:
         return
-    if domain.is_final(sub["stage"]):
+    if domain.is_final(sub["stage"]) and not domain.paid_before_cancellation(
+        sub["stage"], sub["stage_reason"], sub["stage_changed_at"], at
+    ):
         log.warning("renewal %s refused: subscription %s is cancelled (R34)", renewal, sub["id"])
         return
     if sub["renews_at"] != renewal["period_starts_at"]:
@@ -301,7 +303,7 @@ async def renew(ctx: HandlerContext, sub: Sub, renewal: Sub, at: datetime, reaso
         ),
         occurred_at=at,
     )
-    if domain.may_reactivate(sub["stage"]):
+    if sub["stage"] != "active":  # lapsed (or cancelled after it was paid in time): back
         effects.reactivated(sub, at, reason, term)
     renewed = await repository.get_subscription(ctx.conn, sub["id"])
     assert renewed is not None
@@ -537,7 +539,9 @@ async def invoice_paid(ctx: HandlerContext, paid: InvoicePaid) -> None:
     sub = await current(ctx, subscription_id, paid.paid_at)
     if sub is None:
         return
-    if domain.is_final(sub["stage"]):
+    if domain.is_final(sub["stage"]) and not domain.paid_before_cancellation(
+        sub["stage"], sub["stage_reason"], sub["stage_changed_at"], paid.paid_at
+    ):
         log.warning("payment of %s refused: %s is cancelled (R34)", paid.invoice_id, sub["id"])
         return
     renewal_id = paid.renewal_id or (invoice["renewal_id"] if invoice else None)

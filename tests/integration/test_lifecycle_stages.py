@@ -312,6 +312,25 @@ async def test_r34_payment_one_second_after_the_window_closed_is_refused(lc: Lif
     assert stages == ["expired", "suspended", "cancelled"]
 
 
+async def test_r33_paid_while_suspended_but_processed_after_cancellation_reactivates(
+    lc: Lifecycle,
+) -> None:
+    """The payment was made two minutes before Suspended ended; lifecycle read it after the
+    boundary's timer had cancelled the subscription. By business time it was in the window."""
+    account, sub, invoice = await lapse_on_failed_charge(lc)
+    closed = oslo(date(2025, 7, 25))
+    await lc.at(closed)
+    assert (await lc.sub(sub))["stage"] == "cancelled"
+    paid_at = closed - timedelta(minutes=2)
+    assert await lc.deliver(paid(invoice, paid_at), account, sub) == "done"
+    row = await lc.sub(sub)
+    assert (row["stage"], row["renews_at"]) == ("active", oslo(date(2026, 6, 10)))
+    [reactivated] = await lc.events("SubscriptionReactivated", sub)
+    assert reactivated["from_stage"] == "cancelled"
+    stages = [c["to_stage"] for c in await lc.events("StageChanged", sub)]
+    assert stages == ["expired", "suspended", "cancelled", "active"]
+
+
 async def test_r34_cancelled_refuses_everything(lc: Lifecycle) -> None:
     account, sub = await lc.place(offering="docs")
     await lc.at(oslo(date(2025, 6, 10)))

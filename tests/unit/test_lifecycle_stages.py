@@ -134,3 +134,18 @@ def test_r32_r33_r34_who_may_be_reactivated() -> None:
     assert may_reactivate("expired") and may_reactivate("suspended")
     assert not may_reactivate("cancelled")
     assert not may_reactivate("active")
+
+
+def test_r33_r34_only_a_lapse_paid_in_time_undoes_a_cancellation() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.lifecycle.domain import paid_before_cancellation
+
+    cancelled_at = datetime(2025, 7, 24, 22, 0, tzinfo=UTC)
+    before, after = cancelled_at - timedelta(minutes=2), cancelled_at + timedelta(seconds=1)
+    lapse = "suspended_period_ended"
+    assert paid_before_cancellation("cancelled", lapse, cancelled_at, before)
+    assert not paid_before_cancellation("cancelled", lapse, cancelled_at, after)  # R34
+    assert not paid_before_cancellation("cancelled", "refunded", cancelled_at, before)  # R39
+    assert not paid_before_cancellation("cancelled", "no_grace_expired", cancelled_at, before)
+    assert not paid_before_cancellation("suspended", lapse, cancelled_at, before)
