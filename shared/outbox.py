@@ -96,6 +96,7 @@ class Outbox:
         if not events:
             return []
         now = self.clock.now()
+        clock_times = await _clock_times(conn, [e.account_id for e in events if not e.occurred_at])
         envelopes: list[Envelope] = []
         for item in events:
             if PRODUCER_OF.get(type(item.event).__name__) != self.producer:
@@ -106,7 +107,8 @@ class Outbox:
                     producer=self.producer,
                     account_id=item.account_id,
                     subscription_id=item.subscription_id,
-                    occurred_at=item.occurred_at or now,
+                    # business time: the account's test clock, if it follows one
+                    occurred_at=item.occurred_at or clock_times.get(item.account_id, now),
                     recorded_at=now,
                     causation=item.causation,
                 )
@@ -123,6 +125,19 @@ class Outbox:
         )
         await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
         return envelopes
+
+
+async def _clock_times(conn: Conn, account_ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+    """The test-clock time of each of these accounts that follows a test clock."""
+    if not account_ids:
+        return {}
+    rows = await conn.fetch(
+        """SELECT a.account_id, t.now FROM account_clocks a
+           JOIN test_clock_times t ON t.clock_id = a.clock_id
+           WHERE a.account_id = ANY($1::uuid[])""",
+        list(set(account_ids)),
+    )
+    return {row["account_id"]: row["now"] for row in rows}
 
 
 async def _serialise_keys(conn: Conn, account_ids: list[uuid.UUID]) -> None:
