@@ -549,6 +549,13 @@ async def invoice_paid(ctx: HandlerContext, paid: InvoicePaid) -> None:
     if renewal is not None and renewal["renewed_at"] is None:
         await renew(ctx, sub, renewal, paid.paid_at, "renewal_paid")
         return
+    overdue_left = [
+        due
+        for due in await repository.unpaid_invoice_dues(ctx.conn, sub["id"], paid.paid_at)
+        if domain.invoice_overdue_at(due, sub["time_zone"]) <= paid.paid_at
+    ]
+    if overdue_left:
+        return  # R31: another invoice is still overdue; paying this one is not enough
     if domain.may_reactivate(sub["stage"]) and sub["renews_at"] > paid.paid_at:
         # The overdue invoice is paid and its term still runs: back to Active.
         await repository.reactivate(ctx.conn, sub["id"], paid.paid_at, "invoice_paid")

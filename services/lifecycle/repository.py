@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -214,6 +214,20 @@ async def upsert_invoice(conn: Conn, invoice: dict[str, Any]) -> None:
 
 async def get_invoice(conn: Conn, invoice_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM invoices WHERE invoice_id = $1", invoice_id)
+
+
+async def unpaid_invoice_dues(
+    conn: Conn, subscription_id: uuid.UUID, paid_at: datetime
+) -> list[date]:
+    """Due dates of the subscription's pay-by-invoice invoices still unpaid at ``paid_at``."""
+    rows = await conn.fetch(
+        """SELECT due_date FROM invoices
+           WHERE subscription_id = $1 AND payment_method = 'invoice'
+             AND (paid_at IS NULL OR paid_at > $2)""",
+        subscription_id,
+        paid_at,
+    )
+    return [row["due_date"] for row in rows]
 
 
 async def mark_invoice_paid(conn: Conn, invoice_id: uuid.UUID, at: datetime) -> None:

@@ -492,6 +492,27 @@ async def test_r31_an_order_invoice_read_before_its_order_still_starts_the_clock
     assert (row["stage"], row["stage_reason"]) == ("expired", "invoice_unpaid")
 
 
+async def test_r31_paying_one_of_two_overdue_invoices_does_not_reactivate(lc: Lifecycle) -> None:
+    """R31, R32: the subscription lapsed on unpaid invoices; it returns to Active only when no
+    invoice is overdue any more."""
+    account, sub = await lc.place(payment_method="invoice")
+    first, second = (
+        invoice_issued(uuid.uuid4(), "invoice", due, BOUGHT).model_copy(
+            update={"purpose": "co_term", "renewal_id": None}
+        )
+        for due in (date(2024, 7, 10), date(2024, 7, 12))
+    )
+    for invoice in (first, second):
+        assert await lc.deliver(invoice, account, sub) == "done"
+    await lc.at(oslo(date(2024, 7, 13)))
+    assert (await lc.sub(sub))["stage"] == "expired"
+    assert await lc.deliver(paid(first, lc.clock.now()), account, sub) == "done"
+    assert (await lc.sub(sub))["stage"] == "expired"  # the second is still overdue
+    await lc.at(oslo(date(2024, 7, 14)))
+    assert await lc.deliver(paid(second, lc.clock.now()), account, sub) == "done"
+    assert (await lc.sub(sub))["stage"] == "active"
+
+
 async def test_r24_r26_window_and_reminders_only_without_auto_renew(lc: Lifecycle) -> None:
     _, off = await lc.place(auto_renew=False)
     _, on = await lc.place(auto_renew=True)
