@@ -682,6 +682,7 @@ async def place_order(
                     conn, account_id
                 ),
                 usd_value=price.usd_value,
+                prepay_only=account["prepay_only"],
             )
         order = await _sell(
             rt,
@@ -823,6 +824,7 @@ async def accept_quote(
             via_partner_quote=True,
             has_invoice_subscription=False,
             usd_value=locked["usd_value"],
+            prepay_only=account["prepay_only"],
         )
         order = await _sell(
             rt,
@@ -934,6 +936,7 @@ async def convert_trial(
             via_partner_quote=sub.channel == "partner",
             has_invoice_subscription=await repository.has_invoice_subscription(conn, account["id"]),
             usd_value=price.usd_value,
+            prepay_only=account["prepay_only"],
         )
         now = await _now(rt, conn, account["id"])
         order = await _follow_up_order(
@@ -1173,6 +1176,7 @@ async def request_renewal(
             via_partner_quote=sub.channel == "partner",
             has_invoice_subscription=await repository.has_invoice_subscription(conn, account["id"]),
             usd_value=price.usd_value,
+            prepay_only=account["prepay_only"],
         )
         renewal = {
             "id": uuid.uuid4(),

@@ -247,9 +247,19 @@ def check_payment_method(
     via_partner_quote: bool,
     has_invoice_subscription: bool,
     usd_value: Decimal | None = None,
+    prepay_only: bool = False,
 ) -> None:
     """R14: pay by invoice only through a partner quote or with an existing invoice subscription.
-    R15: above USD 25,000 (or its equivalent), not by card or PayPal."""
+    R15: above USD 25,000 (or its equivalent), not by card or PayPal. R34: an account whose
+    subscription was cancelled on an unpaid invoice prepays (card/PayPal) from then on."""
+    if method == "invoice" and prepay_only:
+        raise Problem(
+            422,
+            "prepayment-required",
+            "Pay by card or PayPal",
+            "A subscription of this account was cancelled on an unpaid invoice: later orders are"
+            " paid up front by card or PayPal (R34).",
+        )
     if method == "invoice":
         if via_partner_quote or has_invoice_subscription:
             return

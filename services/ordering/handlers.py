@@ -22,6 +22,7 @@ from . import repository
 
 log = logging.getLogger(__name__)
 consumer = EventConsumer("ordering")
+LAPSED_ON_UNPAID_INVOICE = "invoice_unpaid"  # lifecycle's StageChanged reason (R31)
 
 
 async def _update(ctx: HandlerContext, **changes: Any) -> None:
@@ -71,7 +72,15 @@ async def on_renewed(ctx: HandlerContext, event: SubscriptionRenewed) -> None:
 
 @consumer.on(StageChanged)
 async def on_stage_changed(ctx: HandlerContext, event: StageChanged) -> None:
-    await _update(ctx, stage=event.to_stage)
+    """R34: a lapse on an unpaid invoice that ends in Cancelled makes the account prepay."""
+    changes: dict[str, Any] = {"stage": event.to_stage}
+    if event.to_stage == "expired" and event.reason == LAPSED_ON_UNPAID_INVOICE:
+        changes["lapsed_unpaid"] = True
+    elif event.to_stage == "active":
+        changes["lapsed_unpaid"] = False
+    await _update(ctx, **changes)
+    if event.to_stage == "cancelled" and ctx.envelope.subscription_id is not None:
+        await repository.require_prepayment(ctx.conn, ctx.envelope.subscription_id)
 
 
 @consumer.on(SubscriptionReactivated)

@@ -238,8 +238,18 @@ _SUBSCRIPTION_FIELDS = frozenset(
         "pending_term",
         "pending_offering",
         "refunded_at",
+        "lapsed_unpaid",
     }
 )
+
+
+async def require_prepayment(conn: Conn, subscription_id: uuid.UUID) -> None:
+    """R34: the account of a subscription cancelled on an unpaid invoice pays up front."""
+    await conn.execute(
+        """UPDATE accounts SET prepay_only = true
+           WHERE id = (SELECT account_id FROM subscriptions WHERE id = $1 AND lapsed_unpaid)""",
+        subscription_id,
+    )
 
 
 async def update_subscription(conn: Conn, subscription_id: uuid.UUID, **changes: Any) -> bool:

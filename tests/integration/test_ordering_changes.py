@@ -207,6 +207,54 @@ async def test_r34_a_cancelled_subscription_refuses_every_change(ordering: Order
     assert await ordering.counts() == before
 
 
+async def test_r34_cancelled_on_an_unpaid_invoice_the_account_prepays_from_then_on(
+    ordering: Ordering,
+) -> None:
+    """R34: the subscription lapsed on an unpaid invoice (lifecycle's reason invoice_unpaid) and
+    ended Cancelled: later orders of the account are paid by card or PayPal, never by invoice."""
+    account, buyer, _ = await ordering.open_account()
+    quote = await ordering.call(
+        "POST",
+        f"/v1/accounts/{account}/quotes",
+        ("partner", uuid.uuid4()),
+        {"offering": "autocad", "term": "annual", "seats": 1},
+    )
+    accepted = await ordering.call(
+        "POST",
+        f"/v1/quotes/{quote.json()['id']}/acceptance",
+        user(buyer),
+        {"payment_method": "invoice"},
+    )
+    assert accepted.status_code == 201, accepted.text
+    order = accepted.json()
+    subscription = uuid.UUID(order["subscription_id"])
+    renews_at = (ordering.clock.now() + timedelta(days=300)).replace(microsecond=0)
+    await ordering.activate(account, order, renews_at)
+    now = datetime.now(UTC)
+    for old, new, reason in (
+        ("active", "expired", "invoice_unpaid"),
+        ("expired", "suspended", "expired_period_ended"),
+        ("suspended", "cancelled", "suspended_period_ended"),
+    ):
+        change = StageChanged(
+            from_stage=old, to_stage=new, reason=reason, entitlements={}, effective_at=now
+        )
+        await ordering.publish(change, account, subscription, now)
+    await ordering.wait_projection(subscription, "stage", "cancelled")
+    second = await ordering.call(
+        "POST",
+        f"/v1/accounts/{account}/quotes",
+        ("partner", uuid.uuid4()),
+        {"offering": "revit", "term": "annual", "seats": 1},
+    )
+    path = f"/v1/quotes/{second.json()['id']}/acceptance"
+    refused = await ordering.call("POST", path, user(buyer), {"payment_method": "invoice"})
+    assert refused.status_code == 422
+    assert refused.json()["type"] == PROBLEM + "prepayment-required"
+    by_card = await ordering.call("POST", path, user(buyer), {"payment_method": "card"})
+    assert by_card.status_code == 201, by_card.text
+
+
 async def test_r38_a_direct_purchase_is_refunded_inside_its_window_and_access_ends(
     ordering: Ordering,
 ) -> None:

@@ -341,3 +341,15 @@ def test_the_mint_command_prints_a_token_the_services_accept(
     clock.advance(timedelta(seconds=60))
     with pytest.raises(Problem):
         verify_token(Settings(), clock, f"Bearer {printed}")
+
+
+def test_r34_after_a_cancellation_on_unpaid_credit_only_prepayment() -> None:
+    with pytest.raises(Problem) as refused:
+        domain.check_payment_method(
+            "invoice", via_partner_quote=True, has_invoice_subscription=True, prepay_only=True
+        )
+    assert slug(refused) == "prepayment-required"
+    for method in ("card", "paypal"):
+        domain.check_payment_method(
+            method, via_partner_quote=True, has_invoice_subscription=True, prepay_only=True
+        )
