@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -15,6 +16,42 @@ from shared.clock import SystemClock
 from tests.support import Backing, Deployment, MailCatcher, wait_for
 
 SERVICES = ("ordering", "invoicing", "lifecycle", "notifications")
+OSLO = ZoneInfo("Europe/Oslo")
+
+# R35, written out here (not read from lifecycle's stages.json) so journeys check the rule itself.
+ACTIVE = {
+    "product_access": "full",
+    "user_management": "full",
+    "downloads_uploads": "full",
+    "insight_reporting": "full",
+    "product_support": "full",
+}
+EXPIRED = {
+    "product_access": "full",
+    "user_management": "full",
+    "downloads_uploads": "no_upgrades",
+    "insight_reporting": "none",
+    "product_support": "self_help",
+}
+SUSPENDED = {
+    "product_access": "none",
+    "user_management": "assignments_preserved",
+    "downloads_uploads": "none",
+    "insight_reporting": "none",
+    "product_support": "self_help",
+}
+CANCELLED = {
+    "product_access": "none",
+    "user_management": "assignments_deleted",
+    "downloads_uploads": "none",
+    "insight_reporting": "none",
+    "product_support": "self_help",
+}
+
+
+def local(y: int, m: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetime:
+    """An Oslo wall-clock time as a UTC instant."""
+    return datetime(y, m, d, h, mi, s, tzinfo=OSLO).astimezone(UTC)
 
 
 @dataclass

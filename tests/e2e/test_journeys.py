@@ -3,19 +3,13 @@ the real stack, each journey on its own test clock. Rule ids name what each step
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 import pytest
 
-from tests.e2e.journeys import Journey
+from tests.e2e.journeys import Journey, local
 
 pytestmark = pytest.mark.e2e
-OSLO = ZoneInfo("Europe/Oslo")
-
-
-def local(y: int, m: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetime:
-    return datetime(y, m, d, h, mi, s, tzinfo=OSLO).astimezone(UTC)
 
 
 async def test_journey_1_annual_card_purchase_renews_after_a_year(journey: Journey) -> None:

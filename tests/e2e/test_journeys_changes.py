@@ -5,10 +5,9 @@ has its own test clock and accounts. Rule ids name what each step proves."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -16,45 +15,17 @@ from services.lifecycle.domain import NO_GRACE_OFFERINGS
 from services.ordering.domain import catalogue
 from shared.auth import issue_token
 from shared.clock import SystemClock
-from tests.e2e.journeys import Account, Journey
+from tests.e2e.journeys import (
+    ACTIVE,
+    CANCELLED,
+    EXPIRED,
+    SUSPENDED,
+    Account,
+    Journey,
+    local,
+)
 
 pytestmark = pytest.mark.e2e
-OSLO = ZoneInfo("Europe/Oslo")
-
-
-# R35, as the DOMAIN table states it.
-ACTIVE = {
-    "product_access": "full",
-    "user_management": "full",
-    "downloads_uploads": "full",
-    "insight_reporting": "full",
-    "product_support": "full",
-}
-EXPIRED = {
-    "product_access": "full",
-    "user_management": "full",
-    "downloads_uploads": "no_upgrades",
-    "insight_reporting": "none",
-    "product_support": "self_help",
-}
-SUSPENDED = {
-    "product_access": "none",
-    "user_management": "assignments_preserved",
-    "downloads_uploads": "none",
-    "insight_reporting": "none",
-    "product_support": "self_help",
-}
-CANCELLED = {
-    "product_access": "none",
-    "user_management": "assignments_deleted",
-    "downloads_uploads": "none",
-    "insight_reporting": "none",
-    "product_support": "self_help",
-}
-
-
-def local(y: int, m: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetime:
-    return datetime(y, m, d, h, mi, s, tzinfo=OSLO).astimezone(UTC)
 
 
 def at(value: str) -> datetime:

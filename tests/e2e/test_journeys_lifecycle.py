@@ -10,55 +10,28 @@ proves.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from shared.auth import issue_token
 from shared.clock import SystemClock
-from tests.e2e.journeys import Account, Journey
+from tests.e2e.journeys import (
+    ACTIVE,
+    CANCELLED,
+    EXPIRED,
+    SUSPENDED,
+    Account,
+    Journey,
+    local,
+)
 
 pytestmark = pytest.mark.e2e
-OSLO = ZoneInfo("Europe/Oslo")
 
-# R35, written out here (not read from stages.json) so the journey checks the rule itself.
-ACTIVE = {
-    "product_access": "full",
-    "user_management": "full",
-    "downloads_uploads": "full",
-    "insight_reporting": "full",
-    "product_support": "full",
-}
-EXPIRED = {
-    "product_access": "full",
-    "user_management": "full",
-    "downloads_uploads": "no_upgrades",
-    "insight_reporting": "none",
-    "product_support": "self_help",
-}
-SUSPENDED = {
-    "product_access": "none",
-    "user_management": "assignments_preserved",
-    "downloads_uploads": "none",
-    "insight_reporting": "none",
-    "product_support": "self_help",
-}
-CANCELLED = {
-    "product_access": "none",
-    "user_management": "assignments_deleted",
-    "downloads_uploads": "none",
-    "insight_reporting": "none",
-    "product_support": "self_help",
-}
 # R1, R12: the first user is buyer and primary admin; an event routed to both roles mails them once
 BUYER_ADMIN = ("buyer", "primary_admin")
 Mail = tuple[str, str, tuple[str, ...]]  # (template, recipient, the recipient's routed roles)
-
-
-def local(y: int, m: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetime:
-    return datetime(y, m, d, h, mi, s, tzinfo=OSLO).astimezone(UTC)
 
 
 def at(value: str | None) -> datetime | None:
