@@ -24,9 +24,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.auth import issue_token
-from shared.clock import SystemClock
 from shared.config import Settings
 from shared.contracts import Envelope
+from shared.time.clock import SystemClock
 from shared.topics import PRODUCERS, Topics
 
 ZONE_NAME = "Europe/Oslo"

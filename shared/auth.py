@@ -16,13 +16,15 @@ import argparse
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from shared.clock import Clock, SystemClock
 from shared.config import Settings
 from shared.problems import Problem
+from shared.time.clock import Clock, SystemClock
 
 Kind = Literal["user", "operator", "partner"]
 
@@ -84,6 +86,27 @@ def verify_token(settings: Settings, clock: Clock, authorization: str | None) ->
     if clock.now().timestamp() >= expires:
         raise unauthorized("The token has expired; ask for a new one.")
     return Principal(subject=subject, kind=kind, account_id=account)
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="A signed token (JWT) from `POST /v1/accounts` or `python -m shared.auth mint`.",
+)
+
+
+def authenticated(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The HTTP dependency every service uses: who calls (401 when nobody valid does). It also
+    declares the bearer security scheme in the OpenAPI document (Swagger's Authorize button)."""
+    runtime = request.app.state.runtime
+    authorization = f"Bearer {credentials.credentials}" if credentials else None
+    return verify_token(runtime.settings, runtime.clock, authorization)
+
+
+Caller = Annotated[Principal, Depends(authenticated)]
 
 
 def main(argv: list[str] | None = None, clock: Clock | None = None) -> str:

@@ -12,6 +12,15 @@ Consuming (``EventConsumer``):
   message is dead-lettered with the error in its headers and the consumer goes on;
 - when the database itself is unreachable, nothing is dead-lettered: the message is not
   acknowledged and comes back once the database answers.
+
+Waiting for a cause (the one mechanism; every service uses it): an event can arrive before the
+event that causes it (another producer's topic, another partition's pace). Its handler raises
+``WaitForCause("subscription:<id>")``; whatever it did is rolled back (a savepoint), the event
+is kept in ``deferred_events`` in the same transaction as its inbox row, and the offset moves
+on. The handler of the cause calls ``ctx.release("subscription:<id>")`` once it has applied it;
+the waiting events are then applied, oldest first, in that same transaction (one may wait
+again, for something else). Counted in ``platform_events_deferred_total`` and
+``platform_events_released_total``; the rows are the backlog.
 """
 
 from __future__ import annotations
@@ -33,30 +42,48 @@ from faststream.middlewares import AckPolicy
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from shared.clock import Clock
-from shared.clocks import account_clock, attach_account
 from shared.config import Settings
 from shared.contracts import PRODUCER_OF, AccountOpened, Contract, Envelope, payload_model
 from shared.db import Conn
 from shared.outbox import Outbox
+from shared.problems import INFRASTRUCTURE_ERRORS
+from shared.time.clock import Clock
+from shared.time.test_clocks import account_clock, attach_account
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
 
 EVENTS_CONSUMED = Counter(
     "platform_events_consumed_total",
-    "Kafka records handled, by consumer and outcome (done, duplicate, ignored, dead-lettered).",
+    "Kafka records handled, by consumer and outcome"
+    " (done, deferred, duplicate, ignored, dead-lettered).",
     ["consumer", "outcome"],
 )
 
-INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
+EVENTS_DEFERRED = Counter(
+    "platform_events_deferred_total",
+    "Events kept to wait for their cause, by consumer.",
+    ["consumer"],
+)
+EVENTS_RELEASED = Counter(
+    "platform_events_released_total",
+    "Waiting events applied once their cause was handled, by consumer.",
+    ["consumer"],
 )
 
 PayloadT = TypeVar("PayloadT", bound=Contract)
+
+
+class WaitForCause(Exception):
+    """Raised by a handler whose event needs another one applied first (see the module doc)."""
+
+    def __init__(self, cause: str, reason: str = "") -> None:
+        super().__init__(f"waits for {cause}" + (f": {reason}" if reason else ""))
+        self.cause = cause
+        self.reason = reason or str(self)
+
+
+Release = Callable[["HandlerContext", str], Awaitable[int]]
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
@@ -112,6 +139,13 @@ class HandlerContext:
     outbox: Outbox
     clock: Clock  # the account's clock: its test clock's time when it follows one
     wall_clock: Clock | None = None  # real time, for infrastructure (retries, leases)
+    releaser: Release | None = None  # applies the events waiting for a cause (ConsumerRuntime)
+
+    async def release(self, cause: str) -> int:
+        """Apply, in this transaction, the events that wait for ``cause`` (now handled)."""
+        if self.releaser is None:
+            return 0
+        return await self.releaser(self, cause)
 
     async def emit(
         self,
@@ -221,7 +255,7 @@ class ConsumerRuntime:
                 await self.handle(value, record)
 
     async def handle(self, body: bytes, record: Any) -> str:
-        """Handle one record; returns "done", "duplicate", "ignored" or "dead-lettered"."""
+        """Handle one record: "done", "deferred", "duplicate", "ignored" or "dead-lettered"."""
         outcome = await self._handle(body, record)
         EVENTS_CONSUMED.labels(self.consumer.name, outcome).inc()
         return outcome
@@ -278,12 +312,59 @@ class ConsumerRuntime:
                 return "duplicate"
             if isinstance(payload, AccountOpened) and payload.test_clock_id is not None:
                 await attach_account(conn, envelope.account_id, payload.test_clock_id)
-            clock = await account_clock(conn, self.clock, envelope.account_id)
-            ctx = HandlerContext(
-                conn=conn, envelope=envelope, outbox=self.outbox, clock=clock, wall_clock=self.clock
+            return await self._run(conn, handler, envelope, payload)
+
+    async def _run(
+        self, conn: Conn, handler: Handler[Any], envelope: Envelope, payload: Contract
+    ) -> str:
+        """Run a handler in a savepoint; an event that must wait for its cause is kept."""
+        clock = await account_clock(conn, self.clock, envelope.account_id)
+        ctx = HandlerContext(
+            conn=conn,
+            envelope=envelope,
+            outbox=self.outbox,
+            clock=clock,
+            wall_clock=self.clock,
+            releaser=self._release,
+        )
+        try:
+            async with conn.transaction():
+                await handler.func(ctx, payload)
+        except WaitForCause as waiting:
+            await conn.execute(
+                """INSERT INTO deferred_events (consumer, event_id, cause, reason, envelope)
+                   VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT DO NOTHING""",
+                self.consumer.name,
+                envelope.event_id,
+                waiting.cause,
+                waiting.reason[:500],
+                envelope.model_dump_json(),
             )
-            await handler.func(ctx, payload)
-            return "done"
+            EVENTS_DEFERRED.labels(self.consumer.name).inc()
+            log.info(
+                "%s: %s %s waits for %s",
+                self.consumer.name,
+                envelope.event_type,
+                envelope.event_id,
+                waiting.cause,
+            )
+            return "deferred"
+        return "done"
+
+    async def _release(self, ctx: HandlerContext, cause: str) -> int:
+        rows = await ctx.conn.fetch(
+            """DELETE FROM deferred_events WHERE consumer = $1 AND cause = $2
+               RETURNING envelope::text AS envelope, seq""",
+            self.consumer.name,
+            cause,
+        )
+        for row in sorted(rows, key=lambda r: int(r["seq"])):
+            envelope = Envelope.model_validate_json(row["envelope"])
+            handler = self.consumer.handlers[envelope.event_type]
+            model = payload_model(envelope.event_type, envelope.schema_version)
+            await self._run(ctx.conn, handler, envelope, model.model_validate(envelope.payload))
+            EVENTS_RELEASED.labels(self.consumer.name).inc()
+        return len(rows)
 
     async def dead_letter(
         self, body: bytes, record: Any, reason: str, error: BaseException, attempts: int

@@ -19,10 +19,9 @@ from datetime import datetime
 import asyncpg
 from prometheus_client import Counter
 
-from shared.clock import Clock
-from shared.clocks import account_clock
 from shared.contracts import PRODUCER_OF, Contract, Envelope, new_envelope
 from shared.db import Conn
+from shared.time.clock import Clock
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -64,35 +63,14 @@ class Outbox:
         occurred_at: datetime | None = None,
         causation: Envelope | None = None,
     ) -> Envelope:
-        if PRODUCER_OF.get(type(event).__name__) != self.producer:
-            raise ValueError(f"{self.producer} does not publish {type(event).__name__}")
-        now = self.clock.now()
-        if occurred_at is None:  # business time: the account's test clock, if it follows one
-            occurred_at = (await account_clock(conn, self.clock, account_id)).now()
-        envelope = new_envelope(
-            event=event,
-            producer=self.producer,
-            account_id=account_id,
-            subscription_id=subscription_id,
-            occurred_at=occurred_at,
-            recorded_at=now,
-            causation=causation,
-        )
-        await _serialise_keys(conn, [account_id])
-        await conn.execute(
-            """INSERT INTO outbox (event_id, topic, message_key, event_type, body)
-               VALUES ($1, $2, $3, $4, $5)""",
-            envelope.event_id,
-            self.topics.events(self.producer),
-            str(account_id),
-            envelope.event_type,
-            envelope.model_dump_json().encode(),
-        )
-        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+        """Emit one event; the same path as ``emit_many``."""
+        emission = Emission(event, account_id, subscription_id, occurred_at, causation)
+        (envelope,) = await self.emit_many(conn, [emission])
         return envelope
 
     async def emit_many(self, conn: Conn, events: list[Emission]) -> list[Envelope]:
-        """Emit several events with one round trip and one notification (for batches)."""
+        """The one way events are written: in the caller's transaction, dated by the account's
+        test clock when not told (business time), one round trip and one notification."""
         if not events:
             return []
         now = self.clock.now()

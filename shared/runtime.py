@@ -28,8 +28,6 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import asyncapi, problems
-from shared.clock import Clock, SystemClock
-from shared.clocks import ClockAgent, PendingProbe, account_clock
 from shared.config import SERVICE_NAMES, Settings
 from shared.db import Conn, create_pool, migrate
 from shared.messaging import (
@@ -40,6 +38,8 @@ from shared.messaging import (
     make_producer,
 )
 from shared.outbox import Outbox, OutboxRelay
+from shared.time.clock import Clock, SystemClock
+from shared.time.test_clocks import ClockAgent, PendingProbe, account_clock
 from shared.timers import BatchTimerHandler, TimerHandler, TimerLoop
 from shared.topics import Topics
 
@@ -98,7 +98,8 @@ async def supervised(
 
 def runtime_of(request: Request) -> Runtime:
     runtime = request.app.state.runtime
-    assert isinstance(runtime, Runtime)
+    if not isinstance(runtime, Runtime):
+        raise RuntimeError("the service is not started (no runtime on app.state)")
     return runtime
 
 
@@ -184,22 +185,27 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
     problems.install(app)
     app.include_router(spec.router)
     app.include_router(_operations_router(spec, topics))
+    app.openapi = functools.partial(problems.contract, app)  # type: ignore[method-assign]
     return app
 
 
 def _operations_router(spec: ServiceSpec, topics: Topics) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/asyncapi.json")
+    @router.get("/asyncapi.json", summary="The events this service publishes and consumes")
     async def event_contract() -> dict[str, Any]:
-        """The events this service publishes and consumes (AsyncAPI 3.0)."""
+        """An AsyncAPI 3.0 document built from the event catalogue."""
         return asyncapi.document(spec.name, topics, spec.consumer.producers())
 
-    @router.get("/health")
+    @router.get("/health", summary="Is the process alive?")
     async def health() -> dict[str, str]:
         return {"status": "alive"}
 
-    @router.get("/ready")
+    @router.get(
+        "/ready",
+        summary="Are the database and the broker reachable?",
+        responses={503: {"description": "The database or the broker does not answer"}},
+    )
     async def ready(request: Request) -> Response:
         runtime = runtime_of(request)
         checks: dict[str, str] = {}
@@ -216,7 +222,12 @@ def _operations_router(spec: ServiceSpec, topics: Topics) -> APIRouter:
         ok = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
 
-    @router.get("/metrics")
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -226,7 +237,8 @@ def _operations_router(spec: ServiceSpec, topics: Topics) -> APIRouter:
 def load_spec(service: str) -> ServiceSpec:
     module = importlib.import_module(f"services.{service}.app")
     spec = module.SPEC
-    assert isinstance(spec, ServiceSpec)
+    if not isinstance(spec, ServiceSpec):
+        raise TypeError(f"services.{service}.app.SPEC is not a ServiceSpec")
     return spec
 
 

@@ -30,10 +30,10 @@ from typing import Any
 
 import asyncpg
 
-from shared.clock import Clock, FrozenClock
 from shared.contracts import Contract, Envelope
 from shared.db import Conn
 from shared.outbox import Outbox
+from shared.time.clock import Clock, FrozenClock
 
 log = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "timers"

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 
 from shared.auth import issue_token
-from shared.clock import SystemClock
 from shared.config import Settings
+from shared.time.clock import SystemClock
 
 
 def operator_headers() -> dict[str, str]:

@@ -4,7 +4,7 @@
 ``POST /v1/test-clocks/{id}/advance`` moves it forward (never back) to a target, in steps: each
 step goes to the earliest time any service still has due for the clock, or to the target; the
 clock reports ``advancing`` until every step has settled across the four services (see
-shared/clocks.py for the protocol), then ``ready``. Refused unless
+shared/time/test_clocks.py for the protocol), then ``ready``. Refused unless
 ``PLATFORM_TEST_CLOCKS_ENABLED`` is true; operator tokens only.
 """
 
@@ -24,10 +24,10 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.auth import verify_token
-from shared.clocks import ClockMessage, LagMeter, set_clock_time
 from shared.db import Conn
 from shared.problems import Problem, not_found
 from shared.runtime import Runtime, as_json, runtime_of
+from shared.time.test_clocks import ClockMessage, LagMeter, set_clock_time
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/test-clocks", tags=["test clocks"])

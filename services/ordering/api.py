@@ -26,7 +26,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, Str
 
 from shared import people
 from shared.auth import Principal, issue_token, verify_token
-from shared.clocks import attach_account
 from shared.contracts import (
     AccountOpened,
     AutoRenewChanged,
@@ -47,6 +46,7 @@ from shared.db import Conn
 from shared.idempotency import check_key, request_fingerprint, run_once
 from shared.problems import Problem, not_found
 from shared.runtime import Runtime, as_json, runtime_of
+from shared.time.test_clocks import attach_account
 
 from . import domain, repository
 

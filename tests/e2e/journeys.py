@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from shared.auth import issue_token
-from shared.clock import SystemClock
+from shared.time.clock import SystemClock
 from tests.support import Backing, Deployment, MailCatcher, wait_for
 
 SERVICES = ("ordering", "invoicing", "lifecycle", "notifications")

@@ -14,7 +14,7 @@ import pytest
 from services.lifecycle.domain import NO_GRACE_OFFERINGS
 from services.ordering.domain import catalogue
 from shared.auth import issue_token
-from shared.clock import SystemClock
+from shared.time.clock import SystemClock
 from tests.e2e.journeys import (
     ACTIVE,
     CANCELLED,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from shared.auth import issue_token
-from shared.clock import SystemClock
+from shared.time.clock import SystemClock
 from tests.e2e.journeys import (
     ACTIVE,
     CANCELLED,

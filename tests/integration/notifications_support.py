@@ -17,7 +17,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
-from shared.clock import Clock
 from shared.config import Settings
 from shared.contracts import (
     PRODUCER_OF,
@@ -29,6 +28,7 @@ from shared.contracts import (
     new_envelope,
 )
 from shared.runtime import create_app, load_spec
+from shared.time.clock import Clock
 from shared.topics import Topics
 from tests.support import REPO, Backing, Deployment, MailCatcher, free_port, wait_for
 

@@ -28,7 +28,6 @@ from pypdf import PdfReader
 from services.invoicing import domain
 from services.invoicing.gateway import CARD_SANDBOX
 from shared.auth import issue_token
-from shared.clock import SystemClock
 from shared.contracts import (
     AccountOpened,
     AutoRenewChanged,
@@ -44,6 +43,7 @@ from shared.contracts import (
     TrialConverted,
     new_envelope,
 )
+from shared.time.clock import SystemClock
 from shared.topics import Topics
 from tests.integration.conftest import in_process
 from tests.support import Backing, Deployment, deployment, wait_for

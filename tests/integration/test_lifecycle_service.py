@@ -12,8 +12,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from shared.auth import issue_token
-from shared.clock import SystemClock
-from shared.clocks import attach_account, set_clock_time
 from shared.contracts import (
     Contract,
     Envelope,
@@ -22,6 +20,8 @@ from shared.contracts import (
     RolesChanged,
     new_envelope,
 )
+from shared.time.clock import SystemClock
+from shared.time.test_clocks import attach_account, set_clock_time
 from shared.topics import Topics
 from tests.integration.conftest import in_process, read_topic
 from tests.support import Backing, deployment, wait_for

@@ -22,7 +22,6 @@ import pytest
 from services.lifecycle.app import SPEC
 from services.lifecycle.domain import local_midnight, renewal_id
 from services.lifecycle.handlers import BATCH_TIMERS, TIMERS, consumer
-from shared.clock import FrozenClock
 from shared.contracts import (
     PRODUCER_OF,
     AutoRenewChanged,
@@ -42,6 +41,7 @@ from shared.contracts import (
 from shared.db import create_pool, migrate
 from shared.messaging import ConsumerRuntime
 from shared.outbox import Outbox
+from shared.time.clock import FrozenClock
 from shared.timers import TimerLoop
 from shared.topics import Topics
 from tests.support import Backing, create_database, drop_database, unique

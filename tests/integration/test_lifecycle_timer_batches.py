@@ -10,9 +10,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shared.clock import FrozenClock
 from shared.db import create_pool, migrate
 from shared.outbox import Outbox
+from shared.time.clock import FrozenClock
 from shared.timers import TimerBatchContext, TimerContext, TimerLoop, schedule
 from shared.topics import Topics
 from tests.support import Backing, create_database, drop_database, unique

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from shared.auth import issue_token
-from shared.clock import FrozenClock, SystemClock
 from shared.contracts import InvoiceIssued, RolesChanged, StageChanged
+from shared.time.clock import FrozenClock, SystemClock
 from shared.topics import Topics
 from tests.integration.conftest import read_topic
 from tests.integration.notifications_support import (

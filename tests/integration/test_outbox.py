@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from shared.clock import SystemClock
 from shared.config import Settings
 from shared.contracts import AccountOpened, Envelope
 from shared.db import create_pool, migrate
 from shared.messaging import ensure_topics, make_producer
 from shared.outbox import Outbox, OutboxRelay, unpublished_count
+from shared.time.clock import SystemClock
 from shared.topics import Topics
 from tests.integration.conftest import read_topic
 from tests.support import Backing, create_database, drop_database, unique

@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI
 
 from shared.auth import issue_token
-from shared.clock import SystemClock
-from shared.clocks import attach_account
 from shared.runtime import ServiceSpec, create_app, load_spec
+from shared.time.clock import SystemClock
+from shared.time.test_clocks import attach_account
 from shared.timers import TimerContext, schedule
 from tests.support import Backing, Deployment, deployment, wait_for
 
@@ -136,7 +136,7 @@ async def test_lag_meter_counts_what_a_group_has_not_committed(backing: Backing)
     """A test-clock step is not settled while any consumer still has messages to read."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from shared.clocks import LagMeter
+    from shared.time.test_clocks import LagMeter
 
     topic, group = f"lag-{uuid.uuid4().hex[:8]}", f"group-{uuid.uuid4().hex[:8]}"
     producer = AIOKafkaProducer(bootstrap_servers=backing.kafka)

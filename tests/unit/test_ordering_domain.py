@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from services.ordering import domain
 from services.ordering.domain import Roles, Subscription
-from shared.clock import FrozenClock
 from shared.config import Settings
 from shared.problems import Problem
+from shared.time.clock import FrozenClock
 
 T0 = datetime(2025, 6, 10, 12, 0, tzinfo=UTC)
 RENEWS = datetime(2026, 6, 9, 22, 0, tzinfo=UTC)  # 2026-06-10 00:00 Europe/Oslo

@@ -9,12 +9,12 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from shared.auth import issue_token, verify_token
-from shared.clock import FrozenClock
 from shared.config import Settings
 from shared.contracts import AccountOpened, Envelope, Person, RolesChanged, new_envelope
 from shared.idempotency import check_key, request_fingerprint
 from shared.people import roles_by_person
 from shared.problems import Problem
+from shared.time.clock import FrozenClock
 from shared.topics import Topics
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -38,8 +38,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import AwareDatetime, BaseModel
 
-from shared.clock import Clock, FrozenClock
 from shared.db import Conn
+from shared.time.clock import Clock, FrozenClock
 
 log = logging.getLogger(__name__)
 

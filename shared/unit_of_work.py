@@ -1,0 +1,132 @@
+"""What a use case works with: one transaction's repository, the one way to emit, and time.
+
+Every service's ``service.py`` has one async function per command and query, of the form
+
+    async def place_order(uow: UnitOfWork, actor: Principal, command: PlaceOrder) -> Order
+
+``UnitOfWork`` (one per service, built on ``Work`` below) holds the service's repository on the
+open transaction, the events it emits (committed with the state: the outbox) and "now" for an
+account (its test clock's time when it follows one). The HTTP door and the Kafka handlers build
+it from their transaction; unit tests build it from in-memory fakes (``RecordedEvents``,
+``FixedTime``), so the use cases run in milliseconds without a database.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Generic, Protocol, TypeVar
+
+from shared.contracts import Contract, Envelope, new_envelope
+from shared.db import Conn
+from shared.outbox import Emission, Outbox
+from shared.time.clock import Clock
+from shared.time.test_clocks import account_clock
+
+
+class Events(Protocol):
+    """Where a use case's events go: committed together with its state changes."""
+
+    async def emit(
+        self,
+        event: Contract,
+        *,
+        account_id: uuid.UUID,
+        subscription_id: uuid.UUID | None = None,
+        occurred_at: datetime | None = None,
+    ) -> Envelope: ...
+
+
+class Time(Protocol):
+    """Now, for an account: its test clock's time when it follows one, else real time."""
+
+    async def now(self, account_id: uuid.UUID | None = None) -> datetime: ...
+
+
+@dataclass
+class OutboxEvents:
+    """The real ``Events``: rows in the service's outbox, in the caller's transaction, caused by
+    ``causation`` (the consumed event) when there is one."""
+
+    conn: Conn
+    outbox: Outbox
+    causation: Envelope | None = None
+
+    async def emit(
+        self,
+        event: Contract,
+        *,
+        account_id: uuid.UUID,
+        subscription_id: uuid.UUID | None = None,
+        occurred_at: datetime | None = None,
+    ) -> Envelope:
+        emission = Emission(event, account_id, subscription_id, occurred_at, self.causation)
+        (envelope,) = await self.outbox.emit_many(self.conn, [emission])
+        return envelope
+
+
+@dataclass
+class AccountTime:
+    """The real ``Time``: reads the account's test clock in the open transaction."""
+
+    conn: Conn
+    base: Clock
+
+    async def now(self, account_id: uuid.UUID | None = None) -> datetime:
+        return (await account_clock(self.conn, self.base, account_id)).now()
+
+
+@dataclass
+class RecordedEvents:
+    """A fake ``Events`` for unit tests: keeps what was emitted, as envelopes."""
+
+    producer: str
+    clock: Clock
+    emitted: list[Envelope] = field(default_factory=list)
+
+    async def emit(
+        self,
+        event: Contract,
+        *,
+        account_id: uuid.UUID,
+        subscription_id: uuid.UUID | None = None,
+        occurred_at: datetime | None = None,
+    ) -> Envelope:
+        now = self.clock.now()
+        envelope = new_envelope(
+            event=event,
+            producer=self.producer,
+            account_id=account_id,
+            subscription_id=subscription_id,
+            occurred_at=occurred_at or now,
+            recorded_at=now,
+        )
+        self.emitted.append(envelope)
+        return envelope
+
+    def types(self) -> list[str]:
+        return [e.event_type for e in self.emitted]
+
+
+@dataclass
+class FixedTime:
+    """A fake ``Time`` for unit tests: every account lives by ``clock``."""
+
+    clock: Clock
+
+    async def now(self, account_id: uuid.UUID | None = None) -> datetime:
+        return self.clock.now()
+
+
+RepoT = TypeVar("RepoT")
+
+
+@dataclass
+class Work(Generic[RepoT]):
+    """A unit of work: ``repo`` (SQL on the open transaction, or a fake), ``events``, ``time``.
+    Each service names its own: ``UnitOfWork = Work[Repository]``."""
+
+    repo: RepoT
+    events: Events
+    time: Time
