@@ -77,3 +77,19 @@ async def run_once(
             json.dumps(body, default=str),
         )
         return status, body
+
+
+async def run_keyed(
+    pool: asyncpg.Pool,
+    *,
+    scope: str,
+    method: str,
+    path: str,
+    key: str | None,
+    body: Any,
+    work: Work,
+) -> tuple[int, dict[str, Any]]:
+    """The HTTP door's one call: check the key, fingerprint the request, run ``work`` once.
+    ``body`` is the request's JSON-ready content (a model's ``model_dump(mode="json")``)."""
+    fingerprint = request_fingerprint(method, path, body if body is not None else {})
+    return await run_once(pool, scope=scope, key=check_key(key), fingerprint=fingerprint, work=work)

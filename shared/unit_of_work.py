@@ -130,3 +130,15 @@ class Work(Generic[RepoT]):
     repo: RepoT
     events: Events
     time: Time
+
+    @classmethod
+    def on(
+        cls,
+        repo: RepoT,
+        conn: Conn,
+        outbox: Outbox,
+        clock: Clock,
+        causation: Envelope | None = None,
+    ) -> Work[RepoT]:
+        """On an open transaction (an HTTP request's, a handler's or a timer's)."""
+        return cls(repo, OutboxEvents(conn, outbox, causation), AccountTime(conn, clock))
