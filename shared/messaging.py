@@ -73,6 +73,10 @@ EVENTS_RELEASED = Counter(
 
 PayloadT = TypeVar("PayloadT", bound=Contract)
 
+# A replayed dead letter goes back to the topic it came from, addressed to the one consumer
+# that dead-lettered it: the others (which handled it, or dead-lettered it themselves) skip it.
+REPLAY_FOR_HEADER = "x-replay-for"
+
 
 class WaitForCause(Exception):
     """Raised by a handler whose event needs another one applied first (see the module doc)."""
@@ -261,6 +265,9 @@ class ConsumerRuntime:
         return outcome
 
     async def _handle(self, body: bytes, record: Any) -> str:
+        addressee = dict(getattr(record, "headers", None) or ()).get(REPLAY_FOR_HEADER)
+        if addressee is not None and addressee.decode(errors="replace") != self.consumer.name:
+            return "ignored"  # another consumer's replayed dead letter (shared.dead_letters)
         try:
             envelope = Envelope.model_validate_json(body)
             handler = self.consumer.handlers.get(envelope.event_type)
