@@ -363,5 +363,24 @@ class PostgresRepository:
             target,
         )
 
+    # The clock driver's (test_clocks.py), outside any use case:
+
+    async def advancing_test_clocks(self) -> list[TestClock]:
+        rows = await self.conn.fetch("SELECT * FROM test_clocks WHERE status = 'advancing'")
+        return [TestClock(**{c: row[c] for c in _CLOCK_COLUMNS}) for row in rows]
+
+    async def mark_test_clock_ready(self, clock_id: uuid.UUID, target: datetime) -> None:
+        """Settled at ``target`` (unless it was advanced further meanwhile)."""
+        await self.conn.execute(
+            "UPDATE test_clocks SET status = 'ready' WHERE id = $1 AND target = $2",
+            clock_id,
+            target,
+        )
+
+    async def next_test_clock_step(self, clock_id: uuid.UUID, now: datetime) -> None:
+        await self.conn.execute(
+            "UPDATE test_clocks SET now = $2, step = step + 1 WHERE id = $1", clock_id, now
+        )
+
 
 UnitOfWork = Work[Repository]

@@ -25,7 +25,7 @@ from shared.runtime import Runtime
 from shared.time.test_clocks import ClockMessage, LagMeter
 
 from . import domain
-from .repository import TestClock, UnitOfWork
+from .repository import PostgresRepository, TestClock, UnitOfWork
 from .schemas import Advance, NewClock
 
 log = logging.getLogger(__name__)
@@ -127,9 +127,10 @@ class ClockDriver:
         )
 
     async def tick(self) -> None:
-        rows = await self.rt.pool.fetch("SELECT * FROM test_clocks WHERE status = 'advancing'")
-        for row in rows:
-            await self.drive(row["id"], row["now"], row["target"], row["step"])
+        async with self.rt.pool.acquire() as conn:
+            advancing = await PostgresRepository(conn).advancing_test_clocks()
+        for clock in advancing:
+            await self.drive(clock.id, clock.now, clock.target, clock.step)
 
     async def drive(self, clock_id: uuid.UUID, now: datetime, target: datetime, step: int) -> None:
         state = self.steps.get(clock_id)
@@ -154,11 +155,8 @@ class ClockDriver:
             return
         await self.publish(ClockMessage(kind="settled", clock_id=clock_id, step=step, now=now))
         if now >= target:
-            await self.rt.pool.execute(
-                "UPDATE test_clocks SET status = 'ready' WHERE id = $1 AND target = $2",
-                clock_id,
-                target,
-            )
+            async with self.rt.pool.acquire() as conn:
+                await PostgresRepository(conn).mark_test_clock_ready(clock_id, target)
             del self.steps[clock_id]
             return
         dues = [
@@ -167,10 +165,8 @@ class ClockDriver:
             if (r := self.reports.get((clock_id, s))) and r.next_due_at is not None
         ]
         next_now = min([target, *dues])
-        async with self.rt.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE test_clocks SET now = $2, step = step + 1 WHERE id = $1", clock_id, next_now
-            )
+        async with self.rt.pool.acquire() as conn:
+            await PostgresRepository(conn).next_test_clock_step(clock_id, next_now)
         self.steps[clock_id] = StepState(step=step + 1, now=next_now)
         await self.publish(
             ClockMessage(kind="moved", clock_id=clock_id, step=step + 1, now=next_now)
