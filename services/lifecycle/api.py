@@ -1,90 +1,123 @@
-"""Lifecycle's HTTP door: subscriptions, their stage, entitlements and dates.
+"""Lifecycle's HTTP door: subscriptions (their stage, entitlements and dates) and test clocks.
 
 R8, as decided here: the buyer (and support) sees everything: term, dates, auto-renew, pending
 changes. Admins who are not the buyer manage product access, so they see the product view
 (offering, seats, stage, entitlements) and no billing or renewal data: no term, dates,
 auto-renew, payment method or pending changes. Payers see invoices only (403 here); people of
 other accounts get 404.
+
+Test clocks (``test_clocks.py``) are for operators, and only where
+``PLATFORM_TEST_CLOCKS_ENABLED`` is true (404 otherwise).
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Request
 
-from shared import people
-from shared.auth import verify_token
-from shared.problems import not_found
-from shared.runtime import as_json, runtime_of
+from shared.auth import Caller
+from shared.problems import READ, problem_responses
+from shared.runtime import runtime_of
 
-from . import domain, repository
-
-router = APIRouter(prefix="/v1", tags=["lifecycle"])
-Authorization = Annotated[str | None, Header()]
-READERS = {"buyer", "primary_admin", "secondary_admin"}
-RENEWAL_READERS = {"buyer", "operator"}  # R8: renewal data is the buyer's
+from . import domain, service, test_clocks
+from .repository import PostgresRepository, UnitOfWork
+from .schemas import Advance, NewClock, SubscriptionList, SubscriptionView, TestClockView
 
 
-def product_view(sub: Any) -> dict[str, Any]:
-    return {
-        "id": sub["id"],
-        "account_id": sub["account_id"],
-        "offering": sub["offering"],
-        "seats": sub["seats"],
-        "stage": sub["stage"],
-        "trial": sub["trial"],
-        "entitlements": domain.entitlements(sub["stage"]),  # R35
-    }
+@contextlib.asynccontextmanager
+async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
+    """The request's unit of work, on one transaction (committed before the answer leaves)."""
+    runtime = runtime_of(request)
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        yield UnitOfWork.on(PostgresRepository(conn), conn, runtime.outbox, runtime.clock)
 
 
-def buyer_view(sub: Any) -> dict[str, Any]:
-    return {
-        **product_view(sub),
-        "order_id": sub["order_id"],
-        "term": sub["term"],
-        "time_zone": sub["time_zone"],
-        "auto_renew": sub["auto_renew"],
-        "payment_method": sub["payment_method"],
-        "channel": sub["channel"],
-        "anniversary": sub["anniversary"],
-        "starts_at": sub["starts_at"],
-        "expires_at": sub["expires_at"],
-        "renews_at": sub["renews_at"],
-        "renewal_window_opens_at": domain.renewal_window_opens_at(
-            sub["renews_at"], sub["time_zone"]
-        ),
-        "stage_changed_at": sub["stage_changed_at"],
-        "stage_reason": sub["stage_reason"],
-        "next_stage_at": sub["next_stage_at"],
-        "pending_changes": {"term": sub["pending_term"], "offering": sub["pending_offering"]},
-    }
+subscriptions = APIRouter(prefix="/v1", tags=["lifecycle"])
 
 
-def view_for(roles: set[str], sub: Any) -> dict[str, Any]:
-    return buyer_view(sub) if roles & RENEWAL_READERS else product_view(sub)
-
-
-@router.get("/subscriptions/{subscription_id}")
+@subscriptions.get(
+    "/subscriptions/{subscription_id}",
+    response_model=SubscriptionView,
+    responses=problem_responses(*READ),
+    summary="See a subscription: its stage, what it allows and, for the buyer, its dates",
+)
 async def get_subscription(
-    subscription_id: uuid.UUID, request: Request, authorization: Authorization = None
-) -> dict[str, Any]:
-    rt = runtime_of(request)
-    who = verify_token(rt.settings, rt.clock, authorization)
-    sub = await repository.get_subscription(rt.pool, subscription_id)
-    if sub is None:
-        raise not_found("subscription")
-    roles = await people.require_role(rt.pool, who, sub["account_id"], READERS, "subscription")
-    return as_json(view_for(roles, sub))  # type: ignore[no-any-return]
+    subscription_id: uuid.UUID, caller: Caller, request: Request
+) -> SubscriptionView:
+    async with unit_of_work(request) as uow:
+        return await service.view_subscription(uow, caller, subscription_id)
 
 
-@router.get("/accounts/{account_id}/subscriptions")
+@subscriptions.get(
+    "/accounts/{account_id}/subscriptions",
+    response_model=SubscriptionList,
+    responses=problem_responses(*READ),
+    summary="List an account's subscriptions",
+)
 async def list_subscriptions(
-    account_id: uuid.UUID, request: Request, authorization: Authorization = None
-) -> dict[str, Any]:
-    rt = runtime_of(request)
-    who = verify_token(rt.settings, rt.clock, authorization)
-    roles = await people.require_role(rt.pool, who, account_id, READERS, "account")
-    subs = await repository.list_subscriptions(rt.pool, account_id)
-    return {"items": as_json([view_for(roles, s) for s in subs])}
+    account_id: uuid.UUID, caller: Caller, request: Request
+) -> SubscriptionList:
+    async with unit_of_work(request) as uow:
+        return await service.list_subscriptions(uow, caller, account_id)
+
+
+# --- test clocks ------------------------------------------------------------------------------
+
+
+def clocks_enabled(request: Request) -> None:
+    if not runtime_of(request).settings.test_clocks_enabled:
+        raise domain.clocks_disabled()
+
+
+# No Idempotency-Key (moving a clock to a time twice is moving it once) and no state conflict:
+# of WRITE's answers, these are the ones a test clock write can give.
+CLOCK_WRITE = (401, 403, 404, 422)
+
+clocks = APIRouter(
+    prefix="/v1/test-clocks",
+    tags=["test clocks"],
+    dependencies=[Depends(clocks_enabled)],  # before authentication, as it always was
+)
+
+
+@clocks.post(
+    "",
+    status_code=201,
+    response_model=TestClockView,
+    responses=problem_responses(*CLOCK_WRITE),
+    summary="Create a test clock frozen at a time (operators)",
+)
+async def create_clock(body: NewClock, caller: Caller, request: Request) -> TestClockView:
+    async with unit_of_work(request) as uow:
+        clock = await test_clocks.create_test_clock(uow, caller, body)
+    return TestClockView.of(clock)
+
+
+@clocks.get(
+    "/{clock_id}",
+    response_model=TestClockView,
+    responses=problem_responses(*READ),
+    summary="See a test clock: its time and whether everything due has settled (operators)",
+)
+async def get_clock(clock_id: uuid.UUID, caller: Caller, request: Request) -> TestClockView:
+    async with unit_of_work(request) as uow:
+        clock = await test_clocks.get_test_clock(uow, caller, clock_id)
+    return TestClockView.of(clock)
+
+
+@clocks.post(
+    "/{clock_id}/advance",
+    status_code=202,
+    response_model=TestClockView,
+    responses=problem_responses(*CLOCK_WRITE),
+    summary="Move a test clock forward; everything that falls due on the way happens (operators)",
+)
+async def advance_clock(
+    clock_id: uuid.UUID, body: Advance, caller: Caller, request: Request
+) -> TestClockView:
+    async with unit_of_work(request) as uow:
+        clock = await test_clocks.advance_test_clock(uow, caller, clock_id, body)
+    return TestClockView.of(clock)

@@ -12,8 +12,8 @@ from . import api, test_clocks
 from .handlers import BATCH_TIMERS, TIMERS, consumer
 
 router = APIRouter()
-router.include_router(api.router)
-router.include_router(test_clocks.router)
+router.include_router(api.subscriptions)
+router.include_router(api.clocks)
 
 SPEC = ServiceSpec(
     name="lifecycle",

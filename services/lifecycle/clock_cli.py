@@ -23,6 +23,8 @@ from shared.auth import issue_token
 from shared.config import Settings
 from shared.time.clock import SystemClock
 
+from .schemas import TestClockView
+
 
 def operator_headers() -> dict[str, str]:
     token = issue_token(
@@ -35,23 +37,23 @@ def operator_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def call(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def call(method: str, url: str, body: dict[str, Any] | None = None) -> TestClockView:
     response = httpx.request(method, url, json=body, headers=operator_headers(), timeout=10)
     if response.status_code >= 400:
         sys.exit(f"{response.status_code}: {response.text}")
-    data: dict[str, Any] = response.json()
-    return data
+    return TestClockView.model_validate_json(response.content)
 
 
-def wait_ready(base: str, clock_id: str, timeout: float) -> dict[str, Any]:
+def wait_ready(base: str, clock_id: uuid.UUID, timeout: float) -> TestClockView:
     started = time.monotonic()
-    last_now = ""
+    last_now: datetime | None = None
     while True:
         clock = call("GET", f"{base}/v1/test-clocks/{clock_id}")
-        if clock["now"] != last_now:
-            print(f"  {clock['status']:9s} now {clock['now']} (step {clock['step']})", flush=True)
-            last_now = clock["now"]
-        if clock["status"] == "ready":
+        if clock.now != last_now:
+            now = clock.now.isoformat()
+            print(f"  {clock.status:9s} now {now} (step {clock.step})", flush=True)
+            last_now = clock.now
+        if clock.status == "ready":
             return clock
         if time.monotonic() - started > timeout:
             sys.exit(f"still advancing after {timeout:.0f} s; see the services' logs")
@@ -67,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--at", required=True, type=datetime.fromisoformat)
     create.add_argument("--name", default="test clock")
     advance = commands.add_parser("advance")
-    advance.add_argument("clock_id")
+    advance.add_argument("clock_id", type=uuid.UUID)
     advance.add_argument("--to", required=True, type=datetime.fromisoformat)
     show = commands.add_parser("show")
-    show.add_argument("clock_id")
+    show.add_argument("clock_id", type=uuid.UUID)
     args = parser.parse_args(argv)
     if args.command == "create":
         if args.at.tzinfo is None:
@@ -80,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.url}/v1/test-clocks",
             {"frozen_time": args.at.isoformat(), "name": args.name},
         )
-        wait_ready(args.url, clock["id"], args.timeout)
-        print(clock["id"])
+        wait_ready(args.url, clock.id, args.timeout)
+        print(clock.id)
     elif args.command == "advance":
         if args.to.tzinfo is None:
             parser.error("--to needs an offset, e.g. 2031-01-01T00:00:00+01:00")
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         wait_ready(args.url, args.clock_id, args.timeout)
     else:
-        print(call("GET", f"{args.url}/v1/test-clocks/{args.clock_id}"))
+        print(call("GET", f"{args.url}/v1/test-clocks/{args.clock_id}").model_dump_json(indent=2))
     return 0
 
 

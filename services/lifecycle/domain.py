@@ -17,16 +17,16 @@ Decisions of ours, written down here because the sources are silent:
 
 from __future__ import annotations
 
-import calendar
 import json
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
-from shared.contracts import Stage, Term
+from shared.contracts import Channel, PaymentMethod, RenewalRequested, Stage, Term
+from shared.errors import Forbidden, Invalid, NotFound, not_found
+from shared.time.calendar import add_local_days, add_months, local_date, local_midnight, zone
 
 TERM_MONTHS: dict[Term, int] = {"monthly": 1, "annual": 12, "three_year": 36}
 REMINDER_DAYS: Final = (45, 30, 4)  # R26, when auto-renew is off
@@ -48,40 +48,7 @@ NO_GRACE_OFFERINGS: Final[frozenset[str]] = frozenset(
 RENEWAL_NAMESPACE: Final = uuid.UUID("6f1f7c9e-5a0b-4a53-9a52-1c1e7b0c2d11")
 
 
-# --- dates (R23) ----------------------------------------------------------------------------
-
-
-def add_months(start: date, months: int, day_of_month: int | None = None) -> date:
-    """``months`` later on ``day_of_month`` (default: ``start``'s), clamped to the month's end
-    (R23: 01-31 -> 02-28). Passing the anniversary's day brings a renewal back to the 31st
-    after a short month (R27: the original anniversary is kept)."""
-    month_index = start.month - 1 + months
-    year, month = start.year + month_index // 12, month_index % 12 + 1
-    day = day_of_month or start.day
-    return date(year, month, min(day, calendar.monthrange(year, month)[1]))
-
-
-def local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    """The first instant of ``day`` in ``zone`` (in UTC); where midnight does not exist (a DST
-    jump at 00:00), the first instant that does."""
-    naive = datetime.combine(day, time(0))
-    candidate = naive.replace(tzinfo=zone)
-    round_trip = candidate.astimezone(UTC).astimezone(zone)
-    if round_trip.replace(tzinfo=None) != naive:  # skipped by a DST jump
-        return round_trip.astimezone(UTC)
-    # In UTC: arithmetic between datetimes of one ZoneInfo ignores DST offsets.
-    return candidate.astimezone(UTC)
-
-
-def add_local_days(instant: datetime, days: int, time_zone: str) -> datetime:
-    """``days`` calendar days later at the same local time of day (a DST change in between
-    does not shift it)."""
-    zone = ZoneInfo(time_zone)
-    local = instant.astimezone(zone)
-    naive = local.replace(tzinfo=None) + timedelta(days=days)
-    if naive.time() == time(0):
-        return local_midnight(naive.date(), zone)
-    return naive.replace(tzinfo=zone).astimezone(UTC)
+# --- dates (R23): the calendar is shared.time.calendar -----------------------------------
 
 
 @dataclass(frozen=True)
@@ -101,9 +68,8 @@ def term_dates(purchased_at: datetime, term: Term, time_zone: str) -> TermDates:
     Bought 2024-06-10 (Europe/Oslo), annual: renews 2025-06-10 00:00:00 local, and without
     auto-renew expires 2025-06-09 23:59:59 local.
     """
-    zone = ZoneInfo(time_zone)
-    start_day = purchased_at.astimezone(zone).date()
-    renews_at = local_midnight(add_months(start_day, TERM_MONTHS[term]), zone)
+    start_day = local_date(purchased_at, time_zone)
+    renews_at = local_midnight(add_months(start_day, TERM_MONTHS[term]), time_zone)
     return TermDates(
         starts_at=purchased_at,
         renews_at=renews_at,
@@ -116,10 +82,9 @@ def renewed_term_dates(
 ) -> TermDates:
     """R27: the next term starts at the old renewal instant and ends on the original
     anniversary's day of month (monthly from 01-31: 02-28, then 03-31 again)."""
-    zone = ZoneInfo(time_zone)
-    renewal_day = renews_at.astimezone(zone).date()
+    renewal_day = local_date(renews_at, time_zone)
     next_day = add_months(renewal_day, TERM_MONTHS[term], anniversary.day)
-    next_renews_at = local_midnight(next_day, zone)
+    next_renews_at = local_midnight(next_day, time_zone)
     return TermDates(
         starts_at=renews_at,
         renews_at=next_renews_at,
@@ -128,7 +93,7 @@ def renewed_term_dates(
 
 
 def purchase_day(purchased_at: datetime, time_zone: str) -> date:
-    return purchased_at.astimezone(ZoneInfo(time_zone)).date()
+    return local_date(purchased_at, time_zone)
 
 
 def renewal_id(subscription_id: uuid.UUID, period_starts_at: datetime) -> uuid.UUID:
@@ -146,14 +111,14 @@ def renewal_window_opens_at(renews_at: datetime, time_zone: str) -> datetime:
 
 def reminder_times(expires_at: datetime, time_zone: str) -> dict[int, datetime]:
     """R26: 00:00 local on the days 45, 30 and 4 days before the expiry date."""
-    zone = ZoneInfo(time_zone)
-    expiry_day = expires_at.astimezone(zone).date()
-    return {n: local_midnight(expiry_day - timedelta(days=n), zone) for n in REMINDER_DAYS}
+    tz = zone(time_zone)
+    expiry_day = local_date(expires_at, tz)
+    return {n: local_midnight(expiry_day - timedelta(days=n), tz) for n in REMINDER_DAYS}
 
 
 def invoice_overdue_at(due_date: date, time_zone: str) -> datetime:
     """R31: the first instant after the due date has ended in the subscription's time zone."""
-    return local_midnight(due_date + timedelta(days=1), ZoneInfo(time_zone))
+    return local_midnight(due_date + timedelta(days=1), time_zone)
 
 
 # --- stages (R31-R36) ------------------------------------------------------------------------
@@ -274,4 +239,288 @@ def paid_before_cancellation(
         and reason == "suspended_period_ended"
         and cancelled_at is not None
         and paid_at < cancelled_at
+    )
+
+
+def refuses_after_cancellation(sub: Subscription, at: datetime) -> bool:
+    """R34: Cancelled refuses a renewal or a payment, unless it was paid in time (above)."""
+    return is_final(sub.stage) and not paid_before_cancellation(
+        sub.stage, sub.stage_reason, sub.stage_changed_at, at
+    )
+
+
+# --- what lifecycle remembers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A subscription as lifecycle keeps it (one row of ``subscriptions``)."""
+
+    id: uuid.UUID
+    account_id: uuid.UUID
+    order_id: uuid.UUID
+    offering: str
+    term: Term
+    seats: int
+    time_zone: str
+    auto_renew: bool
+    stage: Stage
+    anniversary: date
+    starts_at: datetime
+    expires_at: datetime
+    renews_at: datetime
+    activated_at: datetime
+    payment_method: PaymentMethod = "card"
+    channel: Channel = "direct"
+    trial: bool = False
+    pending_term: Term | None = None
+    pending_offering: str | None = None
+    stage_changed_at: datetime | None = None
+    stage_reason: str | None = None
+    next_stage_at: datetime | None = None
+    clock_id: uuid.UUID | None = None
+
+    @property
+    def state(self) -> SubscriptionState:
+        return SubscriptionState(
+            stage=self.stage,
+            term=self.term,
+            offering=self.offering,
+            time_zone=self.time_zone,
+            auto_renew=self.auto_renew,
+            trial=self.trial,
+            renews_at=self.renews_at,
+            next_stage_at=self.next_stage_at,
+        )
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """A renewal announced with ``RenewalDue``; ``renewed_at`` once its term started."""
+
+    renewal_id: uuid.UUID
+    subscription_id: uuid.UUID
+    offering: str
+    term: Term
+    seats: int
+    period_starts_at: datetime
+    period_ends_at: datetime  # the new expiry instant
+    announced_at: datetime
+    renewed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """Invoicing's invoice of a subscription, as far as the expiry process needs it (R31)."""
+
+    invoice_id: uuid.UUID
+    subscription_id: uuid.UUID
+    purpose: str
+    payment_method: str
+    renewal_id: uuid.UUID | None
+    due_date: date
+    paid_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NewTerm:
+    """A term that starts (a renewal, or a trial converted): dates and what it covers."""
+
+    offering: str
+    term: Term
+    seats: int
+    starts_at: datetime
+    expires_at: datetime
+    renews_at: datetime
+    anniversary: date
+    trial: bool
+    changed_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class Billing:
+    """How a renewal is paid: remembered from the purchase, changed by a renewal request."""
+
+    payment_method: PaymentMethod
+    channel: Channel
+
+
+# --- renewals (R25, R27-R29) ------------------------------------------------------------------
+
+RENEWAL_STARTS_AFTER_EXPIRY: Final = timedelta(seconds=1)  # R23: expiry is 23:59:59 local
+
+
+def announced_renewal(
+    sub: Subscription, at: datetime, request: RenewalRequested | None = None
+) -> tuple[Renewal, Billing]:
+    """R25, R27: the renewal of the term that starts at the renewal date, with the pending term
+    change (R28) and product switch (R29) applied, or what a renewal request asks for.
+
+    One renewal per renewal date: its id comes from (subscription, period start), so announcing
+    it again (a manual request, auto-renew turned back on) names the same renewal and invoicing
+    bills it once."""
+    term = request.term if request else (sub.pending_term or sub.term)
+    offering = request.offering if request else (sub.pending_offering or sub.offering)
+    seats = request.seats if request else sub.seats
+    billing = (
+        Billing(request.payment_method, request.channel)
+        if request
+        else Billing(sub.payment_method, sub.channel)
+    )
+    dates = renewed_term_dates(sub.renews_at, term, sub.time_zone, sub.anniversary)
+    renewal = Renewal(
+        renewal_id=renewal_id(sub.id, sub.renews_at),
+        subscription_id=sub.id,
+        offering=offering,
+        term=term,
+        seats=seats,
+        period_starts_at=dates.starts_at,
+        period_ends_at=dates.expires_at,
+        announced_at=at,
+    )
+    return renewal, billing
+
+
+def renewal_refusal(sub: Subscription, renewal: Renewal, at: datetime) -> str | None:
+    """Why ``renewal`` cannot renew ``sub`` now, or None: renewed already (once per renewal),
+    Cancelled (R34), or announced for another term than the current one."""
+    if renewal.renewed_at is not None:
+        return "already renewed"
+    if refuses_after_cancellation(sub, at):
+        return "the subscription is cancelled (R34)"
+    if sub.renews_at != renewal.period_starts_at:
+        return "not for the current term"
+    return None
+
+
+def renewed_term(sub: Subscription, renewal: Renewal, at: datetime, reason: str) -> NewTerm:
+    """R27: the renewed term keeps the original anniversary; pending changes take effect (R28,
+    R29); the next renewal is one second after the new expiry (local midnight)."""
+    return NewTerm(
+        offering=renewal.offering,
+        term=renewal.term,
+        seats=renewal.seats,
+        starts_at=renewal.period_starts_at,
+        expires_at=renewal.period_ends_at,
+        renews_at=renewal.period_ends_at + RENEWAL_STARTS_AFTER_EXPIRY,
+        anniversary=sub.anniversary,
+        trial=False,
+        changed_at=at,
+        reason=reason,
+    )
+
+
+def converted_term(sub: Subscription, term: Term, seats: int, converted_at: datetime) -> NewTerm:
+    """R17: a converted trial starts its paid term at the conversion, same subscription."""
+    dates = term_dates(converted_at, term, sub.time_zone)
+    return NewTerm(
+        offering=sub.offering,
+        term=term,
+        seats=seats,
+        starts_at=dates.starts_at,
+        expires_at=dates.expires_at,
+        renews_at=dates.renews_at,
+        anniversary=purchase_day(converted_at, sub.time_zone),
+        trial=False,
+        changed_at=converted_at,
+        reason="trial_converted",
+    )
+
+
+# --- payments and the expiry process (R31, R37) -----------------------------------------------
+
+
+def another_invoice_overdue(unpaid_due_dates: list[date], time_zone: str, at: datetime) -> bool:
+    """R31: a subscription lapsed on unpaid invoices stays lapsed while any of its other
+    pay-by-invoice invoices is still overdue at ``at``; paying one is not enough."""
+    return any(invoice_overdue_at(due, time_zone) <= at for due in unpaid_due_dates)
+
+
+def reactivates_on_payment(sub: Subscription, paid_at: datetime) -> bool:
+    """R32, R33: the overdue invoice is paid while Expired or Suspended and the term still
+    runs: back to Active."""
+    return may_reactivate(sub.stage) and sub.renews_at > paid_at
+
+
+def charge_failure_lapses(sub: Subscription, failed_at: datetime) -> bool:
+    """R37: a failed renewal charge lapses an Active subscription whose term has ended (not one
+    already lapsing, nor a manual renewal charged before the term ended)."""
+    return sub.stage == "active" and sub.renews_at <= failed_at
+
+
+# --- who sees what (R8) -----------------------------------------------------------------------
+
+READERS: Final = frozenset({"buyer", "primary_admin", "secondary_admin"})
+RENEWAL_READERS: Final = frozenset({"buyer", "operator"})  # R8: renewal data is the buyer's
+
+
+def require_role(roles: set[str], allowed: frozenset[str], what: str) -> set[str]:
+    """R8: a stranger gets 404 (ids leak nothing); a member without the role 403."""
+    if "operator" in roles:
+        return roles
+    if not roles:
+        raise not_found(what)
+    if not roles & allowed:
+        raise Forbidden(
+            "role-required",
+            "Your role does not allow this",
+            f"Only {' or '.join(sorted(allowed))} may do this (R8).",
+            rule="R8",
+            required_roles=sorted(allowed),
+        )
+    return roles
+
+
+def sees_renewal_data(roles: set[str]) -> bool:
+    """R8: the buyer (and support) sees term, dates, auto-renew and pending changes."""
+    return bool(roles & RENEWAL_READERS)
+
+
+# --- test clocks ------------------------------------------------------------------------------
+
+
+def operator_only(kind: str) -> None:
+    if kind != "operator":
+        raise Forbidden("operator-only", "Operators only", "Test clocks are for operators.")
+
+
+def clocks_disabled() -> NotFound:
+    return NotFound(
+        "test-clocks-disabled",
+        "Test clocks are disabled",
+        "Set PLATFORM_TEST_CLOCKS_ENABLED=true on every service to use test clocks.",
+    )
+
+
+def check_forward(target: datetime, to: datetime) -> None:
+    """A test clock only moves forward."""
+    if to <= target:
+        raise Invalid(
+            "clock-forward-only",
+            "A test clock only moves forward",
+            f"Advance to a time after {target.isoformat()}.",
+            errors=[{"field": "to", "message": "must be later than the clock's time"}],
+        )
+
+
+def with_term(sub: Subscription, term: NewTerm) -> Subscription:
+    """``sub`` once ``term`` has started: Active, pending changes consumed (R28, R29)."""
+    lapsed = sub.stage != "active"
+    return replace(
+        sub,
+        offering=term.offering,
+        term=term.term,
+        seats=term.seats,
+        starts_at=term.starts_at,
+        expires_at=term.expires_at,
+        renews_at=term.renews_at,
+        anniversary=term.anniversary,
+        trial=term.trial,
+        pending_term=None,
+        pending_offering=None,
+        stage="active",
+        stage_changed_at=term.changed_at if lapsed else sub.stage_changed_at,
+        stage_reason=term.reason if lapsed else sub.stage_reason,
+        next_stage_at=None,
     )

@@ -16,108 +16,59 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
 
 from aiokafka import AIOKafkaConsumer
-from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.auth import verify_token
-from shared.db import Conn
-from shared.problems import Problem, not_found
-from shared.runtime import Runtime, as_json, runtime_of
-from shared.time.test_clocks import ClockMessage, LagMeter, set_clock_time
+from shared.auth import Principal
+from shared.errors import not_found
+from shared.runtime import Runtime
+from shared.time.test_clocks import ClockMessage, LagMeter
+
+from . import domain
+from .repository import PostgresRepository, TestClock, UnitOfWork
+from .schemas import Advance, NewClock
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/test-clocks", tags=["test clocks"])
-Authorization = Annotated[str | None, Header()]
 
 
-class NewClock(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    frozen_time: AwareDatetime
-    name: str = Field("test clock", max_length=200)
+# --- use cases (the door is api.py) -----------------------------------------------------------
 
 
-class Advance(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    to: AwareDatetime
+async def create_test_clock(uow: UnitOfWork, caller: Principal, command: NewClock) -> TestClock:
+    """A clock frozen at ``frozen_time``; accounts opened with its id follow it."""
+    domain.operator_only(caller.kind)
+    clock = TestClock(
+        id=uuid.uuid4(),
+        name=command.name,
+        now=command.frozen_time,
+        target=command.frozen_time,
+        status="advancing",
+        step=0,
+        created_at=await uow.time.now(),
+    )
+    await uow.repo.insert_test_clock(clock)
+    return await get_test_clock(uow, caller, clock.id)
 
 
-def _operator_only(request: Request, authorization: str | None) -> Runtime:
-    rt = runtime_of(request)
-    if not rt.settings.test_clocks_enabled:
-        raise Problem(
-            404,
-            "test-clocks-disabled",
-            "Test clocks are disabled",
-            "Set PLATFORM_TEST_CLOCKS_ENABLED=true on every service to use test clocks.",
-        )
-    who = verify_token(rt.settings, rt.clock, authorization)
-    if who.kind != "operator":
-        raise Problem(403, "operator-only", "Operators only", "Test clocks are for operators.")
-    return rt
-
-
-async def _get(conn: Conn, clock_id: uuid.UUID) -> dict[str, Any]:
-    row = await conn.fetchrow("SELECT * FROM test_clocks WHERE id = $1", clock_id)
-    if row is None:
+async def get_test_clock(uow: UnitOfWork, caller: Principal, clock_id: uuid.UUID) -> TestClock:
+    domain.operator_only(caller.kind)
+    clock = await uow.repo.get_test_clock(clock_id)
+    if clock is None:
         raise not_found("test clock")
-    return dict(row)
+    return clock
 
 
-@router.post("", status_code=201)
-async def create_clock(
-    body: NewClock, request: Request, authorization: Authorization = None
-) -> JSONResponse:
-    rt = _operator_only(request, authorization)
-    clock_id = uuid.uuid4()
-    async with rt.pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            """INSERT INTO test_clocks (id, name, now, target, status, step, created_at)
-               VALUES ($1, $2, $3, $3, 'advancing', 0, $4)""",
-            clock_id,
-            body.name,
-            body.frozen_time,
-            rt.clock.now(),
-        )
-        await set_clock_time(conn, clock_id, body.frozen_time)
-        clock = await _get(conn, clock_id)
-    return JSONResponse(as_json(clock), status_code=201)
+async def advance_test_clock(
+    uow: UnitOfWork, caller: Principal, clock_id: uuid.UUID, command: Advance
+) -> TestClock:
+    """Forward only, to ``command.to``; the clock driver (test_clocks.py) steps it there."""
+    clock = await get_test_clock(uow, caller, clock_id)
+    domain.check_forward(clock.target, command.to)
+    await uow.repo.set_test_clock_target(clock_id, command.to)
+    return await get_test_clock(uow, caller, clock_id)
 
 
-@router.get("/{clock_id}")
-async def get_clock(
-    clock_id: uuid.UUID, request: Request, authorization: Authorization = None
-) -> dict[str, Any]:
-    rt = _operator_only(request, authorization)
-    async with rt.pool.acquire() as conn:
-        return as_json(await _get(conn, clock_id))  # type: ignore[no-any-return]
-
-
-@router.post("/{clock_id}/advance", status_code=202)
-async def advance_clock(
-    clock_id: uuid.UUID, body: Advance, request: Request, authorization: Authorization = None
-) -> JSONResponse:
-    rt = _operator_only(request, authorization)
-    async with rt.pool.acquire() as conn, conn.transaction():
-        clock = await _get(conn, clock_id)
-        if body.to <= clock["target"]:
-            raise Problem(
-                422,
-                "clock-forward-only",
-                "A test clock only moves forward",
-                f"Advance to a time after {clock['target'].isoformat()}.",
-                errors=[{"field": "to", "message": "must be later than the clock's time"}],
-            )
-        await conn.execute(
-            "UPDATE test_clocks SET target = $2, status = 'advancing' WHERE id = $1",
-            clock_id,
-            body.to,
-        )
-        clock = await _get(conn, clock_id)
-    return JSONResponse(as_json(clock), status_code=202)
+# --- the driver ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -176,9 +127,10 @@ class ClockDriver:
         )
 
     async def tick(self) -> None:
-        rows = await self.rt.pool.fetch("SELECT * FROM test_clocks WHERE status = 'advancing'")
-        for row in rows:
-            await self.drive(row["id"], row["now"], row["target"], row["step"])
+        async with self.rt.pool.acquire() as conn:
+            advancing = await PostgresRepository(conn).advancing_test_clocks()
+        for clock in advancing:
+            await self.drive(clock.id, clock.now, clock.target, clock.step)
 
     async def drive(self, clock_id: uuid.UUID, now: datetime, target: datetime, step: int) -> None:
         state = self.steps.get(clock_id)
@@ -203,11 +155,8 @@ class ClockDriver:
             return
         await self.publish(ClockMessage(kind="settled", clock_id=clock_id, step=step, now=now))
         if now >= target:
-            await self.rt.pool.execute(
-                "UPDATE test_clocks SET status = 'ready' WHERE id = $1 AND target = $2",
-                clock_id,
-                target,
-            )
+            async with self.rt.pool.acquire() as conn:
+                await PostgresRepository(conn).mark_test_clock_ready(clock_id, target)
             del self.steps[clock_id]
             return
         dues = [
@@ -216,10 +165,8 @@ class ClockDriver:
             if (r := self.reports.get((clock_id, s))) and r.next_due_at is not None
         ]
         next_now = min([target, *dues])
-        async with self.rt.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE test_clocks SET now = $2, step = step + 1 WHERE id = $1", clock_id, next_now
-            )
+        async with self.rt.pool.acquire() as conn:
+            await PostgresRepository(conn).next_test_clock_step(clock_id, next_now)
         self.steps[clock_id] = StepState(step=step + 1, now=next_now)
         await self.publish(
             ClockMessage(kind="moved", clock_id=clock_id, step=step + 1, now=next_now)

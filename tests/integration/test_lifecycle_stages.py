@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 from services.lifecycle.app import SPEC
-from services.lifecycle.domain import local_midnight, renewal_id
+from services.lifecycle.domain import renewal_id
 from services.lifecycle.handlers import BATCH_TIMERS, TIMERS, consumer
 from shared.contracts import (
     PRODUCER_OF,
@@ -41,6 +41,7 @@ from shared.contracts import (
 from shared.db import create_pool, migrate
 from shared.messaging import ConsumerRuntime
 from shared.outbox import Outbox
+from shared.time.calendar import local_midnight
 from shared.time.clock import FrozenClock
 from shared.timers import TimerLoop
 from shared.topics import Topics
@@ -459,14 +460,18 @@ async def test_r31_an_order_invoice_read_before_its_order_still_starts_the_clock
     lc: Lifecycle,
 ) -> None:
     """Kafka orders events per topic only: invoicing's InvoiceIssued can be read before
-    ordering's OrderPlaced. It is kept and applied at activation; unpaid, it lapses (R31)."""
+    ordering's OrderPlaced. It waits for its cause (shared ``deferred_events``) and is applied
+    when the activation releases it; unpaid, it lapses (R31)."""
     account, subscription = uuid.uuid4(), uuid.uuid4()
     await lc.at(BOUGHT)
     order_id = uuid.uuid4()
     invoice = invoice_issued(uuid.uuid4(), "invoice", date(2024, 7, 10), BOUGHT).model_copy(
         update={"purpose": "order", "renewal_id": None, "order_id": order_id}
     )
-    assert await lc.deliver(invoice, account, subscription) == "done"  # before its order
+    # before its order: consumed (inbox) but kept until the subscription is activated
+    assert await lc.deliver(invoice, account, subscription) == "deferred"
+    waiting = "SELECT cause FROM deferred_events WHERE consumer = 'lifecycle'"
+    assert [r["cause"] for r in await lc.pool.fetch(waiting)] == [f"subscription:{subscription}"]
     order = OrderPlaced(
         order_id=order_id,
         order_number="ORD-EARLY",
@@ -484,6 +489,7 @@ async def test_r31_an_order_invoice_read_before_its_order_still_starts_the_clock
         buyer_email="buyer@example.com",
     )
     assert await lc.deliver(order, account, subscription) == "done"
+    assert await lc.pool.fetch(waiting) == []  # released by the activation, in its transaction
     overdue = oslo(date(2024, 7, 11))
     await lc.at(overdue - SECOND)
     assert (await lc.sub(subscription))["stage"] == "active"

@@ -9,15 +9,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.lifecycle.domain import (
-    add_months,
     invoice_overdue_at,
-    local_midnight,
     reminder_times,
     renewal_id,
     renewal_window_opens_at,
     renewed_term_dates,
     term_dates,
 )
+from shared.time.calendar import add_months, local_midnight
 
 OSLO = ZoneInfo("Europe/Oslo")
 

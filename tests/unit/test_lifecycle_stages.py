@@ -11,11 +11,11 @@ from services.lifecycle.domain import (
     SubscriptionState,
     entitlements,
     lapse,
-    local_midnight,
     may_reactivate,
     stage_at,
     steps_until,
 )
+from shared.time.calendar import local_midnight
 
 OSLO = ZoneInfo("Europe/Oslo")
 SECOND = timedelta(seconds=1)
