@@ -1,40 +1,48 @@
-"""Notifications' HTTP door: the delivery log of an account."""
+"""Notifications' HTTP door: the mail log of an account."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 
-from shared import people
-from shared.auth import verify_token
-from shared.runtime import as_json, runtime_of
+from shared.auth import Caller
+from shared.problems import READ, problem_responses
+from shared.runtime import runtime_of
 
-from . import repository
+from . import service
+from .repository import SqlRepository
+from .schemas import MailLog, MailLogEntry, Status
+from .service import UnitOfWork
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
-Authorization = Annotated[str | None, Header()]
-Status = Literal["pending", "handing_over", "sent", "failed", "unconfirmed"]
 
 
-@router.get("/accounts/{account_id}/emails")
+@router.get(
+    "/accounts/{account_id}/emails",
+    response_model=MailLog,
+    responses=problem_responses(*READ, 422),
+    summary="See the e-mails sent to an account's people",
+)
 async def list_emails(
     account_id: uuid.UUID,
     request: Request,
-    authorization: Authorization = None,
+    caller: Caller,
     status: Annotated[Status | None, Query(description="Only deliveries in this state.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before: Annotated[
         datetime | None, Query(description="Page on: created_at of the last item seen.")
     ] = None,
-) -> dict[str, Any]:
+) -> MailLog:
     """The delivery log, newest first, for the buyer and operators (R8): who got which mail,
     when, and what became of it. No bodies: they may hold personal data."""
-    rt = runtime_of(request)
-    who = verify_token(rt.settings, rt.clock, authorization)
-    await people.require_role(rt.pool, who, account_id, {"buyer"}, "account")
-    rows = await repository.deliveries_of(rt.pool, account_id, status, limit, before)
-    items = as_json([dict(r) for r in rows])
-    return {"items": items, "next_before": items[-1]["created_at"] if len(items) == limit else None}
+    runtime = runtime_of(request)
+    query = service.MailLogQuery(account_id, status, limit, before)
+    async with runtime.pool.acquire() as conn:
+        uow = UnitOfWork.on(SqlRepository(conn), conn, runtime.outbox, runtime.clock)
+        logged = await service.read_mail_log(uow, caller, query)
+    items = [MailLogEntry.of(mail) for mail in logged]
+    next_before = items[-1].created_at.isoformat() if len(items) == limit else None
+    return MailLog(items=items, next_before=next_before)

@@ -18,6 +18,9 @@ never sends one twice. The Message-ID is stable per delivery, so even a manual r
 recognisable downstream.
 
 Logs carry delivery ids and SMTP reply codes only: no addresses, subjects or bodies.
+
+This module runs the workers (the loop, the SMTP adapter they use, the sweep of stopped
+hand-overs); the steps of one hand-over are ``service.hand_over``.
 """
 
 from __future__ import annotations
@@ -25,39 +28,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Literal
 
-import asyncpg
-
-from shared.contracts import EmailFailed, EmailSent
 from shared.runtime import Runtime
+from shared.unit_of_work import Work
 
-from . import repository
-from .handlers import DELIVERY_CHANNEL
-from .mailer import (
-    MailSender,
-    PermanentFailure,
-    SmtpSender,
-    TransientFailure,
-    Unconfirmed,
-    Unreachable,
-    compose,
-)
+from . import service
+from .mailer import MailSender, SmtpSender
+from .repository import DELIVERY_CHANNEL, SqlRepository
+from .service import DeliveryDesk, UnitOfWork
 
 log = logging.getLogger(__name__)
-RETRY_DELAYS = (5, 30, 120, 300, 600)  # seconds after the 1st, 2nd, ... failed attempt
-RETRY_CEILING = 900
-Outcome = Literal["sent", "failed", "postponed", "unreachable", "unconfirmed", "skipped"]
-
-
-def retry_delay(attempts: int) -> timedelta:
-    """Backoff after ``attempts`` failed attempts (0-based count before this failure)."""
-    return timedelta(
-        seconds=RETRY_DELAYS[attempts] if attempts < len(RETRY_DELAYS) else RETRY_CEILING
-    )
 
 
 def handover_deadline(timeout: float) -> timedelta:
@@ -66,135 +49,32 @@ def handover_deadline(timeout: float) -> timedelta:
     return timedelta(seconds=max(60.0, 6 * timeout))
 
 
-async def _postpone(rt: Runtime, rows: list[asyncpg.Record], token: uuid.UUID, error: str) -> None:
-    now = rt.clock.now()
-    await repository.postpone(
-        rt.pool,
-        [r["id"] for r in rows],
-        token,
-        error,
-        [now + retry_delay(r["attempts"]) for r in rows],
+def delivery_desk(rt: Runtime) -> DeliveryDesk:
+    """The hand-over's view of the database: single committed steps on the pool, and one
+    transaction (with the outbox) for a mark that emits an event."""
+
+    @asynccontextmanager
+    async def transaction() -> AsyncIterator[UnitOfWork]:
+        async with rt.pool.acquire() as conn, conn.transaction():
+            yield Work.on(SqlRepository(conn), conn, rt.outbox, rt.clock)
+
+    return DeliveryDesk(
+        steps=SqlRepository(rt.pool),
+        transaction=transaction,
+        clock=rt.clock,
+        mail_from=rt.settings.mail_from,
+        smtp_timeout=rt.settings.smtp_timeout_seconds,
     )
-
-
-async def _fail(rt: Runtime, row: asyncpg.Record, token: uuid.UUID, reason: str) -> None:
-    async with rt.pool.acquire() as conn, conn.transaction():
-        if await repository.mark_failed(conn, row["id"], token, reason, rt.clock.now()):
-            await rt.outbox.emit(
-                conn,
-                EmailFailed(
-                    delivery_id=row["id"],
-                    source_event_id=row["event_id"],
-                    recipient=row["recipient"],
-                    reason=reason,
-                    permanent=True,
-                ),
-                account_id=row["account_id"],
-            )
-
-
-async def _record_sent(rt: Runtime, row: asyncpg.Record, token: uuid.UUID) -> None:
-    """The server holds the mail: record it, retrying while the database is away (until the
-    hand-over deadline, after which the row reads ``unconfirmed``; a late success still wins)."""
-    delay = 0.2
-    while True:
-        try:
-            async with rt.pool.acquire() as conn, conn.transaction():
-                if await repository.mark_sent(conn, row["id"], token, rt.clock.now()):
-                    await rt.outbox.emit(
-                        conn,
-                        EmailSent(
-                            delivery_id=row["id"],
-                            source_event_id=row["event_id"],
-                            source_event_type=row["event_type"],
-                            template=row["template"],
-                            recipient=row["recipient"],
-                            roles=list(row["roles"]),
-                            subject=row["subject"],
-                        ),
-                        account_id=row["account_id"],
-                    )
-            return
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            log.warning("delivery %s sent, recording it failed: %r", row["id"], error)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-async def deliver_one(
-    rt: Runtime, sender: MailSender, row: asyncpg.Record, token: uuid.UUID
-) -> Outcome:
-    try:
-        message = compose(
-            sender=rt.settings.mail_from,
-            recipient=row["recipient"],
-            subject=row["subject"],
-            text=row["body_text"],
-            html=row["body_html"],
-            message_key=str(row["id"]),
-        )
-    except ValueError:  # a header with CR/LF: refused, never sent
-        await repository.mark_failed(
-            rt.pool, row["id"], token, "invalid header value", rt.clock.now()
-        )
-        log.error("delivery %s refused: invalid header value", row["id"])
-        return "failed"
-    try:
-        await sender.begin(rt.settings.mail_from, row["recipient"])
-    except PermanentFailure as error:
-        log.info("delivery %s refused: %s", row["id"], error)
-        await _fail(rt, row, token, str(error))
-        return "failed"
-    except TransientFailure as error:
-        log.info("delivery %s postponed: %s", row["id"], error)
-        await _postpone(rt, [row], token, str(error))
-        return "unreachable" if isinstance(error, Unreachable) else "postponed"
-
-    if not await repository.mark_handing_over(rt.pool, row["id"], token, rt.clock.now()):
-        await sender.abort()  # the lease ran out and another worker has it
-        return "skipped"
-    try:
-        await sender.finish(message)
-    except PermanentFailure as error:
-        log.info("delivery %s refused: %s", row["id"], error)
-        await _fail(rt, row, token, str(error))
-        return "failed"
-    except TransientFailure as error:
-        log.info("delivery %s postponed: %s", row["id"], error)
-        await _postpone(rt, [row], token, str(error))
-        return "postponed"
-    except Unconfirmed as error:
-        log.warning("delivery %s unconfirmed: %s", row["id"], error)
-        await repository.mark_unconfirmed(rt.pool, row["id"], token, str(error))
-        return "unconfirmed"
-    await _record_sent(rt, row, token)
-    return "sent"
-
-
-async def deliver_batch(rt: Runtime, sender: MailSender, limit: int) -> int:
-    """Lease up to ``limit`` due mails and send them in turn; returns how many were leased."""
-    now = rt.clock.now()
-    token = uuid.uuid4()
-    # Short, so a dead worker's mails wait about a minute. A live worker that outruns it loses
-    # nothing but effort: the hand-over mark is a compare-and-set on the token.
-    lease = now + timedelta(seconds=60 + 2 * rt.settings.smtp_timeout_seconds)
-    rows = await repository.claim_due(rt.pool, now, token, lease, limit)
-    for index, row in enumerate(rows):
-        if await deliver_one(rt, sender, row, token) == "unreachable":
-            rest = rows[index + 1 :]
-            if rest:
-                await _postpone(rt, rest, token, "server unreachable")
-            break
-    return len(rows)
 
 
 async def _work(rt: Runtime, sender: MailSender, wake: asyncio.Event) -> None:
     batch = rt.settings.delivery_batch_size
+    desk = delivery_desk(rt)
     try:
         while True:
             wake.clear()
             try:
-                if await deliver_batch(rt, sender, batch):
+                if await service.deliver_due(desk, sender, batch):
                     continue
             except Exception as error:  # database trouble: try again on the next tick
                 log.warning("delivery worker: %r", error)
@@ -237,7 +117,7 @@ async def run_delivery_loop(rt: Runtime) -> None:
         await listener.add_listener(DELIVERY_CHANNEL, wake_all)
         while True:
             try:
-                expired = await repository.expire_handovers(rt.pool, rt.clock.now() - deadline)
+                expired = await SqlRepository(rt.pool).expire_handovers(rt.clock.now() - deadline)
                 if expired:
                     log.warning("%d deliveries unconfirmed after a stopped hand-over", expired)
             except Exception as error:

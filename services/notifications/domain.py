@@ -1,11 +1,14 @@
-"""Notifications' rules, with no I/O: who receives which event (R9-R12) and how it reads (R13)."""
+"""Notifications' rules, with no I/O: who receives which event (R9-R12), how it reads (R13),
+when an event waits for its cause, who may read the mail log (R8) and when a postponed mail is
+tried again."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -16,6 +19,9 @@ from babel.dates import format_date
 from babel.numbers import format_currency
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 from markupsafe import Markup
+
+from shared.contracts import Contract, InvoiceIssued
+from shared.errors import Forbidden, not_found
 
 ROUTING_FILE = Path(__file__).parent / "routing.json"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -300,6 +306,117 @@ def personal(context: dict[str, Any], recipient: Recipient) -> dict[str, Any]:
         "recipient_name": recipient.name or recipient.email,
         "recipient_roles": recipient.roles,
     }
+
+
+@dataclass(frozen=True)
+class Account:
+    """What notifications knows of an account (from ``AccountOpened``)."""
+
+    name: str | None
+    language: str
+    time_zone: str
+
+
+@dataclass(frozen=True)
+class PlannedMail:
+    """One mail of an event to one address, rendered when the event is handled (R13)."""
+
+    recipient: Recipient
+    mail: RenderedMail
+
+
+def plan_mails(
+    event_type: str,
+    payload: Contract,
+    *,
+    members: Iterable[Member],
+    before: Iterable[Member] = (),
+    account: Account | None,
+    offering: str | None,
+    invoicing_url: str,
+) -> list[PlannedMail]:
+    """The mails an event causes: one per address (R12), chosen by the routing table and the
+    roles people hold (R9-R11), each in the person's language and the account's time zone
+    (R13)."""
+    routes = routing().get(event_type, ())
+    receivers = list(members)
+    if isinstance(payload, InvoiceIssued):
+        # R11: the payer addresses printed on the invoice receive it too (R7: at most five).
+        receivers += invoice_payers(payload.payer_emails, receivers)
+    zone = time_zone_of(account.time_zone if account else None, getattr(payload, "time_zone", None))
+    context = mail_context(
+        payload.model_dump(),
+        account_name=account.name if account else None,
+        offering=offering,
+        invoicing_url=invoicing_url,
+    )
+    planned = []
+    for recipient in recipients(routes, receivers, before):
+        language = language_of(recipient.language, account.language if account else None)
+        mail = render(recipient.template, language, personal(context, recipient), zone)
+        planned.append(PlannedMail(recipient, mail))
+    return planned
+
+
+# --- events that wait for their cause ---------------------------------------------------------
+
+# One account's events are in order within a topic, not across topics: lifecycle's
+# SubscriptionActivated (caused by OrderPlaced or TrialConverted, both on ordering's topic behind
+# every earlier RolesChanged) may arrive before the roles snapshot that makes someone an admin.
+# Waiting for the cause routes it by roles at least as new as the order's, so an admin appointed
+# before the order gets the access mail (R10).
+ROUTED_AFTER_CAUSE = frozenset({"SubscriptionActivated"})
+
+
+def people_cause(account_id: uuid.UUID) -> str:
+    """What an event waits for until the account's people are known (its first RolesChanged)."""
+    return f"people:{account_id}"
+
+
+def event_cause(event_id: uuid.UUID) -> str:
+    """What an event waits for until the event that caused it has been handled."""
+    return f"event:{event_id}"
+
+
+def routed_after_cause(event_type: str, causation_id: uuid.UUID | None) -> bool:
+    return event_type in ROUTED_AFTER_CAUSE and causation_id is not None
+
+
+# --- who may read the mail log (R8) -------------------------------------------------------------
+
+MAIL_LOG_READERS = frozenset({"buyer"})
+
+
+def require_mail_log_reader(kind: str, roles: Iterable[str]) -> None:
+    """R8: operators and the buyer read an account's mail log; a member without the role is
+    refused (403), anyone else learns nothing of the account (404)."""
+    if kind == "operator":
+        return
+    held = frozenset(roles)
+    if not held:
+        raise not_found("account")
+    if not held & MAIL_LOG_READERS:
+        allowed = sorted(MAIL_LOG_READERS)
+        raise Forbidden(
+            "role-required",
+            "Your role does not allow this",
+            f"Only {' or '.join(allowed)} may do this (R8).",
+            rule="R8",
+            required_roles=allowed,
+        )
+
+
+# --- when a postponed mail is tried again -----------------------------------------------------
+
+RETRY_DELAYS = (5, 30, 120, 300, 600)  # seconds after the 1st, 2nd, ... failed attempt
+RETRY_CEILING = 900
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Backoff after ``attempts`` failed attempts (0-based count before this failure)."""
+    return timedelta(
+        seconds=RETRY_DELAYS[attempts] if attempts < len(RETRY_DELAYS) else RETRY_CEILING
+    )
 
 
 ROLE_NAMES = {

@@ -1,0 +1,334 @@
+"""Notifications' use cases, one function each: keep who is who, plan and record the mails of an
+event, hand a mail over to the SMTP server, read the mail log.
+
+Queueing (``queue_mails``): a routed event causes one delivery per address (R12), chosen by the
+routing table and the roles people hold (R9-R11) and rendered now (R13), in the same
+transaction as the event's inbox row, so a redelivered event queues nothing. An event that
+comes before what it is routed by waits (``shared.messaging.WaitForCause``): before the
+account's people are known it waits for ``people:<account>`` (released by the next roles
+snapshot); an activation waits for ``event:<its cause>`` (released when the order or trial
+conversion is handled). Deciding to wait and releasing are serialised per account
+(``lock_people``).
+
+Handing over (``deliver_due``, ``hand_over``): each mail goes through MAIL FROM / RCPT TO, a
+committed ``handing_over`` mark, then DATA, and is recorded ``sent`` with ``EmailSent``; see
+``delivery.py`` for the whole protocol and why a mail is never sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from shared.auth import Principal
+from shared.contracts import (
+    AccountOpened,
+    Contract,
+    EmailFailed,
+    EmailSent,
+    Envelope,
+    OrderPlaced,
+    RolesChanged,
+    SubscriptionActivated,
+)
+from shared.messaging import WaitForCause
+from shared.time.clock import Clock
+from shared.unit_of_work import Work
+
+from . import domain
+from .mailer import (
+    MailSender,
+    PermanentFailure,
+    TransientFailure,
+    Unconfirmed,
+    Unreachable,
+    compose,
+)
+from .repository import OUTAGE, DueMail, LoggedMail, Repository
+
+log = logging.getLogger(__name__)
+
+UnitOfWork = Work[Repository]
+Outcome = Literal["sent", "failed", "postponed", "unreachable", "unconfirmed", "skipped"]
+
+
+@dataclass(frozen=True)
+class RoutedEvent:
+    """An event as notifications routes it: what happened, to which account, caused by what."""
+
+    event_id: uuid.UUID
+    event_type: str
+    account_id: uuid.UUID
+    subscription_id: uuid.UUID | None
+    causation_id: uuid.UUID | None
+    payload: Contract
+
+    @classmethod
+    def of(cls, envelope: Envelope, payload: Contract) -> RoutedEvent:
+        return cls(
+            envelope.event_id,
+            envelope.event_type,
+            envelope.account_id,
+            envelope.subscription_id,
+            envelope.causation_id,
+            payload,
+        )
+
+
+# --- who is who ------------------------------------------------------------------------------
+
+
+async def remember_account(uow: UnitOfWork, account_id: uuid.UUID, opened: AccountOpened) -> None:
+    """The account's name, language and time zone, for its mails (R13)."""
+    await uow.repo.upsert_account(account_id, opened.name, opened.language, opened.time_zone)
+
+
+async def take_roles_snapshot(uow: UnitOfWork, event: RoutedEvent, *, invoicing_url: str) -> int:
+    """The projection takes the snapshot; people who just became admins get a mail (R10).
+    The caller then releases the events that waited for the account's people."""
+    if not isinstance(event.payload, RolesChanged):
+        raise TypeError(f"a roles snapshot, not {event.event_type}")
+    await uow.repo.lock_people(event.account_id)  # held until commit, through the release
+    before = await uow.repo.members(event.account_id)
+    await uow.repo.apply_roles(event.account_id, event.payload)
+    return await queue_mails(uow, event, invoicing_url=invoicing_url, before=before)
+
+
+async def take_order(uow: UnitOfWork, event: RoutedEvent, *, invoicing_url: str) -> int:
+    """R9: the buyer gets an order confirmation carrying the order number; the product is
+    remembered for later mails about the subscription."""
+    if isinstance(event.payload, OrderPlaced):
+        order = event.payload
+        subscription_id = order.subscription_id
+        await uow.repo.remember_subscription(subscription_id, event.account_id, order.offering)
+    return await queue_mails(uow, event, invoicing_url=invoicing_url)
+
+
+async def take_activation(uow: UnitOfWork, event: RoutedEvent, *, invoicing_url: str) -> int:
+    """R10: the admins are told of the product access (once the order's roles are known)."""
+    if isinstance(event.payload, SubscriptionActivated) and event.subscription_id is not None:
+        offering = event.payload.offering
+        await uow.repo.remember_subscription(event.subscription_id, event.account_id, offering)
+    return await queue_mails(uow, event, invoicing_url=invoicing_url)
+
+
+# --- mails of an event -----------------------------------------------------------------------
+
+
+async def queue_mails(
+    uow: UnitOfWork,
+    event: RoutedEvent,
+    *,
+    invoicing_url: str,
+    before: Sequence[domain.Member] = (),
+) -> int:
+    """Plan the event's mails by the routing table and the roles (R9-R12), rendered now (R13),
+    and record one delivery each; returns how many were recorded. Raises ``WaitForCause`` when
+    the event must wait for the account's people or for its cause."""
+    if event.event_type not in domain.routing():
+        return 0
+    await uow.repo.lock_people(event.account_id)
+    await wait_for_cause(uow, event)
+    members = await uow.repo.members(event.account_id)
+    if not members:
+        raise WaitForCause(
+            domain.people_cause(event.account_id), "the account's people are not known yet"
+        )
+    planned = domain.plan_mails(
+        event.event_type,
+        event.payload,
+        members=members,
+        before=before,
+        account=await uow.repo.account(event.account_id),
+        offering=await uow.repo.offering_of(event.subscription_id),
+        invoicing_url=invoicing_url,
+    )
+    # Delivery is infrastructure: due now in real time, whatever clock the account follows.
+    now = await uow.time.now()
+    recorded = 0
+    for mail in planned:
+        recorded += await uow.repo.add_delivery(
+            event_id=event.event_id,
+            event_type=event.event_type,
+            account_id=event.account_id,
+            recipient=mail.recipient,
+            mail=mail.mail,
+            now=now,
+        )
+    await uow.repo.wake_delivery_workers()
+    return recorded
+
+
+async def wait_for_cause(uow: UnitOfWork, event: RoutedEvent) -> None:
+    """An event routed after its cause waits until this consumer has consumed that cause."""
+    cause = event.causation_id
+    if cause is None or not domain.routed_after_cause(event.event_type, cause):
+        return
+    if not await uow.repo.consumed(cause):
+        raise WaitForCause(domain.event_cause(cause), f"{event.event_type} came before its cause")
+
+
+# --- the mail log (R8) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MailLogQuery:
+    account_id: uuid.UUID
+    status: str | None = None
+    limit: int = 100
+    before: datetime | None = None  # created_at of the last item seen
+
+
+async def read_mail_log(uow: UnitOfWork, actor: Principal, query: MailLogQuery) -> list[LoggedMail]:
+    """The delivery log, newest first, for the buyer and operators (R8): who got which mail,
+    when, and what became of it."""
+    roles: set[str] = set()
+    if actor.kind == "user":
+        roles = await uow.repo.roles_of(query.account_id, actor.subject)
+    domain.require_mail_log_reader(actor.kind, roles)
+    return await uow.repo.deliveries_of(query.account_id, query.status, query.limit, query.before)
+
+
+# --- handing mails over to the SMTP server ---------------------------------------------------
+
+
+@dataclass
+class DeliveryDesk:
+    """What the hand-over works with. ``steps`` commits each statement on its own (the
+    protocol's marks must be durable before the next SMTP step); ``transaction`` opens a unit of
+    work for a state change that emits an event; ``clock`` is real time."""
+
+    steps: Repository
+    transaction: Callable[[], AbstractAsyncContextManager[UnitOfWork]]
+    clock: Clock
+    mail_from: str
+    smtp_timeout: float
+    outage_pause: float = 0.2
+
+
+async def deliver_due(desk: DeliveryDesk, sender: MailSender, limit: int) -> int:
+    """Lease up to ``limit`` due mails and hand them over in turn; returns how many were
+    leased. When the server is unreachable the rest of the batch waits too."""
+    now = desk.clock.now()
+    token = uuid.uuid4()
+    # Short, so a dead worker's mails wait about a minute. A live worker that outruns it loses
+    # nothing but effort: the hand-over mark is a compare-and-set on the token.
+    lease = now + timedelta(seconds=60 + 2 * desk.smtp_timeout)
+    due = await desk.steps.claim_due(now, token, lease, limit)
+    for index, mail in enumerate(due):
+        if await hand_over(desk, sender, mail, token) == "unreachable":
+            rest = due[index + 1 :]
+            if rest:
+                await postpone(desk, rest, token, "server unreachable")
+            break
+    return len(due)
+
+
+async def hand_over(
+    desk: DeliveryDesk, sender: MailSender, mail: DueMail, token: uuid.UUID
+) -> Outcome:
+    """One mail to the SMTP server, at most once (R12): envelope, a committed hand-over mark,
+    then DATA."""
+    try:
+        message = compose(
+            sender=desk.mail_from,
+            recipient=mail.recipient,
+            subject=mail.subject,
+            text=mail.body_text,
+            html=mail.body_html,
+            message_key=str(mail.id),
+        )
+    except ValueError:  # a header with CR/LF: refused, never sent
+        await desk.steps.mark_failed(mail.id, token, "invalid header value", desk.clock.now())
+        log.error("delivery %s refused: invalid header value", mail.id)
+        return "failed"
+    try:
+        await sender.begin(desk.mail_from, mail.recipient)
+    except PermanentFailure as error:
+        log.info("delivery %s refused: %s", mail.id, error)
+        await record_refusal(desk, mail, token, str(error))
+        return "failed"
+    except TransientFailure as error:
+        log.info("delivery %s postponed: %s", mail.id, error)
+        await postpone(desk, [mail], token, str(error))
+        return "unreachable" if isinstance(error, Unreachable) else "postponed"
+
+    if not await desk.steps.mark_handing_over(mail.id, token, desk.clock.now()):
+        await sender.abort()  # the lease ran out and another worker has it
+        return "skipped"
+    try:
+        await sender.finish(message)
+    except PermanentFailure as error:
+        log.info("delivery %s refused: %s", mail.id, error)
+        await record_refusal(desk, mail, token, str(error))
+        return "failed"
+    except TransientFailure as error:
+        log.info("delivery %s postponed: %s", mail.id, error)
+        await postpone(desk, [mail], token, str(error))
+        return "postponed"
+    except Unconfirmed as error:
+        log.warning("delivery %s unconfirmed: %s", mail.id, error)
+        await desk.steps.mark_unconfirmed(mail.id, token, str(error))
+        return "unconfirmed"
+    await record_sent(desk, mail, token)
+    return "sent"
+
+
+async def postpone(
+    desk: DeliveryDesk, mails: Sequence[DueMail], token: uuid.UUID, error: str
+) -> None:
+    """Nothing was handed over (a 4xx or no connection): back to pending, with backoff."""
+    now = desk.clock.now()
+    retries = [now + domain.retry_delay(mail.attempts) for mail in mails]
+    await desk.steps.postpone([mail.id for mail in mails], token, error, retries)
+
+
+async def record_refusal(desk: DeliveryDesk, mail: DueMail, token: uuid.UUID, reason: str) -> None:
+    """The server refused the mail for good (5xx): ``failed`` with ``EmailFailed``, never
+    retried."""
+    async with desk.transaction() as uow:
+        if await uow.repo.mark_failed(mail.id, token, reason, await uow.time.now()):
+            await uow.events.emit(
+                EmailFailed(
+                    delivery_id=mail.id,
+                    source_event_id=mail.event_id,
+                    recipient=mail.recipient,
+                    reason=reason,
+                    permanent=True,
+                ),
+                account_id=mail.account_id,
+            )
+
+
+async def record_sent(desk: DeliveryDesk, mail: DueMail, token: uuid.UUID) -> None:
+    """The server holds the mail: ``sent`` with ``EmailSent``, retried while the database is
+    away (until the hand-over deadline, after which the row reads ``unconfirmed``; a late
+    success still wins)."""
+    pause = desk.outage_pause
+    while True:
+        try:
+            async with desk.transaction() as uow:
+                if await uow.repo.mark_sent(mail.id, token, await uow.time.now()):
+                    await uow.events.emit(
+                        EmailSent(
+                            delivery_id=mail.id,
+                            source_event_id=mail.event_id,
+                            source_event_type=mail.event_type,
+                            template=mail.template,
+                            recipient=mail.recipient,
+                            roles=list(mail.roles),
+                            subject=mail.subject,
+                        ),
+                        account_id=mail.account_id,
+                    )
+            return
+        except OUTAGE as error:
+            log.warning("delivery %s sent, recording it failed: %r", mail.id, error)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)

@@ -1,0 +1,558 @@
+"""Notifications' use cases through ``service.py`` over in-memory fakes (no database, no broker,
+no SMTP server): planning and recording the mails of an event (R9-R13), waiting for a cause,
+the mail log's access rule (R8) and the SMTP hand-over (R12)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+
+import pytest
+
+from services.notifications import domain, service
+from services.notifications.domain import Account, Member, Recipient, RenderedMail
+from services.notifications.mailer import (
+    PermanentFailure,
+    TransientFailure,
+    Unconfirmed,
+    Unreachable,
+)
+from services.notifications.repository import DueMail, LoggedMail
+from services.notifications.service import DeliveryDesk, RoutedEvent, UnitOfWork
+from shared.auth import Principal
+from shared.contracts import (
+    Contract,
+    EmailFailed,
+    EmailSent,
+    RolesChanged,
+    SubscriptionActivated,
+)
+from shared.errors import Forbidden, NotFound
+from shared.messaging import WaitForCause
+from shared.people import roles_by_person
+from shared.time.clock import FrozenClock
+from shared.unit_of_work import FixedTime, RecordedEvents, Work
+from tests.notifications_samples import AT, order_placed, person, samples
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+URL = "https://invoicing.example.com"
+
+
+@dataclass
+class Delivery:
+    id: uuid.UUID
+    event_id: uuid.UUID
+    event_type: str
+    account_id: uuid.UUID
+    recipient: Recipient
+    mail: RenderedMail
+    created_at: datetime
+    status: str = "pending"
+    attempts: int = 0
+    next_attempt_at: datetime = NOW
+    last_error: str | None = None
+    claim_token: uuid.UUID | None = None
+    sent_at: datetime | None = None
+    failed_at: datetime | None = None
+
+
+@dataclass
+class FakeRepository:
+    """An in-memory ``Repository``: the same answers as the SQL one for what the tests use."""
+
+    accounts: dict[uuid.UUID, Account] = field(default_factory=dict)
+    offerings: dict[uuid.UUID, str] = field(default_factory=dict)
+    people: dict[uuid.UUID, dict[uuid.UUID, Member]] = field(default_factory=dict)
+    inbox: set[uuid.UUID] = field(default_factory=set)
+    deliveries: list[Delivery] = field(default_factory=list)
+    locked: list[uuid.UUID] = field(default_factory=list)
+    wakes: int = 0
+
+    async def upsert_account(
+        self, account_id: uuid.UUID, name: str, language: str, time_zone: str
+    ) -> None:
+        self.accounts[account_id] = Account(name, language, time_zone)
+
+    async def account(self, account_id: uuid.UUID) -> Account | None:
+        return self.accounts.get(account_id)
+
+    async def remember_subscription(
+        self, subscription_id: uuid.UUID, account_id: uuid.UUID, offering: str
+    ) -> None:
+        self.offerings[subscription_id] = offering
+
+    async def offering_of(self, subscription_id: uuid.UUID | None) -> str | None:
+        return self.offerings.get(subscription_id) if subscription_id else None
+
+    async def members(self, account_id: uuid.UUID) -> list[Member]:
+        found = self.people.get(account_id, {}).values()
+        return sorted(found, key=lambda m: m.email)
+
+    async def apply_roles(self, account_id: uuid.UUID, snapshot: RolesChanged) -> None:
+        self.people[account_id] = {
+            uid: Member(p.email, p.name, p.language, frozenset(roles))
+            for uid, (p, roles) in roles_by_person(snapshot).items()
+        }
+
+    async def roles_of(self, account_id: uuid.UUID, user_id: uuid.UUID) -> set[str]:
+        member = self.people.get(account_id, {}).get(user_id)
+        return set(member.roles) if member else set()
+
+    async def lock_people(self, account_id: uuid.UUID) -> None:
+        self.locked.append(account_id)
+
+    async def consumed(self, event_id: uuid.UUID) -> bool:
+        return event_id in self.inbox
+
+    async def add_delivery(
+        self,
+        *,
+        event_id: uuid.UUID,
+        event_type: str,
+        account_id: uuid.UUID,
+        recipient: Recipient,
+        mail: RenderedMail,
+        now: datetime,
+    ) -> bool:
+        address = recipient.email.lower()
+        if any(d.event_id == event_id and d.recipient.email == address for d in self.deliveries):
+            return False
+        self.deliveries.append(
+            Delivery(
+                uuid.uuid4(),
+                event_id,
+                event_type,
+                account_id,
+                replace(recipient, email=address),
+                mail,
+                now,
+                next_attempt_at=now,
+            )
+        )
+        return True
+
+    async def wake_delivery_workers(self) -> None:
+        self.wakes += 1
+
+    async def deliveries_of(
+        self, account_id: uuid.UUID, status: str | None, limit: int, before: datetime | None
+    ) -> list[LoggedMail]:
+        rows = [
+            d
+            for d in self.deliveries
+            if d.account_id == account_id
+            and (status is None or d.status == status)
+            and (before is None or d.created_at < before)
+        ]
+        rows.sort(key=lambda d: (-d.created_at.timestamp(), d.recipient.email))
+        return [
+            LoggedMail(
+                d.id,
+                d.event_id,
+                d.event_type,
+                d.recipient.email,
+                d.recipient.roles,
+                d.recipient.template,
+                d.recipient.language,
+                d.mail.subject,
+                d.status,
+                d.attempts,
+                d.last_error,
+                d.next_attempt_at,
+                d.created_at,
+                d.sent_at,
+                d.failed_at,
+            )
+            for d in rows[:limit]
+        ]
+
+    def _held(self, delivery_id: uuid.UUID, token: uuid.UUID) -> Delivery | None:
+        for d in self.deliveries:
+            if d.id == delivery_id and d.claim_token == token:
+                return d
+        return None
+
+    async def claim_due(
+        self, now: datetime, token: uuid.UUID, lease_until: datetime, limit: int
+    ) -> list[DueMail]:
+        due = [d for d in self.deliveries if d.status == "pending" and d.next_attempt_at <= now]
+        for d in due[:limit]:
+            d.claim_token = token
+        return [
+            DueMail(
+                d.id,
+                d.event_id,
+                d.event_type,
+                d.account_id,
+                d.recipient.email,
+                d.recipient.roles,
+                d.recipient.template,
+                d.mail.subject,
+                d.mail.text,
+                d.mail.html,
+                d.attempts,
+            )
+            for d in due[:limit]
+        ]
+
+    async def mark_handing_over(
+        self, delivery_id: uuid.UUID, token: uuid.UUID, now: datetime
+    ) -> bool:
+        d = self._held(delivery_id, token)
+        if d is None or d.status != "pending":
+            return False
+        d.status, d.attempts = "handing_over", d.attempts + 1
+        return True
+
+    async def mark_sent(self, delivery_id: uuid.UUID, token: uuid.UUID, now: datetime) -> bool:
+        d = self._held(delivery_id, token)
+        if d is None:
+            return False
+        d.status, d.sent_at, d.claim_token = "sent", now, None
+        return True
+
+    async def mark_failed(
+        self, delivery_id: uuid.UUID, token: uuid.UUID, error: str, now: datetime
+    ) -> bool:
+        d = self._held(delivery_id, token)
+        if d is None:
+            return False
+        d.attempts += 1 if d.status == "pending" else 0
+        d.status, d.last_error, d.failed_at, d.claim_token = "failed", error, now, None
+        return True
+
+    async def mark_unconfirmed(self, delivery_id: uuid.UUID, token: uuid.UUID, error: str) -> None:
+        d = self._held(delivery_id, token)
+        if d is not None:
+            d.status, d.last_error, d.claim_token = "unconfirmed", error, None
+
+    async def postpone(
+        self,
+        delivery_ids: list[uuid.UUID],
+        token: uuid.UUID,
+        error: str,
+        next_attempt_at: list[datetime],
+    ) -> None:
+        for delivery_id, at in zip(delivery_ids, next_attempt_at, strict=True):
+            d = self._held(delivery_id, token)
+            if d is not None:
+                d.attempts += 1 if d.status == "pending" else 0
+                d.status, d.last_error, d.next_attempt_at, d.claim_token = (
+                    "pending",
+                    error,
+                    at,
+                    None,
+                )
+
+    async def expire_handovers(self, older_than: datetime) -> int:
+        return 0
+
+
+@dataclass
+class Platform:
+    """One account's world: the fake repository, the recorded events, time standing still."""
+
+    repo: FakeRepository = field(default_factory=FakeRepository)
+    clock: FrozenClock = field(default_factory=lambda: FrozenClock(NOW))
+    events: RecordedEvents = field(init=False)
+    account_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def __post_init__(self) -> None:
+        self.events = RecordedEvents("notifications", self.clock)
+
+    def uow(self) -> UnitOfWork:
+        return Work(self.repo, self.events, FixedTime(self.clock))
+
+    def event(self, payload: Contract, causation_id: uuid.UUID | None = None) -> RoutedEvent:
+        event = RoutedEvent(
+            uuid.uuid4(),
+            type(payload).__name__,
+            self.account_id,
+            getattr(payload, "subscription_id", None),
+            causation_id,
+            payload,
+        )
+        self.repo.inbox.add(event.event_id)  # consumed (the inbox row is this transaction's)
+        return event
+
+    async def handle(self, payload: Contract, causation_id: uuid.UUID | None = None) -> int:
+        event = self.event(payload, causation_id)
+        if isinstance(payload, RolesChanged):
+            return await service.take_roles_snapshot(self.uow(), event, invoicing_url=URL)
+        return await service.queue_mails(self.uow(), event, invoicing_url=URL)
+
+    def mails(self) -> list[tuple[str, str]]:
+        return sorted((d.recipient.template, d.recipient.email) for d in self.repo.deliveries)
+
+    def desk(self) -> DeliveryDesk:
+        @asynccontextmanager
+        async def transaction() -> AsyncIterator[UnitOfWork]:
+            yield self.uow()
+
+        return DeliveryDesk(
+            steps=self.repo,
+            transaction=transaction,
+            clock=self.clock,
+            mail_from="billing@example.com",
+            smtp_timeout=10.0,
+        )
+
+
+KARI, OLA, PER = "kari@example.com", "ola@example.com", "per@example.com"
+
+
+def roles(*, admins: tuple[str, ...] = (), payers: tuple[str, ...] = ()) -> RolesChanged:
+    buyer = person(KARI)
+    return RolesChanged(
+        buyer=buyer,
+        primary_admin=buyer,
+        secondary_admins=[person(a, a.split("@")[0], "en") for a in admins],
+        payers=[person(p, p.split("@")[0], "en") for p in payers],
+    )
+
+
+async def opened(world: Platform, snapshot: RolesChanged | None = None) -> Platform:
+    await world.repo.upsert_account(world.account_id, "Fjord Arkitekter AS", "nb", "Europe/Oslo")
+    await world.handle(snapshot or roles())
+    world.repo.deliveries.clear()
+    world.repo.wakes = 0
+    return world
+
+
+# --- planning and recording the mails of an event --------------------------------------------
+
+
+async def test_r9_an_order_confirmation_reaches_the_buyer_once_and_names_the_order() -> None:
+    """R9, R12: one delivery for the buyer; the same event again records nothing; R13: in the
+    buyer's language."""
+    world = await opened(Platform())
+    order = order_placed("ORD-42", KARI)
+    event = world.event(order)
+
+    assert await service.take_order(world.uow(), event, invoicing_url=URL) == 1
+    assert await service.take_order(world.uow(), event, invoicing_url=URL) == 0
+
+    [delivery] = world.repo.deliveries
+    assert (delivery.recipient.email, delivery.recipient.template) == (KARI, "order_confirmation")
+    assert delivery.mail.subject == "Ordrebekreftelse ORD-42"
+    assert delivery.created_at == NOW and world.repo.wakes == 2
+    assert world.repo.offerings == {order.subscription_id: "autocad"}
+
+
+async def test_r10_a_roles_snapshot_mails_only_who_newly_holds_an_admin_role() -> None:
+    """R10: the first snapshot appoints the buyer; adding Ola mails Ola only; the same snapshot
+    again mails nobody."""
+    world = Platform()
+    first = roles()
+    assert await world.handle(first) == 1
+    assert world.mails() == [("admin_appointed", KARI)]
+
+    second = first.model_copy(update={"secondary_admins": [person(OLA, "Ola", "en")]})
+    assert await world.handle(second) == 1
+    assert await world.handle(second) == 0
+    assert world.mails() == [("admin_appointed", KARI), ("admin_appointed", OLA)]
+    assert world.repo.locked and set(world.repo.locked) == {world.account_id}
+
+
+async def test_r11_every_address_on_an_invoice_receives_it_and_admins_do_not() -> None:
+    """R11: the account's payers and the invoice's printed addresses get the invoice; an admin
+    who is neither buyer nor payer gets nothing (R10); one mail per address (R12)."""
+    world = await opened(Platform(), roles(admins=(OLA,), payers=(PER,)))
+    invoice = samples()["InvoiceIssued"].model_copy(
+        update={"payer_emails": ["ap@example.com", PER.upper()]}
+    )
+
+    assert await world.handle(invoice) == 3
+    assert world.mails() == [
+        ("invoice_issued", "ap@example.com"),
+        ("invoice_issued", KARI),
+        ("invoice_issued", PER),
+    ]
+
+
+async def test_an_event_nobody_is_routed_records_nothing() -> None:
+    world = await opened(Platform())
+    event = world.event(samples()["OrderPlaced"])
+    unrouted = replace(event, event_type="PaymentSucceeded")
+    assert await service.queue_mails(world.uow(), unrouted, invoicing_url=URL) == 0
+    assert world.repo.deliveries == [] and world.repo.wakes == 0
+
+
+# --- waiting for a cause -----------------------------------------------------------------------
+
+
+async def test_an_event_before_the_account_people_waits_for_them() -> None:
+    """Before the first roles snapshot nobody is known: the event waits for ``people:<id>``
+    (its handler's effects roll back; the snapshot's handler releases it)."""
+    world = Platform()
+    with pytest.raises(WaitForCause) as waiting:
+        await world.handle(order_placed())
+    assert waiting.value.cause == f"people:{world.account_id}"
+    assert world.repo.deliveries == []
+
+    await world.handle(roles())  # the cause; then the released order is applied again
+    assert await world.handle(order_placed()) == 1
+
+
+async def test_r10_an_activation_before_its_order_waits_for_the_order() -> None:
+    """R10: an activation read before its order (another topic) waits for ``event:<order>``;
+    once the order is consumed it routes by roles at least as new as the order's, so the admin
+    appointed before the order gets the access mail."""
+    world = await opened(Platform())
+    order = world.event(order_placed())
+    world.repo.inbox.discard(order.event_id)  # not consumed yet
+    activated = SubscriptionActivated(
+        order_id=uuid.uuid4(),
+        offering="autocad",
+        term="annual",
+        seats=2,
+        time_zone="Europe/Oslo",
+        starts_at=AT,
+        expires_at=AT + timedelta(days=365),
+        renews_at=AT + timedelta(days=365),
+        auto_renew=True,
+    )
+    activation = world.event(activated, causation_id=order.event_id)
+    with pytest.raises(WaitForCause) as waiting:
+        await service.take_activation(world.uow(), activation, invoicing_url=URL)
+    assert waiting.value.cause == f"event:{order.event_id}"
+
+    await world.handle(roles(admins=(OLA,)))  # the appointment, then the order
+    world.repo.inbox.add(order.event_id)
+    await service.take_order(world.uow(), order, invoicing_url=URL)
+    assert await service.take_activation(world.uow(), activation, invoicing_url=URL) == 2
+    assert [m for m in world.mails() if m[0] == "product_access_granted"] == [
+        ("product_access_granted", KARI),
+        ("product_access_granted", OLA),
+    ]
+
+
+# --- the mail log (R8) -------------------------------------------------------------------------
+
+
+async def test_r8_the_buyer_and_operators_read_the_mail_log_others_do_not() -> None:
+    """R8: the buyer and operators read the log, newest first; an admin who is not buyer is
+    refused (403, rule R8); a stranger learns nothing (404)."""
+    snapshot = roles(admins=(OLA,))
+    world = await opened(Platform(), snapshot)
+    await world.handle(order_placed())
+    query = service.MailLogQuery(world.account_id)
+
+    buyer = Principal(snapshot.buyer.user_id, "user", None)
+    [line] = await service.read_mail_log(world.uow(), buyer, query)
+    assert (line.template, line.recipient, line.status) == ("order_confirmation", KARI, "pending")
+
+    operator = Principal(uuid.uuid4(), "operator", None)
+    assert len(await service.read_mail_log(world.uow(), operator, query)) == 1
+
+    admin = Principal(snapshot.secondary_admins[0].user_id, "user", None)
+    with pytest.raises(Forbidden) as refused:
+        await service.read_mail_log(world.uow(), admin, query)
+    assert (refused.value.slug, refused.value.rule) == ("role-required", "R8")
+    assert refused.value.extensions == {"required_roles": ["buyer"]}
+
+    with pytest.raises(NotFound):
+        await service.read_mail_log(world.uow(), Principal(uuid.uuid4(), "user", None), query)
+
+
+# --- handing mails over (R12) ------------------------------------------------------------------
+
+
+@dataclass
+class ScriptedSender:
+    """A ``MailSender`` that answers as told: per recipient, an error at RCPT or at DATA."""
+
+    at_rcpt: dict[str, Exception] = field(default_factory=dict)
+    at_data: dict[str, Exception] = field(default_factory=dict)
+    delivered: list[str] = field(default_factory=list)
+    aborted: int = 0
+    _current: str = ""
+
+    async def begin(self, sender: str, recipient: str) -> None:
+        self._current = recipient
+        if recipient in self.at_rcpt:
+            raise self.at_rcpt[recipient]
+
+    async def finish(self, message: EmailMessage) -> None:
+        if self._current in self.at_data:
+            raise self.at_data[self._current]
+        self.delivered.append(str(message["To"]))
+
+    async def abort(self) -> None:
+        self.aborted += 1
+
+    async def close(self) -> None:
+        return None
+
+
+async def queued(*payers: str) -> Platform:
+    world = await opened(Platform(), roles(payers=payers))
+    invoice = samples()["InvoiceIssued"].model_copy(update={"payer_emails": []})
+    await world.handle(invoice)
+    return world
+
+
+async def test_r12_a_mail_handed_over_is_recorded_sent_with_email_sent() -> None:
+    world = await queued()
+    sender = ScriptedSender()
+
+    assert await service.deliver_due(world.desk(), sender, limit=10) == 1
+    assert sender.delivered == [KARI]
+    [delivery] = world.repo.deliveries
+    assert (delivery.status, delivery.attempts, delivery.sent_at) == ("sent", 1, NOW)
+    [sent] = world.events.emitted
+    payload = sent.payload_as(EmailSent)
+    assert (payload.delivery_id, payload.template) == (delivery.id, "invoice_issued")
+    assert await service.deliver_due(world.desk(), sender, limit=10) == 0  # never again
+
+
+async def test_a_permanent_refusal_fails_the_mail_with_email_failed_and_no_retry() -> None:
+    world = await queued()
+    sender = ScriptedSender(at_rcpt={KARI: PermanentFailure("550 no such user")})
+
+    await service.deliver_due(world.desk(), sender, limit=10)
+    [delivery] = world.repo.deliveries
+    assert (delivery.status, delivery.last_error) == ("failed", "550 no such user")
+    assert world.events.emitted[0].payload_as(EmailFailed).permanent is True
+
+
+async def test_a_busy_server_postpones_with_backoff_and_unreachable_postpones_the_rest() -> None:
+    """A 4xx postpones the one mail by the backoff; no connection postpones the whole batch
+    (nothing was handed over), each without counting as sent."""
+    world = await queued(PER)
+    sender = ScriptedSender(at_rcpt={KARI: Unreachable("connect: OSError")})  # leased first
+    await service.deliver_due(world.desk(), sender, limit=10)
+    assert {d.status for d in world.repo.deliveries} == {"pending"}
+    assert {d.next_attempt_at for d in world.repo.deliveries} == {NOW + domain.retry_delay(0)}
+    assert world.events.emitted == []
+
+    world.clock.advance(timedelta(minutes=1))
+    busy = ScriptedSender(at_data={KARI: TransientFailure("451 try later")})
+    await service.deliver_due(world.desk(), busy, limit=10)
+    kari = next(d for d in world.repo.deliveries if d.recipient.email == KARI)
+    assert (kari.status, kari.last_error) == ("pending", "451 try later")
+    assert kari.next_attempt_at == world.clock.now() + domain.retry_delay(kari.attempts - 1)
+    assert busy.delivered == [PER]
+
+
+async def test_r12_a_broken_data_answer_is_unconfirmed_and_never_sent_again() -> None:
+    world = await queued()
+    sender = ScriptedSender(at_data={KARI: Unconfirmed("data: OSError")})
+
+    assert await service.deliver_due(world.desk(), sender, limit=10) == 1
+    [delivery] = world.repo.deliveries
+    assert delivery.status == "unconfirmed" and world.events.emitted == []
+    assert await service.deliver_due(world.desk(), ScriptedSender(), limit=10) == 0
+
+
+async def test_r12_a_mail_whose_lease_ran_out_is_left_to_the_worker_holding_it() -> None:
+    world = await queued()
+    [mail] = await world.repo.claim_due(NOW, uuid.uuid4(), NOW, 10)
+    sender = ScriptedSender()
+
+    assert await service.hand_over(world.desk(), sender, mail, uuid.uuid4()) == "skipped"
+    assert sender.aborted == 1 and sender.delivered == []
