@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
@@ -73,22 +74,57 @@ def _too_large() -> Problem:
 
 
 router = APIRouter(prefix="/v1", tags=["ordering"], route_class=BoundedBodyRoute)
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 WRITES = problem_responses(*WRITE)
+PRIMARY_ADMIN = frozenset({"primary_admin"})
+OPERATOR = frozenset({"operator"})
 READS = problem_responses(*READ)
+Result = TypeVar("Result")
+Answer = TypeVar("Answer", bound=BaseModel)
+UseCase = Callable[[service.UnitOfWork], Awaitable[Result]]
 
 
 def _unit_of_work(runtime: Runtime, conn: Conn) -> service.UnitOfWork:
     return Work.on(PostgresRepository(conn), conn, runtime.outbox, runtime.clock)
 
 
-async def _read(
-    request: Request, use_case: Callable[[service.UnitOfWork], Awaitable[RESULT]]
-) -> RESULT:
-    """A query (or a write's access check) on a connection of its own."""
-    runtime = runtime_of(request)
-    async with runtime.pool.acquire() as conn:
-        return await use_case(_unit_of_work(runtime, conn))
+@dataclass
+class Door:
+    """One request at the door: who calls, and for a write its Idempotency-Key."""
+
+    request: Request
+    caller: Principal
+    key: str | None = None
+
+    async def read(self, use_case: UseCase[Result]) -> Result:
+        """A query, or a write's access check, on a connection of its own."""
+        runtime = runtime_of(self.request)
+        async with runtime.pool.acquire() as conn:
+            return await use_case(_unit_of_work(runtime, conn))
+
+    async def answer(self, use_case: UseCase[Answer]) -> JSONResponse:
+        return _answer(await self.read(use_case))
+
+    async def authorize(
+        self, account_id: uuid.UUID, allowed: frozenset[str], what: str, rule: str
+    ) -> None:
+        """R8, before the Idempotency-Key: 404 for a stranger, 403 without the role."""
+        who = self.caller
+        await self.read(lambda uow: service.authorize(uow, who, account_id, allowed, what, rule))
+
+    async def buyers(self, subscription_id: uuid.UUID, what: str, rule: str) -> None:
+        """R2, before the Idempotency-Key: a subscription's changes are the buyer's."""
+        who = self.caller
+        await self.read(
+            lambda uow: service.buyers_subscription(uow, who, subscription_id, what, rule)
+        )
+
+    async def write(
+        self, body: BaseModel | None, use_case: UseCase[Answer], status: int = 200
+    ) -> JSONResponse:
+        answered, document = await _keyed(
+            self.request, self.caller, self.key, body, use_case, status
+        )
+        return JSONResponse(document, status_code=answered)
 
 
 def _answer(model: BaseModel, status: int = 200) -> JSONResponse:
@@ -101,7 +137,7 @@ async def _keyed(
     caller: Principal | None,
     key: str | None,
     body: BaseModel | None,
-    use_case: Callable[[service.UnitOfWork], Awaitable[ANSWER]],
+    use_case: UseCase[Answer],
     status: int,
 ) -> tuple[int, dict[str, Any]]:
     """Run ``use_case`` once per (caller, key); the same key with another body is refused."""
@@ -122,16 +158,20 @@ async def _keyed(
     )
 
 
-async def _write(
+def _reader(request: Request, caller: Caller) -> Door:
+    return Door(request, caller)
+
+
+def _writer(
     request: Request,
-    caller: Principal,
-    key: str | None,
-    body: BaseModel | None,
-    use_case: Callable[[service.UnitOfWork], Awaitable[ANSWER]],
-    status: int = 200,
-) -> JSONResponse:
-    answered, document = await _keyed(request, caller, key, body, use_case, status)
-    return JSONResponse(document, status_code=answered)
+    caller: Caller,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Door:
+    return Door(request, caller, idempotency_key)
+
+
+Reader = Annotated[Door, Depends(_reader)]
+Writer = Annotated[Door, Depends(_writer)]
 
 
 def _check_may_attach_test_clock(runtime: Runtime, authorization: str | None) -> None:
@@ -151,7 +191,9 @@ def _check_may_attach_test_clock(runtime: Runtime, authorization: str | None) ->
     responses=problem_responses(400, 401, 403, 409, 413, 422),
 )
 async def open_account(
-    body: schemas.OpenAccount, request: Request, idempotency_key: IdempotencyKey = None
+    body: schemas.OpenAccount,
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
     """Public sign-up: the first user becomes buyer and primary admin (R1) and gets a token."""
     runtime = runtime_of(request)
@@ -159,12 +201,7 @@ async def open_account(
     if body.test_clock_id is not None:
         _check_may_attach_test_clock(runtime, request.headers.get("authorization"))
     status, opened = await _keyed(
-        request,
-        None,
-        idempotency_key,
-        body,
-        lambda uow: service.open_account(uow, body),
-        status=201,
+        request, None, idempotency_key, body, lambda uow: service.open_account(uow, body), 201
     )
     token = issue_token(
         runtime.settings,
@@ -181,21 +218,9 @@ async def open_account(
     response_model=schemas.AccountView,
     responses=READS,
 )
-async def get_account(account_id: uuid.UUID, request: Request, who: Caller) -> JSONResponse:
+async def get_account(account_id: uuid.UUID, door: Reader) -> JSONResponse:
     """For its admins and buyer (payers see invoices only, R8)."""
-    return _answer(await _read(request, lambda uow: service.get_account(uow, who, account_id)))
-
-
-async def _authorize(
-    request: Request,
-    who: Principal,
-    account_id: uuid.UUID,
-    allowed: frozenset[str],
-    what: str,
-    rule: str,
-) -> None:
-    """R8, before the Idempotency-Key: 404 for a stranger, 403 without the role."""
-    await _read(request, lambda uow: service.authorize(uow, who, account_id, allowed, what, rule))
+    return await door.answer(lambda uow: service.get_account(uow, door.caller, account_id))
 
 
 @router.post(
@@ -205,23 +230,10 @@ async def _authorize(
     response_model=Person,
     responses=WRITES,
 )
-async def add_user(
-    account_id: uuid.UUID,
-    body: schemas.NewUser,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+async def add_user(account_id: uuid.UUID, body: schemas.NewUser, door: Writer) -> JSONResponse:
     """R4: admins manage the account's users."""
-    await _authorize(request, who, account_id, service.ADMINS, "add users", "R4")
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        body,
-        lambda uow: service.add_user(uow, account_id, body),
-        status=201,
-    )
+    await door.authorize(account_id, service.ADMINS, "add users", "R4")
+    return await door.write(body, lambda uow: service.add_user(uow, account_id, body), 201)
 
 
 @router.put(
@@ -231,22 +243,12 @@ async def add_user(
     responses=WRITES,
 )
 async def transfer_primary_admin(
-    account_id: uuid.UUID,
-    body: schemas.UserRef,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
+    account_id: uuid.UUID, body: schemas.UserRef, door: Writer
 ) -> JSONResponse:
     """R3: the buyer hands the primary-admin role on and becomes a secondary admin."""
-    await _authorize(
-        request, who, account_id, service.BUYER, "hand over the primary-admin role", "R3"
-    )
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        body,
-        lambda uow: service.transfer_primary_admin(uow, account_id, body.user_id),
+    await door.authorize(account_id, service.BUYER, "hand over the primary-admin role", "R3")
+    return await door.write(
+        body, lambda uow: service.transfer_primary_admin(uow, account_id, body.user_id)
     )
 
 
@@ -257,21 +259,12 @@ async def transfer_primary_admin(
     responses=WRITES,
 )
 async def appoint_secondary_admin(
-    account_id: uuid.UUID,
-    body: schemas.UserRef,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
+    account_id: uuid.UUID, body: schemas.UserRef, door: Writer
 ) -> JSONResponse:
     """R4: the primary admin appoints secondary admins."""
-    primary = frozenset({"primary_admin"})
-    await _authorize(request, who, account_id, primary, "appoint secondary admins", "R4")
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        body,
-        lambda uow: service.appoint_secondary_admin(uow, account_id, body.user_id),
+    await door.authorize(account_id, PRIMARY_ADMIN, "appoint secondary admins", "R4")
+    return await door.write(
+        body, lambda uow: service.appoint_secondary_admin(uow, account_id, body.user_id)
     )
 
 
@@ -282,21 +275,12 @@ async def appoint_secondary_admin(
     responses=WRITES,
 )
 async def remove_secondary_admin(
-    account_id: uuid.UUID,
-    user_id: uuid.UUID,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
+    account_id: uuid.UUID, user_id: uuid.UUID, door: Writer
 ) -> JSONResponse:
     """R4: the primary admin removes secondary admins."""
-    primary = frozenset({"primary_admin"})
-    await _authorize(request, who, account_id, primary, "remove secondary admins", "R4")
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        None,
-        lambda uow: service.remove_secondary_admin(uow, account_id, user_id),
+    await door.authorize(account_id, PRIMARY_ADMIN, "remove secondary admins", "R4")
+    return await door.write(
+        None, lambda uow: service.remove_secondary_admin(uow, account_id, user_id)
     )
 
 
@@ -306,23 +290,10 @@ async def remove_secondary_admin(
     response_model=RolesChanged,
     responses=WRITES,
 )
-async def change_buyer(
-    account_id: uuid.UUID,
-    body: schemas.UserRef,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+async def change_buyer(account_id: uuid.UUID, body: schemas.UserRef, door: Writer) -> JSONResponse:
     """R5: only support (an operator token) changes the buyer, never self-service."""
-    operator = frozenset({"operator"})
-    await _authorize(request, who, account_id, operator, "change the buyer", "R5")
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        body,
-        lambda uow: service.change_buyer(uow, account_id, body.user_id),
-    )
+    await door.authorize(account_id, OPERATOR, "change the buyer", "R5")
+    return await door.write(body, lambda uow: service.change_buyer(uow, account_id, body.user_id))
 
 
 @router.post(
@@ -332,23 +303,10 @@ async def change_buyer(
     response_model=RolesChanged,
     responses=WRITES,
 )
-async def add_payer(
-    account_id: uuid.UUID,
-    body: schemas.NewUser,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+async def add_payer(account_id: uuid.UUID, body: schemas.NewUser, door: Writer) -> JSONResponse:
     """R2, R6: the buyer registers payers, at most five; a sixth is refused, nothing changes."""
-    await _authorize(request, who, account_id, service.BUYER, "register payers", "R2, R6")
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        body,
-        lambda uow: service.add_payer(uow, account_id, body),
-        status=201,
-    )
+    await door.authorize(account_id, service.BUYER, "register payers", "R2, R6")
+    return await door.write(body, lambda uow: service.add_payer(uow, account_id, body), 201)
 
 
 @router.delete(
@@ -357,22 +315,10 @@ async def add_payer(
     response_model=RolesChanged,
     responses=WRITES,
 )
-async def remove_payer(
-    account_id: uuid.UUID,
-    user_id: uuid.UUID,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+async def remove_payer(account_id: uuid.UUID, user_id: uuid.UUID, door: Writer) -> JSONResponse:
     """R2: payers are the buyer's."""
-    await _authorize(request, who, account_id, service.BUYER, "remove payers", "R2")
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        None,
-        lambda uow: service.remove_payer(uow, account_id, user_id),
-    )
+    await door.authorize(account_id, service.BUYER, "remove payers", "R2")
+    return await door.write(None, lambda uow: service.remove_payer(uow, account_id, user_id))
 
 
 # --- buying (R14-R17) -------------------------------------------------------------------------
@@ -386,31 +332,21 @@ async def remove_payer(
     responses=WRITES,
 )
 async def place_order(
-    account_id: uuid.UUID,
-    body: schemas.PlaceOrder,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
+    account_id: uuid.UUID, body: schemas.PlaceOrder, door: Writer
 ) -> JSONResponse:
     """A direct order (R16) or a trial (R17). Only the buyer orders (R2); R14 and R15 apply
     (R15 [ours]: to a direct order's list price as to a quote)."""
-    await _read(request, lambda uow: service.may_place_order(uow, who, account_id, body))
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        body,
-        lambda uow: service.place_order(uow, who, account_id, body),
-        status=201,
-    )
+    who = door.caller
+    await door.read(lambda uow: service.may_place_order(uow, who, account_id, body))
+    return await door.write(body, lambda uow: service.place_order(uow, who, account_id, body), 201)
 
 
 @router.get(
     "/orders/{order_id}", summary="See an order", response_model=schemas.Order, responses=READS
 )
-async def get_order(order_id: uuid.UUID, request: Request, who: Caller) -> JSONResponse:
+async def get_order(order_id: uuid.UUID, door: Reader) -> JSONResponse:
     """An order is billing data: the buyer's (R8)."""
-    return _answer(await _read(request, lambda uow: service.get_order(uow, who, order_id)))
+    return await door.answer(lambda uow: service.get_order(uow, door.caller, order_id))
 
 
 @router.get(
@@ -419,8 +355,8 @@ async def get_order(order_id: uuid.UUID, request: Request, who: Caller) -> JSONR
     response_model=schemas.Orders,
     responses=READS,
 )
-async def list_orders(account_id: uuid.UUID, request: Request, who: Caller) -> JSONResponse:
-    return _answer(await _read(request, lambda uow: service.list_orders(uow, who, account_id)))
+async def list_orders(account_id: uuid.UUID, door: Reader) -> JSONResponse:
+    return await door.answer(lambda uow: service.list_orders(uow, door.caller, account_id))
 
 
 @router.post(
@@ -431,30 +367,20 @@ async def list_orders(account_id: uuid.UUID, request: Request, who: Caller) -> J
     responses=WRITES,
 )
 async def issue_quote(
-    account_id: uuid.UUID,
-    body: schemas.IssueQuote,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
+    account_id: uuid.UUID, body: schemas.IssueQuote, door: Writer
 ) -> JSONResponse:
     """R16: a partner quotes for an account, priced from the list in the account's currency."""
+    who = door.caller
     service.may_issue_quote(who, body)
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        body,
-        lambda uow: service.issue_quote(uow, who, account_id, body),
-        status=201,
-    )
+    return await door.write(body, lambda uow: service.issue_quote(uow, who, account_id, body), 201)
 
 
 @router.get(
     "/quotes/{quote_id}", summary="See a quote", response_model=schemas.Quote, responses=READS
 )
-async def get_quote(quote_id: uuid.UUID, request: Request, who: Caller) -> JSONResponse:
+async def get_quote(quote_id: uuid.UUID, door: Reader) -> JSONResponse:
     """The buyer, the issuing partner and support see a quote."""
-    return _answer(await _read(request, lambda uow: service.get_quote(uow, who, quote_id)))
+    return await door.answer(lambda uow: service.get_quote(uow, door.caller, quote_id))
 
 
 @router.post(
@@ -465,22 +391,12 @@ async def get_quote(quote_id: uuid.UUID, request: Request, who: Caller) -> JSONR
     responses=WRITES,
 )
 async def accept_quote(
-    quote_id: uuid.UUID,
-    body: schemas.AcceptQuote,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
+    quote_id: uuid.UUID, body: schemas.AcceptQuote, door: Writer
 ) -> JSONResponse:
     """R16: the buyer accepts and pays the vendor directly; R14 allows invoice; R15 applies."""
-    await _read(request, lambda uow: service.quote_for_buyer(uow, who, quote_id))
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        body,
-        lambda uow: service.accept_quote(uow, who, quote_id, body),
-        status=201,
-    )
+    who = door.caller
+    await door.read(lambda uow: service.quote_for_buyer(uow, who, quote_id))
+    return await door.write(body, lambda uow: service.accept_quote(uow, who, quote_id, body), 201)
 
 
 # --- subscriptions: reads, conversion, changes, renewals, refunds ------------------------------
@@ -492,11 +408,9 @@ async def accept_quote(
     response_model=schemas.Subscriptions,
     responses=READS,
 )
-async def list_subscriptions(account_id: uuid.UUID, request: Request, who: Caller) -> JSONResponse:
+async def list_subscriptions(account_id: uuid.UUID, door: Reader) -> JSONResponse:
     """Renewal data is the buyer's (R8)."""
-    return _answer(
-        await _read(request, lambda uow: service.list_subscriptions(uow, who, account_id))
-    )
+    return await door.answer(lambda uow: service.list_subscriptions(uow, door.caller, account_id))
 
 
 @router.get(
@@ -505,20 +419,9 @@ async def list_subscriptions(account_id: uuid.UUID, request: Request, who: Calle
     response_model=schemas.Subscription,
     responses=READS,
 )
-async def get_subscription(
-    subscription_id: uuid.UUID, request: Request, who: Caller
-) -> JSONResponse:
-    return _answer(
-        await _read(request, lambda uow: service.get_subscription(uow, who, subscription_id))
-    )
-
-
-async def _buyers(
-    request: Request, who: Principal, subscription_id: uuid.UUID, what: str, rule: str
-) -> None:
-    """R2, before the Idempotency-Key: 404 for a stranger, 403 for anyone but the buyer."""
-    await _read(
-        request, lambda uow: service.buyers_subscription(uow, who, subscription_id, what, rule)
+async def get_subscription(subscription_id: uuid.UUID, door: Reader) -> JSONResponse:
+    return await door.answer(
+        lambda uow: service.get_subscription(uow, door.caller, subscription_id)
     )
 
 
@@ -530,21 +433,13 @@ async def _buyers(
     responses=WRITES,
 )
 async def convert_trial(
-    subscription_id: uuid.UUID,
-    body: schemas.ConvertTrial,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
+    subscription_id: uuid.UUID, body: schemas.ConvertTrial, door: Writer
 ) -> JSONResponse:
     """R17: the trial becomes a paid subscription in place: same subscription id."""
-    await _read(request, lambda uow: service.may_convert_trial(uow, who, subscription_id, body))
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        body,
-        lambda uow: service.convert_trial(uow, who, subscription_id, body),
-        status=201,
+    who = door.caller
+    await door.read(lambda uow: service.may_convert_trial(uow, who, subscription_id, body))
+    return await door.write(
+        body, lambda uow: service.convert_trial(uow, who, subscription_id, body), 201
     )
 
 
@@ -555,21 +450,11 @@ async def convert_trial(
     responses=WRITES,
 )
 async def set_auto_renew(
-    subscription_id: uuid.UUID,
-    body: schemas.SetAutoRenew,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
+    subscription_id: uuid.UUID, body: schemas.SetAutoRenew, door: Writer
 ) -> JSONResponse:
     """R24: turning auto-renew off cancels at the expiry date (full access until then)."""
-    await _buyers(request, who, subscription_id, "change auto-renew", "R2, R24")
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        body,
-        lambda uow: service.set_auto_renew(uow, subscription_id, body),
-    )
+    await door.buyers(subscription_id, "change auto-renew", "R2, R24")
+    return await door.write(body, lambda uow: service.set_auto_renew(uow, subscription_id, body))
 
 
 @router.put(
@@ -579,21 +464,11 @@ async def set_auto_renew(
     responses=WRITES,
 )
 async def change_term(
-    subscription_id: uuid.UUID,
-    body: schemas.ChangeTerm,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
+    subscription_id: uuid.UUID, body: schemas.ChangeTerm, door: Writer
 ) -> JSONResponse:
     """R28: the new term takes effect at the next renewal; changeable or withdrawn until then."""
-    await _buyers(request, who, subscription_id, "change the term", "R2, R28")
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        body,
-        lambda uow: service.change_term(uow, subscription_id, body),
-    )
+    await door.buyers(subscription_id, "change the term", "R2, R28")
+    return await door.write(body, lambda uow: service.change_term(uow, subscription_id, body))
 
 
 @router.put(
@@ -603,21 +478,11 @@ async def change_term(
     responses=WRITES,
 )
 async def switch_product(
-    subscription_id: uuid.UUID,
-    body: schemas.SwitchProduct,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
+    subscription_id: uuid.UUID, body: schemas.SwitchProduct, door: Writer
 ) -> JSONResponse:
     """R29: only in the renewal window, only if bought or renewed after 2024-09-16."""
-    await _buyers(request, who, subscription_id, "switch products", "R2, R29")
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        body,
-        lambda uow: service.switch_product(uow, subscription_id, body),
-    )
+    await door.buyers(subscription_id, "switch products", "R2, R29")
+    return await door.write(body, lambda uow: service.switch_product(uow, subscription_id, body))
 
 
 @router.post(
@@ -628,21 +493,13 @@ async def switch_product(
     responses=WRITES,
 )
 async def add_seats(
-    subscription_id: uuid.UUID,
-    body: schemas.AddSeats,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
+    subscription_id: uuid.UUID, body: schemas.AddSeats, door: Writer
 ) -> JSONResponse:
     """R30: licences added are co-termed with the subscription, priced pro rata by days."""
-    await _buyers(request, who, subscription_id, "add licences", "R2, R30")
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        body,
-        lambda uow: service.add_seats(uow, who, subscription_id, body),
-        status=201,
+    await door.buyers(subscription_id, "add licences", "R2, R30")
+    who = door.caller
+    return await door.write(
+        body, lambda uow: service.add_seats(uow, who, subscription_id, body), 201
     )
 
 
@@ -654,22 +511,14 @@ async def add_seats(
     responses=WRITES,
 )
 async def request_renewal(
-    subscription_id: uuid.UUID,
-    body: schemas.RequestRenewal,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
+    subscription_id: uuid.UUID, body: schemas.RequestRenewal, door: Writer
 ) -> JSONResponse:
     """R26, R27: a manual renewal from 90 days before the renewal date, or a late one after it
     (45 days annual/three-year, 30 days monthly). Pending term or product changes apply."""
-    await _buyers(request, who, subscription_id, "renew", "R2, R27")
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        body,
-        lambda uow: service.request_renewal(uow, who, subscription_id, body),
-        status=201,
+    await door.buyers(subscription_id, "renew", "R2, R27")
+    who = door.caller
+    return await door.write(
+        body, lambda uow: service.request_renewal(uow, who, subscription_id, body), 201
     )
 
 
@@ -681,20 +530,12 @@ async def request_renewal(
     responses=WRITES,
 )
 async def request_refund(
-    subscription_id: uuid.UUID,
-    body: schemas.RequestRefund,
-    request: Request,
-    who: Caller,
-    idempotency_key: IdempotencyKey = None,
+    subscription_id: uuid.UUID, body: schemas.RequestRefund, door: Writer
 ) -> JSONResponse:
     """R38: direct purchases only, inside 15 (monthly) or 30 days (annual, three-year) of the
     purchase or renewal, never for non-refundable products. R39: access ends at once."""
-    await _buyers(request, who, subscription_id, "request refunds", "R2, R38")
-    return await _write(
-        request,
-        who,
-        idempotency_key,
-        body,
-        lambda uow: service.request_refund(uow, who, subscription_id, body),
-        status=201,
+    await door.buyers(subscription_id, "request refunds", "R2, R38")
+    who = door.caller
+    return await door.write(
+        body, lambda uow: service.request_refund(uow, who, subscription_id, body), 201
     )
