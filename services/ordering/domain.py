@@ -1,22 +1,31 @@
-"""Ordering's rules, with no I/O: roles, the catalogue, payment methods, changes and refunds."""
+"""Ordering's rules, with no I/O: who may do what, roles, payment methods, changes and refunds.
+
+Every refusal is a ``shared.errors`` kind carrying its slug and, where one applies, its rule id;
+the HTTP door turns it into a problem document. Local dates and windows are computed with the
+one calendar (``shared.time.calendar``, R23).
+"""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from functools import cache
-from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import available_timezones
 
 from shared.contracts import PaymentMethod, Person, RolesChanged, Term
-from shared.problems import Problem
+from shared.errors import Conflict, Forbidden, Invalid, NotFound, invalid_field
+from shared.time.calendar import add_local_days, local_date, zone
 
-CATALOGUE_FILE = Path(__file__).parent / "catalogue.json"
+from .catalogue import Catalogue as Catalogue
+from .catalogue import Offering as Offering
+from .catalogue import Price as Price
+from .catalogue import catalogue as catalogue
+from .catalogue import check_offering as check_offering
+from .catalogue import price as price
 
 PAYER_LIMIT = 5  # R6
 CARD_LIMIT_USD = Decimal("25000")  # R15 [public]
@@ -28,63 +37,17 @@ QUOTE_VALIDITY = timedelta(days=30)  # [ours] when the partner names no date
 QUOTE_MAX_VALIDITY = timedelta(days=90)  # [ours]
 MAX_SEATS = 10_000  # [ours] a sanity bound on one order line
 
-# --- catalogue ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Offering:
-    code: str
-    name: str
-    terms: tuple[Term, ...]
-    refundable: bool  # R38: consulting, platform subscriptions, cloud credits are not
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    countries: frozenset[str]
-    currencies: frozenset[str]
-    offerings: dict[str, Offering]
-    prices_per_seat_usd: dict[str, dict[str, Decimal]]
-    rates_from_usd: dict[str, Decimal]
-
-
-@cache
-def catalogue() -> Catalogue:
-    """The product catalogue is data (catalogue.json), not code."""
-    raw = json.loads(CATALOGUE_FILE.read_text())
-    return Catalogue(
-        countries=frozenset(raw["countries"]),
-        currencies=frozenset(raw["currencies"]),
-        offerings={
-            code: Offering(code, o["name"], tuple(o["terms"]), bool(o["refundable"]))
-            for code, o in raw["offerings"].items()
-        },
-        prices_per_seat_usd={
-            code: {term: Decimal(price) for term, price in prices.items()}
-            for code, prices in raw["prices_per_seat_usd"].items()
-        },
-        rates_from_usd={c: Decimal(r) for c, r in raw["indicative_rates_from_usd"].items()},
-    )
-
-
-def invalid(field: str, detail: str) -> Problem:
-    return Problem(
-        422,
-        "validation",
-        "The request is not valid",
-        detail,
-        errors=[{"field": field, "message": detail}],
-    )
+# --- accounts ---------------------------------------------------------------------------------
 
 
 def check_account_fields(country: str, currency: str, time_zone: str) -> None:
     cat = catalogue()
     if country not in cat.countries:
-        raise invalid("country", f"Billing country {country!r} is not served.")
+        raise invalid_field("country", f"Billing country {country!r} is not served.")
     if currency not in cat.currencies:
-        raise invalid("currency", f"Currency {currency!r} is not offered.")
+        raise invalid_field("currency", f"Currency {currency!r} is not offered.")
     if time_zone not in _time_zones():
-        raise invalid("time_zone", f"{time_zone!r} is not an IANA time zone.")
+        raise invalid_field("time_zone", f"{time_zone!r} is not an IANA time zone.")
 
 
 @cache
@@ -92,41 +55,45 @@ def _time_zones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
-def zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise invalid("time_zone", f"{name!r} is not an IANA time zone.") from None
+def check_test_clocks_enabled(test_clocks_enabled: bool) -> None:
+    """A new account follows a test clock only where test clocks are enabled (DESIGN.md)."""
+    if not test_clocks_enabled:
+        raise Invalid(
+            "test-clocks-disabled",
+            "Test clocks are disabled",
+            "Set PLATFORM_TEST_CLOCKS_ENABLED=true on every service to use test clocks.",
+            errors=[{"field": "test_clock_id", "message": "test clocks are disabled"}],
+        )
 
 
-def check_offering(code: str, term: Term, field: str = "offering") -> Offering:
-    offering = catalogue().offerings.get(code)
-    if offering is None:
-        raise invalid(field, f"Unknown offering {code!r}.")
-    if term not in offering.terms:
-        raise invalid("term", f"{offering.name} is not sold with the {term} term.")
-    return offering
+def check_operator_attaches_test_clock(caller_kind: str) -> None:
+    """Only an operator attaches an account to a test clock."""
+    if caller_kind != "operator":
+        raise Forbidden(
+            "operator-only",
+            "Operators only",
+            "Only an operator attaches an account to a test clock.",
+        )
 
 
-@dataclass(frozen=True)
-class Price:
-    """A priced order line: the amount in the account's currency and its USD value (R15)."""
+def test_clock_time(now: datetime | None) -> datetime:
+    """The time of the test clock a new account follows; it must be known here already."""
+    if now is None:
+        raise Conflict(
+            "test-clock-unknown",
+            "Test clock not known (yet)",
+            "Create the clock on lifecycle and wait until it is ready, then try again.",
+            errors=[{"field": "test_clock_id", "message": "unknown test clock"}],
+        )
+    return now
 
-    net_amount: Decimal
-    currency: str
-    usd_value: Decimal
 
-
-def price(offering: str, term: Term, seats: int, currency: str) -> Price:
-    cat = catalogue()
-    usd = cat.prices_per_seat_usd[offering][term] * seats
-    rate = cat.rates_from_usd[currency]
-    cents = Decimal("0.01")
-    return Price(
-        net_amount=(usd * rate).quantize(cents, ROUND_HALF_UP),
-        currency=currency,
-        usd_value=usd.quantize(cents, ROUND_HALF_UP),
-    )
+def check_new_user(existing_user: object | None) -> None:
+    """R4: one user per e-mail address in an account."""
+    if existing_user is not None:
+        raise Conflict(
+            "user-exists", "User exists", "A user with that e-mail already exists.", rule="R4"
+        )
 
 
 # --- who may do what -------------------------------------------------------------------------
@@ -136,13 +103,26 @@ def check_actor(held: set[str], allowed: set[str], what: str, rule: str) -> None
     """Operators read everything but act in a customer's name only where ``allowed`` says so."""
     if held & allowed:
         return
-    raise Problem(
-        403,
+    raise Forbidden(
         f"{'-or-'.join(sorted(a.replace('_', '-') for a in allowed))}-only",
         "Your role does not allow this",
         f"Only the {' or '.join(sorted(allowed))} may {what} ({rule}).",
+        rule=rule,
         required_roles=sorted(allowed),
     )
+
+
+def check_partner(caller_kind: str) -> None:
+    """R16: quotes are issued by partners."""
+    if caller_kind != "partner":
+        raise Forbidden(
+            "partner-only", "Partners only", "Quotes are issued by partners (R16).", rule="R16"
+        )
+
+
+def partner_sees_quote(partner_id: uuid.UUID, issued_by: uuid.UUID) -> bool:
+    """[ours] a partner reads only the quotes it issued (a stranger's quote is not found)."""
+    return partner_id == issued_by
 
 
 # --- roles (R1-R6) -----------------------------------------------------------------------------
@@ -198,7 +178,7 @@ def appoint_secondary_admin(roles: Roles, user: uuid.UUID) -> Roles:
 def remove_secondary_admin(roles: Roles, user: uuid.UUID) -> Roles:
     """R4."""
     if user not in roles.secondary_admins:
-        raise Problem(404, "not-found", "Not found", "That user is not a secondary admin.")
+        raise NotFound("not-found", "Not found", "That user is not a secondary admin.")
     return replace(roles, secondary_admins=tuple(u for u in roles.secondary_admins if u != user))
 
 
@@ -212,20 +192,27 @@ def add_payer(roles: Roles, user: uuid.UUID) -> Roles:
     if user in roles.payers:
         return roles
     if len(roles.payers) >= PAYER_LIMIT:
-        raise Problem(
-            422,
+        raise Invalid(
             "payer-limit",
             "Too many payers",
             f"An account may have at most {PAYER_LIMIT} payers (R6); remove one first.",
             limit=PAYER_LIMIT,
+            rule="R6",
         )
     return replace(roles, payers=tuple(sorted({*roles.payers, user})))
 
 
 def remove_payer(roles: Roles, user: uuid.UUID) -> Roles:
     if user not in roles.payers:
-        raise Problem(404, "not-found", "Not found", "That user is not a payer of the account.")
+        raise NotFound("not-found", "Not found", "That user is not a payer of the account.")
     return replace(roles, payers=tuple(u for u in roles.payers if u != user))
+
+
+def user_of_account(users: Mapping[uuid.UUID, Person], user_id: uuid.UUID) -> uuid.UUID:
+    """A role goes to a user of the account only."""
+    if user_id not in users:
+        raise NotFound("not-found", "Not found", "No user with that id in this account.")
+    return user_id
 
 
 def snapshot(roles: Roles, people: Mapping[uuid.UUID, Person]) -> RolesChanged:
@@ -253,33 +240,54 @@ def check_payment_method(
     R15: above USD 25,000 (or its equivalent), not by card or PayPal. R34: an account whose
     subscription was cancelled on an unpaid invoice prepays (card/PayPal) from then on."""
     if method == "invoice" and prepay_only:
-        raise Problem(
-            422,
+        raise Invalid(
             "prepayment-required",
             "Pay by card or PayPal",
             "A subscription of this account was cancelled on an unpaid invoice: later orders are"
             " paid up front by card or PayPal (R34).",
+            rule="R34",
         )
     if method == "invoice":
         if via_partner_quote or has_invoice_subscription:
             return
-        raise Problem(
-            422,
+        raise Invalid(
             "pay-by-invoice-not-allowed",
             "Pay by invoice is not available",
             "Pay by invoice needs a partner quote or an existing subscription paid by invoice"
             " (R14).",
+            rule="R14",
         )
     if usd_value is not None and usd_value > CARD_LIMIT_USD:
-        raise Problem(
-            422,
+        raise Invalid(
             "card-limit-exceeded",
             "Too large for card or PayPal",
             f"Purchases above USD {CARD_LIMIT_USD:,} cannot be paid by card or PayPal (R15);"
             " pay by invoice through a partner quote.",
             usd_value=str(usd_value),
             limit_usd=str(CARD_LIMIT_USD),
+            rule="R15",
         )
+
+
+def check_order_payment(
+    method: PaymentMethod,
+    *,
+    trial: bool,
+    has_invoice_subscription: bool,
+    usd_value: Decimal,
+    prepay_only: bool,
+) -> None:
+    """A direct order: R14, R15 and R34 apply, except to a trial, which is not charged (they
+    apply when it converts, R17)."""
+    if trial:
+        return
+    check_payment_method(
+        method,
+        via_partner_quote=False,
+        has_invoice_subscription=has_invoice_subscription,
+        usd_value=usd_value,
+        prepay_only=prepay_only,
+    )
 
 
 def order_number(sequence_value: int) -> str:
@@ -288,24 +296,6 @@ def order_number(sequence_value: int) -> str:
 
 def quote_number(sequence_value: int) -> str:
     return f"Q-{sequence_value:08d}"
-
-
-def local_date(at: datetime, time_zone: str) -> date:
-    return at.astimezone(zone(time_zone)).date()
-
-
-def add_local_days(instant: datetime, days: int, time_zone: str) -> datetime:
-    """``days`` calendar days from ``instant`` at the same local time of day (R23: dates are
-    computed in the purchase's time zone), so a window opened "90 days before" the renewal
-    opens at the local midnight lifecycle announces, across a DST change too. A local time that
-    does not exist (a DST jump) becomes the first instant after it."""
-    tz = zone(time_zone)
-    naive = instant.astimezone(tz).replace(tzinfo=None) + timedelta(days=days)
-    candidate = naive.replace(tzinfo=tz)
-    round_trip = candidate.astimezone(UTC).astimezone(tz)
-    if round_trip.replace(tzinfo=None) != naive:  # skipped by a DST jump
-        return round_trip.astimezone(UTC)
-    return candidate.astimezone(UTC)
 
 
 def renewal_window(sub: Subscription, at: datetime) -> tuple[datetime, datetime]:
@@ -330,7 +320,7 @@ def quote_valid_until(requested: date | None, now: datetime, time_zone: str) -> 
     if requested is None:
         return today + QUOTE_VALIDITY
     if not today <= requested <= today + QUOTE_MAX_VALIDITY:
-        raise invalid(
+        raise invalid_field(
             "valid_until",
             f"valid_until must be between {today} and {today + QUOTE_MAX_VALIDITY}.",
         )
@@ -342,15 +332,18 @@ def check_quote_acceptable(
 ) -> None:
     """R16: a quote is accepted once, while it is valid (its last day included)."""
     if accepted:
-        raise Problem(
-            409, "quote-already-accepted", "Quote already accepted", "A quote is accepted once."
+        raise Conflict(
+            "quote-already-accepted",
+            "Quote already accepted",
+            "A quote is accepted once.",
+            rule="R16",
         )
     if local_date(now, time_zone) > valid_until:
-        raise Problem(
-            422,
+        raise Invalid(
             "quote-expired",
             "The quote has expired",
             f"The quote was valid until {valid_until}.",
+            rule="R16",
         )
 
 
@@ -380,22 +373,34 @@ class Subscription:
     refunded_at: datetime | None = None
 
 
+LAPSED_ON_UNPAID_INVOICE = "invoice_unpaid"  # lifecycle's StageChanged reason (R31)
+
+
+def lapsed_unpaid(to_stage: str, reason: str | None) -> bool | None:
+    """R34: whether a subscription lapsed on an unpaid invoice, remembered until it is active
+    again (False) or cancelled (the account then prepays); None: unchanged."""
+    if to_stage == "expired" and reason == LAPSED_ON_UNPAID_INVOICE:
+        return True
+    if to_stage == "active":
+        return False
+    return None
+
+
 def check_changeable(sub: Subscription) -> None:
     """R34: Cancelled is final (a refunded subscription is cancelled at once, R39)."""
     if sub.stage == "cancelled" or sub.refunded_at is not None:
-        raise Problem(
-            409,
+        raise Conflict(
             "subscription-cancelled",
             "The subscription is cancelled",
             "A cancelled subscription cannot be changed or renewed; buy a new one (R34).",
+            rule="R34",
         )
 
 
 def renews_at(sub: Subscription) -> datetime:
     """The dates come from lifecycle's SubscriptionActivated; until then nothing is dated."""
     if sub.renews_at is None:
-        raise Problem(
-            409,
+        raise Conflict(
             "subscription-not-active-yet",
             "The subscription is not active yet",
             "The subscription's dates are not known yet; try again shortly.",
@@ -413,15 +418,15 @@ def term_change_effective_at(sub: Subscription, new_term: Term | None, now: date
     check_changeable(sub)
     at = renews_at(sub)
     if now >= at:
-        raise Problem(
-            422,
+        raise Invalid(
             "term-change-too-late",
             "Too late to change the term",
             "The renewal date has passed; renew first (R28).",
+            rule="R28",
         )
     if new_term is not None:
         if new_term == sub.term:
-            raise invalid("new_term", f"The subscription already has the {new_term} term.")
+            raise invalid_field("new_term", f"The subscription already has the {new_term} term.")
         check_offering(sub.offering, new_term)
     return at
 
@@ -436,19 +441,18 @@ def product_switch_effective_at(
     if new_offering is None:
         return at  # a withdrawal is always allowed before the renewal
     if new_offering == sub.offering:
-        raise invalid("new_offering", f"The subscription already is {new_offering!r}.")
+        raise invalid_field("new_offering", f"The subscription already is {new_offering!r}.")
     check_offering(new_offering, sub.term, field="new_offering")
     if local_date(sub.purchased_at, sub.time_zone) <= SWITCH_CUTOFF:
-        raise Problem(
-            422,
+        raise Invalid(
             "product-switch-not-eligible",
             "This subscription cannot switch product",
             "Only subscriptions bought or renewed after 2024-09-16 can switch product (R29).",
+            rule="R29",
         )
     opens, _ = renewal_window(sub, at)
     if not opens <= now < at:
-        raise Problem(
-            422,
+        raise Invalid(
             "product-switch-outside-window",
             "Outside the renewal window",
             f"A product switch is possible only in the 90 days before the renewal date"
@@ -456,6 +460,7 @@ def product_switch_effective_at(
             f" {sub.time_zone}) (R29).",
             window_opens_at=opens.isoformat(),
             renews_at=at.isoformat(),
+            rule="R29",
         )
     return at
 
@@ -470,31 +475,60 @@ def renewal_kind(sub: Subscription, now: datetime) -> Literal["manual", "late"]:
         return "manual"
     if at <= now < closes:
         return "late"
-    raise Problem(
-        422,
+    raise Invalid(
         "renewal-window-closed",
         "Renewal is not possible now",
         f"A renewal can be bought from 90 days before the renewal date until"
         f" {LATE_RENEWAL_DAYS[sub.term]} days after it (R26, R27).",
         window_opens_at=opens.isoformat(),
         window_closes_at=closes.isoformat(),
+        rule="R27",
     )
+
+
+def renewed_as(
+    sub: Subscription, pending_offering: str | None, pending_term: Term | None
+) -> tuple[str, Term]:
+    """R28, R29: a pending term change or product switch applies from the renewal it renews."""
+    return pending_offering or sub.offering, pending_term or sub.term
+
+
+def total_seats(current: int, added: int) -> int:
+    """R30: added licences join the subscription; [ours] at most ``MAX_SEATS`` in all."""
+    total = current + added
+    if total > MAX_SEATS:
+        raise invalid_field("seats", f"At most {MAX_SEATS} seats a subscription.")
+    return total
+
+
+def check_renewal_not_requested(already_requested: bool) -> None:
+    """R27: one renewal request per renewal date."""
+    if already_requested:
+        raise Conflict(
+            "renewal-already-requested",
+            "Renewal already requested",
+            "This renewal date already has a renewal request.",
+            rule="R27",
+        )
 
 
 def coterm_period(sub: Subscription, now: datetime) -> tuple[datetime, datetime]:
     """R30: added licences end with the subscription: pro rata from now to its renewal."""
     check_changeable(sub)
     if sub.trial:
-        raise Problem(
-            409, "trial-not-converted", "Convert the trial first", "Trials take no extra seats."
+        raise Conflict(
+            "trial-not-converted",
+            "Convert the trial first",
+            "Trials take no extra seats.",
+            rule="R30",
         )
     at = renews_at(sub)
     if now >= at:
-        raise Problem(
-            422,
+        raise Invalid(
             "coterm-period-over",
             "The term has ended",
             "Seats are co-termed with the current term, which has ended; renew first (R30).",
+            rule="R30",
         )
     return now, at
 
@@ -503,7 +537,9 @@ def check_convertible(sub: Subscription) -> None:
     """R17: a trial converts in place, once."""
     check_changeable(sub)
     if not sub.trial:
-        raise Problem(409, "not-a-trial", "Not a trial", "Only a trial can be converted (R17).")
+        raise Conflict(
+            "not-a-trial", "Not a trial", "Only a trial can be converted (R17).", rule="R17"
+        )
 
 
 def check_refundable(
@@ -514,30 +550,32 @@ def check_refundable(
     check_changeable(sub)
     offering = catalogue().offerings.get(sub.offering)
     if sub.channel != "direct":
-        raise Problem(
-            422,
+        raise Invalid(
             "refund-partner-purchase",
             "Not refundable",
             "Only direct purchases can be refunded; ask your partner (R38).",
+            rule="R38",
         )
     if offering is None or not offering.refundable:
-        raise Problem(
-            422,
+        raise Invalid(
             "refund-product-not-refundable",
             "Not refundable",
             "This product is never refundable (R38).",
+            rule="R38",
         )
     if sub.trial:
-        raise Problem(422, "refund-nothing-paid", "Not refundable", "A trial has not been paid.")
+        raise Invalid(
+            "refund-nothing-paid", "Not refundable", "A trial has not been paid.", rule="R38"
+        )
     days = REFUND_DAYS[sub.term]
     # Local calendar days, like every other window (R23), so DST never moves the deadline.
     if now > add_local_days(sub.purchased_at, days, sub.time_zone):
-        raise Problem(
-            422,
+        raise Invalid(
             "refund-window-closed",
             "Too late for a refund",
             f"A {sub.term} subscription can be refunded within {days} days of its purchase or"
             " renewal (R38).",
             purchased_at=sub.purchased_at.isoformat(),
+            rule="R38",
         )
     return sub.purchase_kind, sub.purchased_at

@@ -1,226 +1,177 @@
-"""Ordering's SQL."""
+"""Ordering's SQL: every query, returning typed rows (frozen dataclasses, one field a column).
+
+``Repository`` is what the use cases (``service.py``) see; ``PostgresRepository`` is the real one
+on an open connection (an HTTP request's transaction or a handler's); unit tests use an
+in-memory one. ``row["..."]`` lookups live here and nowhere else.
+"""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass, fields
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal, Protocol, TypeVar
 
 import asyncpg
 
+from shared import people
+from shared.contracts import PaymentMethod, Person, RolesChanged, Term
 from shared.db import Conn
+from shared.time.test_clocks import attach_account
 
-Db = Conn | asyncpg.Pool
+from . import domain
 
-
-async def insert_account(conn: Conn, account: dict[str, Any]) -> None:
-    await conn.execute(
-        """INSERT INTO accounts (id, name, country, currency, language, time_zone,
-                                 tax_exempt_reason, test_clock_id, opened_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-        account["id"],
-        account["name"],
-        account["country"],
-        account["currency"],
-        account["language"],
-        account["time_zone"],
-        account["tax_exempt_reason"],
-        account["test_clock_id"],
-        account["opened_at"],
-    )
+Channel = Literal["direct", "partner"]
+PurchaseKind = Literal["order", "renewal"]
 
 
-async def lock_account(conn: Conn, account_id: uuid.UUID) -> asyncpg.Record | None:
-    """Serialises role changes of one account (R6 holds under concurrent requests)."""
-    return await conn.fetchrow("SELECT * FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+@dataclass(frozen=True)
+class Account:
+    id: uuid.UUID
+    name: str
+    country: str
+    currency: str
+    language: str
+    time_zone: str
+    tax_exempt_reason: str | None
+    test_clock_id: uuid.UUID | None
+    opened_at: datetime
+    prepay_only: bool = False  # R34
 
 
-async def insert_user(
-    conn: Conn,
-    *,
-    user_id: uuid.UUID,
-    account_id: uuid.UUID,
-    email: str,
-    name: str,
-    language: str,
-    created_at: datetime,
-) -> None:
-    await conn.execute(
-        """INSERT INTO users (id, account_id, email, name, language, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6)""",
-        user_id,
-        account_id,
-        email,
-        name,
-        language,
-        created_at,
-    )
+@dataclass(frozen=True)
+class User:
+    id: uuid.UUID
+    account_id: uuid.UUID
+    email: str
+    name: str
+    language: str
+    created_at: datetime
+
+    def person(self) -> Person:
+        return Person(user_id=self.id, email=self.email, name=self.name, language=self.language)
 
 
-async def user_by_email(conn: Conn, account_id: uuid.UUID, email: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT * FROM users WHERE account_id = $1 AND lower(email) = lower($2)",
-        account_id,
-        email,
-    )
+@dataclass(frozen=True)
+class Member:
+    """A row of the shared roles projection (``account_people``)."""
+
+    account_id: uuid.UUID
+    user_id: uuid.UUID
+    email: str
+    name: str
+    language: str
+    roles: list[str]
 
 
-async def user(conn: Db, account_id: uuid.UUID, user_id: uuid.UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT * FROM users WHERE account_id = $1 AND id = $2", account_id, user_id
-    )
+@dataclass(frozen=True)
+class Order:
+    """An order of any kind: a purchase, a trial, a trial's conversion (R17), added seats (R30)."""
+
+    id: uuid.UUID
+    order_number: str
+    account_id: uuid.UUID
+    placed_by: uuid.UUID
+    subscription_id: uuid.UUID
+    offering: str
+    term: Term
+    seats: int
+    payment_method: PaymentMethod
+    channel: Channel
+    auto_renew: bool
+    placed_at: datetime
+    kind: Literal["purchase", "trial", "conversion", "seats"]
+    quote_id: uuid.UUID | None
 
 
-async def users(conn: Db, account_id: uuid.UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT id, email, name, language FROM users WHERE account_id = $1 ORDER BY email",
-        account_id,
-    )
+@dataclass(frozen=True)
+class Quote:
+    id: uuid.UUID
+    quote_number: str
+    account_id: uuid.UUID
+    partner_id: uuid.UUID
+    offering: str
+    term: Term
+    seats: int
+    currency: str
+    net_amount: Decimal
+    usd_value: Decimal
+    valid_until: date
+    issued_at: datetime
+    order_id: uuid.UUID | None = None
+    accepted_at: datetime | None = None
 
 
-async def role_rows(conn: Db, account_id: uuid.UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT user_id, roles FROM account_people WHERE account_id = $1", account_id
-    )
+@dataclass(frozen=True)
+class Subscription:
+    """Ordering's row of a subscription: what it sold plus lifecycle's dates and stage."""
 
+    id: uuid.UUID
+    account_id: uuid.UUID
+    offering: str
+    term: Term
+    seats: int
+    payment_method: PaymentMethod
+    channel: Channel
+    auto_renew: bool
+    trial: bool
+    time_zone: str
+    purchased_at: datetime
+    stage: domain.Stage = "pending"
+    starts_at: datetime | None = None
+    expires_at: datetime | None = None
+    renews_at: datetime | None = None
+    purchase_kind: PurchaseKind = "order"
+    pending_term: Term | None = None
+    pending_offering: str | None = None
+    refunded_at: datetime | None = None
+    lapsed_unpaid: bool = False
 
-async def people(conn: Db, account_id: uuid.UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT * FROM account_people WHERE account_id = $1 ORDER BY email", account_id
-    )
-
-
-async def get_account(conn: Db, account_id: uuid.UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM accounts WHERE id = $1", account_id)
-
-
-async def next_order_number(conn: Conn) -> int:
-    return int(await conn.fetchval("SELECT nextval('order_number_seq')"))
-
-
-async def next_quote_number(conn: Conn) -> int:
-    return int(await conn.fetchval("SELECT nextval('quote_number_seq')"))
-
-
-async def has_invoice_subscription(conn: Conn, account_id: uuid.UUID) -> bool:
-    """R14: a live, paid subscription of the account is paid by invoice (a trial pays nothing,
-    so it does not count)."""
-    return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE account_id = $1"
-            " AND payment_method = 'invoice' AND NOT trial AND stage <> 'cancelled'"
-            " AND refunded_at IS NULL)",
-            account_id,
+    def for_rules(self) -> domain.Subscription:
+        """What the rules decide on (domain.py)."""
+        return domain.Subscription(
+            id=self.id,
+            offering=self.offering,
+            term=self.term,
+            seats=self.seats,
+            payment_method=self.payment_method,
+            channel=self.channel,
+            auto_renew=self.auto_renew,
+            trial=self.trial,
+            stage=self.stage,
+            time_zone=self.time_zone,
+            purchased_at=self.purchased_at,
+            purchase_kind=self.purchase_kind,
+            renews_at=self.renews_at,
+            expires_at=self.expires_at,
+            refunded_at=self.refunded_at,
         )
-    )
 
 
-ORDER_COLUMNS = (
-    "id",
-    "order_number",
-    "account_id",
-    "placed_by",
-    "subscription_id",
-    "offering",
-    "term",
-    "seats",
-    "payment_method",
-    "channel",
-    "auto_renew",
-    "placed_at",
-    "kind",
-    "quote_id",
-)
+@dataclass(frozen=True)
+class RenewalRequest:
+    id: uuid.UUID
+    subscription_id: uuid.UUID
+    kind: Literal["manual", "late"]
+    renews_at: datetime
+    payment_method: PaymentMethod
+    requested_by: uuid.UUID
+    requested_at: datetime
 
 
-async def insert_order(conn: Conn, order: dict[str, Any]) -> None:
-    placeholders = ", ".join(f"${i}" for i in range(1, len(ORDER_COLUMNS) + 1))
-    await conn.execute(
-        f"INSERT INTO orders ({', '.join(ORDER_COLUMNS)}) VALUES ({placeholders})",  # noqa: S608
-        *(order[c] for c in ORDER_COLUMNS),
-    )
+@dataclass(frozen=True)
+class Refund:
+    id: uuid.UUID
+    subscription_id: uuid.UUID
+    purchase_kind: PurchaseKind
+    purchased_at: datetime
+    reason: str
+    approved_by: uuid.UUID
+    approved_at: datetime
 
 
-async def get_order(conn: Db, order_id: uuid.UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
-
-
-async def list_orders(conn: Db, account_id: uuid.UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT * FROM orders WHERE account_id = $1 ORDER BY placed_at, order_number", account_id
-    )
-
-
-async def insert_quote(conn: Conn, quote: dict[str, Any]) -> None:
-    await conn.execute(
-        """INSERT INTO quotes (id, quote_number, account_id, partner_id, offering, term, seats,
-                               currency, net_amount, usd_value, valid_until, issued_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
-        quote["id"],
-        quote["quote_number"],
-        quote["account_id"],
-        quote["partner_id"],
-        quote["offering"],
-        quote["term"],
-        quote["seats"],
-        quote["currency"],
-        quote["net_amount"],
-        quote["usd_value"],
-        quote["valid_until"],
-        quote["issued_at"],
-    )
-
-
-async def get_quote(conn: Db, quote_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
-    if lock:
-        return await conn.fetchrow("SELECT * FROM quotes WHERE id = $1 FOR UPDATE", quote_id)
-    return await conn.fetchrow("SELECT * FROM quotes WHERE id = $1", quote_id)
-
-
-async def mark_quote_accepted(
-    conn: Conn, quote_id: uuid.UUID, order_id: uuid.UUID, at: datetime
-) -> None:
-    await conn.execute(
-        "UPDATE quotes SET order_id = $2, accepted_at = $3 WHERE id = $1", quote_id, order_id, at
-    )
-
-
-async def insert_subscription(conn: Conn, sub: dict[str, Any]) -> None:
-    await conn.execute(
-        """INSERT INTO subscriptions (id, account_id, offering, term, seats, payment_method,
-                                      channel, auto_renew, trial, time_zone, purchased_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
-        sub["id"],
-        sub["account_id"],
-        sub["offering"],
-        sub["term"],
-        sub["seats"],
-        sub["payment_method"],
-        sub["channel"],
-        sub["auto_renew"],
-        sub["trial"],
-        sub["time_zone"],
-        sub["purchased_at"],
-    )
-
-
-async def get_subscription(
-    conn: Db, subscription_id: uuid.UUID, *, lock: bool = False
-) -> asyncpg.Record | None:
-    if lock:
-        return await conn.fetchrow(
-            "SELECT * FROM subscriptions WHERE id = $1 FOR UPDATE", subscription_id
-        )
-    return await conn.fetchrow("SELECT * FROM subscriptions WHERE id = $1", subscription_id)
-
-
-async def list_subscriptions(conn: Db, account_id: uuid.UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT * FROM subscriptions WHERE account_id = $1 ORDER BY purchased_at", account_id
-    )
-
-
-_SUBSCRIPTION_FIELDS = frozenset(
+SUBSCRIPTION_CHANGES = frozenset(
     {
         "offering",
         "term",
@@ -243,66 +194,253 @@ _SUBSCRIPTION_FIELDS = frozenset(
 )
 
 
-async def require_prepayment(conn: Conn, subscription_id: uuid.UUID) -> None:
-    """R34: the account of a subscription cancelled on an unpaid invoice pays up front."""
+class Repository(Protocol):
+    """What ordering's use cases read and write (one transaction)."""
+
+    async def account(self, account_id: uuid.UUID, *, lock: bool = False) -> Account | None:
+        """``lock`` serialises the account's writes (R6 holds under concurrent requests)."""
+        ...
+
+    async def insert_account(self, account: Account) -> None: ...
+    async def test_clock_time(self, clock_id: uuid.UUID) -> datetime | None: ...
+    async def follow_test_clock(self, account_id: uuid.UUID, clock_id: uuid.UUID) -> None: ...
+    async def insert_user(self, user: User) -> None: ...
+    async def user(self, account_id: uuid.UUID, user_id: uuid.UUID) -> User | None: ...
+    async def user_by_email(self, account_id: uuid.UUID, email: str) -> User | None: ...
+    async def users(self, account_id: uuid.UUID) -> list[User]: ...
+    async def members(self, account_id: uuid.UUID) -> list[Member]: ...
+    async def roles_of(self, account_id: uuid.UUID, user_id: uuid.UUID) -> set[str]: ...
+    async def replace_roles(self, account_id: uuid.UUID, snapshot: RolesChanged) -> None: ...
+    async def next_order_number(self) -> int: ...
+    async def next_quote_number(self) -> int: ...
+    async def has_invoice_subscription(self, account_id: uuid.UUID) -> bool: ...
+    async def insert_order(self, order: Order) -> None: ...
+    async def order(self, order_id: uuid.UUID) -> Order | None: ...
+    async def orders(self, account_id: uuid.UUID) -> list[Order]: ...
+    async def insert_quote(self, quote: Quote) -> None: ...
+    async def quote(self, quote_id: uuid.UUID, *, lock: bool = False) -> Quote | None: ...
+    async def mark_quote_accepted(
+        self, quote_id: uuid.UUID, order_id: uuid.UUID, at: datetime
+    ) -> None: ...
+    async def insert_subscription(self, subscription: Subscription) -> None: ...
+    async def subscription(
+        self, subscription_id: uuid.UUID, *, lock: bool = False
+    ) -> Subscription | None: ...
+    async def subscriptions(self, account_id: uuid.UUID) -> list[Subscription]: ...
+    async def update_subscription(self, subscription_id: uuid.UUID, **changes: Any) -> bool:
+        """Set the named columns; False when ordering does not know the subscription."""
+        ...
+
+    async def require_prepayment(self, subscription_id: uuid.UUID) -> None: ...
+    async def renewal_requested(self, subscription_id: uuid.UUID, renews_at: datetime) -> bool: ...
+    async def insert_renewal_request(self, request: RenewalRequest) -> None: ...
+    async def insert_refund(self, refund: Refund) -> None: ...
+
+
+RowT = TypeVar("RowT")
+
+
+def _columns(row_type: type[Any]) -> str:
+    return ", ".join(f.name for f in fields(row_type))
+
+
+def _row(row_type: type[RowT], record: asyncpg.Record | None) -> RowT | None:
+    if record is None:
+        return None
+    return row_type(**{f.name: record[f.name] for f in fields(row_type)})  # type: ignore[arg-type]
+
+
+def _rows(row_type: type[RowT], records: list[asyncpg.Record]) -> list[RowT]:
+    return [row_type(**{f.name: r[f.name] for f in fields(row_type)}) for r in records]  # type: ignore[arg-type]
+
+
+async def _insert(conn: Conn, table: str, row: Any, columns: tuple[str, ...]) -> None:
+    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
     await conn.execute(
-        """UPDATE accounts SET prepay_only = true
-           WHERE id = (SELECT account_id FROM subscriptions WHERE id = $1 AND lapsed_unpaid)""",
-        subscription_id,
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})",  # noqa: S608
+        *(getattr(row, c) for c in columns),
     )
 
 
-async def update_subscription(conn: Conn, subscription_id: uuid.UUID, **changes: Any) -> bool:
-    """Set the named columns; returns False when ordering does not know the subscription."""
-    unknown = set(changes) - _SUBSCRIPTION_FIELDS
-    if unknown:
-        raise ValueError(f"not subscription fields: {sorted(unknown)}")
-    names = sorted(changes)
-    assignments = ", ".join(f"{n} = ${i}" for i, n in enumerate(names, start=2))
-    status = await conn.execute(
-        f"UPDATE subscriptions SET {assignments} WHERE id = $1",  # noqa: S608
-        subscription_id,
-        *(changes[n] for n in names),
-    )
-    return status != "UPDATE 0"
+def _all(row_type: type[Any]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(row_type))
 
 
-async def insert_renewal_request(conn: Conn, request: dict[str, Any]) -> None:
-    await conn.execute(
-        """INSERT INTO renewal_requests (id, subscription_id, kind, renews_at, payment_method,
-                                         requested_by, requested_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        request["id"],
-        request["subscription_id"],
-        request["kind"],
-        request["renews_at"],
-        request["payment_method"],
-        request["requested_by"],
-        request["requested_at"],
-    )
+ACCOUNT = _columns(Account)
+USER = _columns(User)
+ORDER = _columns(Order)
+QUOTE = _columns(Quote)
+SUBSCRIPTION = _columns(Subscription)
+# Columns a new row sets; the others keep their defaults in the table.
+NEW_ACCOUNT = _all(Account)[:-1]
+NEW_QUOTE = _all(Quote)[:-2]
+NEW_SUBSCRIPTION = (
+    "id",
+    "account_id",
+    "offering",
+    "term",
+    "seats",
+    "payment_method",
+    "channel",
+    "auto_renew",
+    "trial",
+    "time_zone",
+    "purchased_at",
+)
 
 
-async def renewal_requested(conn: Conn, subscription_id: uuid.UUID, renews_at: datetime) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM renewal_requests"
-            " WHERE subscription_id = $1 AND renews_at = $2)",
-            subscription_id,
-            renews_at,
+@dataclass
+class PostgresRepository:
+    """The real ``Repository``, on an open connection."""
+
+    conn: Conn
+
+    async def account(self, account_id: uuid.UUID, *, lock: bool = False) -> Account | None:
+        query = f"SELECT {ACCOUNT} FROM accounts WHERE id = $1"  # noqa: S608
+        return _row(
+            Account, await self.conn.fetchrow(query + (" FOR UPDATE" if lock else ""), account_id)
         )
-    )
 
+    async def insert_account(self, account: Account) -> None:
+        await _insert(self.conn, "accounts", account, NEW_ACCOUNT)
 
-async def insert_refund(conn: Conn, refund: dict[str, Any]) -> None:
-    await conn.execute(
-        """INSERT INTO refunds (id, subscription_id, purchase_kind, purchased_at, reason,
-                                approved_by, approved_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        refund["id"],
-        refund["subscription_id"],
-        refund["purchase_kind"],
-        refund["purchased_at"],
-        refund["reason"],
-        refund["approved_by"],
-        refund["approved_at"],
-    )
+    async def test_clock_time(self, clock_id: uuid.UUID) -> datetime | None:
+        now = await self.conn.fetchval(
+            "SELECT now FROM test_clock_times WHERE clock_id = $1", clock_id
+        )
+        return now if isinstance(now, datetime) else None
+
+    async def follow_test_clock(self, account_id: uuid.UUID, clock_id: uuid.UUID) -> None:
+        await attach_account(self.conn, account_id, clock_id)
+
+    async def insert_user(self, user: User) -> None:
+        await _insert(self.conn, "users", user, _all(User))
+
+    async def user(self, account_id: uuid.UUID, user_id: uuid.UUID) -> User | None:
+        query = f"SELECT {USER} FROM users WHERE account_id = $1 AND id = $2"  # noqa: S608
+        return _row(User, await self.conn.fetchrow(query, account_id, user_id))
+
+    async def user_by_email(self, account_id: uuid.UUID, email: str) -> User | None:
+        query = f"SELECT {USER} FROM users WHERE account_id = $1 AND lower(email) = lower($2)"  # noqa: S608
+        return _row(User, await self.conn.fetchrow(query, account_id, email))
+
+    async def users(self, account_id: uuid.UUID) -> list[User]:
+        query = f"SELECT {USER} FROM users WHERE account_id = $1 ORDER BY email"  # noqa: S608
+        return _rows(User, await self.conn.fetch(query, account_id))
+
+    async def members(self, account_id: uuid.UUID) -> list[Member]:
+        query = (
+            f"SELECT {_columns(Member)} FROM account_people WHERE account_id = $1 ORDER BY email"  # noqa: S608
+        )
+        return _rows(Member, await self.conn.fetch(query, account_id))
+
+    async def roles_of(self, account_id: uuid.UUID, user_id: uuid.UUID) -> set[str]:
+        return await people.roles_of(self.conn, account_id, user_id)
+
+    async def replace_roles(self, account_id: uuid.UUID, snapshot: RolesChanged) -> None:
+        await people.apply_snapshot(self.conn, account_id, snapshot)
+
+    async def next_order_number(self) -> int:
+        return int(await self.conn.fetchval("SELECT nextval('order_number_seq')"))
+
+    async def next_quote_number(self) -> int:
+        return int(await self.conn.fetchval("SELECT nextval('quote_number_seq')"))
+
+    async def has_invoice_subscription(self, account_id: uuid.UUID) -> bool:
+        """R14: a live, paid subscription of the account is paid by invoice (a trial pays
+        nothing, so it does not count)."""
+        return bool(
+            await self.conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE account_id = $1"
+                " AND payment_method = 'invoice' AND NOT trial AND stage <> 'cancelled'"
+                " AND refunded_at IS NULL)",
+                account_id,
+            )
+        )
+
+    async def insert_order(self, order: Order) -> None:
+        await _insert(self.conn, "orders", order, _all(Order))
+
+    async def order(self, order_id: uuid.UUID) -> Order | None:
+        query = f"SELECT {ORDER} FROM orders WHERE id = $1"  # noqa: S608
+        return _row(Order, await self.conn.fetchrow(query, order_id))
+
+    async def orders(self, account_id: uuid.UUID) -> list[Order]:
+        query = (
+            f"SELECT {ORDER} FROM orders WHERE account_id = $1"  # noqa: S608
+            " ORDER BY placed_at, order_number"
+        )
+        return _rows(Order, await self.conn.fetch(query, account_id))
+
+    async def insert_quote(self, quote: Quote) -> None:
+        await _insert(self.conn, "quotes", quote, NEW_QUOTE)
+
+    async def quote(self, quote_id: uuid.UUID, *, lock: bool = False) -> Quote | None:
+        query = f"SELECT {QUOTE} FROM quotes WHERE id = $1"  # noqa: S608
+        return _row(
+            Quote, await self.conn.fetchrow(query + (" FOR UPDATE" if lock else ""), quote_id)
+        )
+
+    async def mark_quote_accepted(
+        self, quote_id: uuid.UUID, order_id: uuid.UUID, at: datetime
+    ) -> None:
+        await self.conn.execute(
+            "UPDATE quotes SET order_id = $2, accepted_at = $3 WHERE id = $1",
+            quote_id,
+            order_id,
+            at,
+        )
+
+    async def insert_subscription(self, subscription: Subscription) -> None:
+        await _insert(self.conn, "subscriptions", subscription, NEW_SUBSCRIPTION)
+
+    async def subscription(
+        self, subscription_id: uuid.UUID, *, lock: bool = False
+    ) -> Subscription | None:
+        query = f"SELECT {SUBSCRIPTION} FROM subscriptions WHERE id = $1"  # noqa: S608
+        record = await self.conn.fetchrow(query + (" FOR UPDATE" if lock else ""), subscription_id)
+        return _row(Subscription, record)
+
+    async def subscriptions(self, account_id: uuid.UUID) -> list[Subscription]:
+        query = (
+            f"SELECT {SUBSCRIPTION} FROM subscriptions WHERE account_id = $1"  # noqa: S608
+            " ORDER BY purchased_at"
+        )
+        return _rows(Subscription, await self.conn.fetch(query, account_id))
+
+    async def update_subscription(self, subscription_id: uuid.UUID, **changes: Any) -> bool:
+        unknown = set(changes) - SUBSCRIPTION_CHANGES
+        if unknown:
+            raise ValueError(f"not subscription fields: {sorted(unknown)}")
+        names = sorted(changes)
+        assignments = ", ".join(f"{n} = ${i}" for i, n in enumerate(names, start=2))
+        status = await self.conn.execute(
+            f"UPDATE subscriptions SET {assignments} WHERE id = $1",  # noqa: S608
+            subscription_id,
+            *(changes[n] for n in names),
+        )
+        return status != "UPDATE 0"
+
+    async def require_prepayment(self, subscription_id: uuid.UUID) -> None:
+        """R34: the account of a subscription cancelled on an unpaid invoice pays up front."""
+        await self.conn.execute(
+            """UPDATE accounts SET prepay_only = true
+               WHERE id = (SELECT account_id FROM subscriptions WHERE id = $1 AND lapsed_unpaid)""",
+            subscription_id,
+        )
+
+    async def renewal_requested(self, subscription_id: uuid.UUID, renews_at: datetime) -> bool:
+        return bool(
+            await self.conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM renewal_requests"
+                " WHERE subscription_id = $1 AND renews_at = $2)",
+                subscription_id,
+                renews_at,
+            )
+        )
+
+    async def insert_renewal_request(self, request: RenewalRequest) -> None:
+        await _insert(self.conn, "renewal_requests", request, _all(RenewalRequest))
+
+    async def insert_refund(self, refund: Refund) -> None:
+        await _insert(self.conn, "refunds", refund, _all(Refund))

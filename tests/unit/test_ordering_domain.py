@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from services.ordering import domain
 from services.ordering.domain import Roles, Subscription
 from shared.config import Settings
+from shared.errors import DomainError
 from shared.problems import Problem
 from shared.time.clock import FrozenClock
 
@@ -43,7 +44,7 @@ def sub(**changes: object) -> Subscription:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def slug(error: pytest.ExceptionInfo[Problem]) -> str:
+def slug(error: pytest.ExceptionInfo[DomainError]) -> str:
     return error.value.slug
 
 
@@ -67,7 +68,7 @@ def test_r4_secondary_admins_are_appointed_and_removed() -> None:
     roles = domain.appoint_secondary_admin(domain.first_roles(buyer), helper)
     assert roles.secondary_admins == (helper,)
     assert domain.remove_secondary_admin(roles, helper).secondary_admins == ()
-    with pytest.raises(Problem) as missing:
+    with pytest.raises(DomainError) as missing:
         domain.remove_secondary_admin(roles, uuid.uuid4())
     assert missing.value.status == 404
 
@@ -87,7 +88,7 @@ def test_r6_property_never_more_than_five_payers(candidates: list[uuid.UUID]) ->
         before = roles
         try:
             roles = domain.add_payer(roles, candidate)
-        except Problem as refused:
+        except DomainError as refused:
             assert refused.slug == "payer-limit" and refused.status == 422
             assert roles == before and len(roles.payers) == 5
         assert len(roles.payers) <= domain.PAYER_LIMIT
@@ -95,7 +96,7 @@ def test_r6_property_never_more_than_five_payers(candidates: list[uuid.UUID]) ->
 
 
 def test_r8_operators_and_members_without_the_role_are_refused_with_a_stable_type() -> None:
-    with pytest.raises(Problem) as refused:
+    with pytest.raises(DomainError) as refused:
         domain.check_actor({"operator"}, {"buyer"}, "place orders", "R2")
     assert (refused.value.status, slug(refused)) == (403, "buyer-only")
     domain.check_actor({"buyer", "secondary_admin"}, {"buyer"}, "place orders", "R2")
@@ -105,7 +106,7 @@ def test_r8_operators_and_members_without_the_role_are_refused_with_a_stable_typ
 
 
 def test_r14_pay_by_invoice_needs_a_partner_quote_or_an_invoice_subscription() -> None:
-    with pytest.raises(Problem) as refused:
+    with pytest.raises(DomainError) as refused:
         domain.check_payment_method(
             "invoice", via_partner_quote=False, has_invoice_subscription=False
         )
@@ -117,7 +118,7 @@ def test_r14_pay_by_invoice_needs_a_partner_quote_or_an_invoice_subscription() -
 def test_r15_above_usd_25000_not_by_card_or_paypal_but_by_invoice() -> None:
     over = Decimal("25000.01")
     for method in ("card", "paypal"):
-        with pytest.raises(Problem) as refused:
+        with pytest.raises(DomainError) as refused:
             domain.check_payment_method(
                 method,
                 via_partner_quote=True,
@@ -156,10 +157,10 @@ def test_ordering_prices_are_the_invoicing_price_book() -> None:
 # Proves R16 (../shared/DOMAIN.md).
 def test_r16_a_quote_is_accepted_once_and_only_while_valid() -> None:
     domain.check_quote_acceptable(date(2025, 6, 10), False, T0, "Europe/Oslo")
-    with pytest.raises(Problem) as expired:
+    with pytest.raises(DomainError) as expired:
         domain.check_quote_acceptable(date(2025, 6, 9), False, T0, "Europe/Oslo")
     assert slug(expired) == "quote-expired"
-    with pytest.raises(Problem) as twice:
+    with pytest.raises(DomainError) as twice:
         domain.check_quote_acceptable(date(2025, 7, 1), True, T0, "Europe/Oslo")
     assert slug(twice) == "quote-already-accepted"
 
@@ -167,23 +168,23 @@ def test_r16_a_quote_is_accepted_once_and_only_while_valid() -> None:
 def test_quote_validity_dates_out_of_range_name_the_field() -> None:
     assert domain.quote_valid_until(None, T0, "Europe/Oslo") == date(2025, 7, 10)
     for wrong in (date(2025, 6, 9), date(2025, 9, 9), date(1900, 1, 1)):
-        with pytest.raises(Problem) as refused:
+        with pytest.raises(DomainError) as refused:
             domain.quote_valid_until(wrong, T0, "Europe/Oslo")
         assert refused.value.extensions["errors"][0]["field"] == "valid_until"
 
 
 def test_r17_only_a_trial_converts_and_only_once() -> None:
     domain.check_convertible(sub(trial=True))
-    with pytest.raises(Problem) as refused:
+    with pytest.raises(DomainError) as refused:
         domain.check_convertible(sub(trial=False))
     assert slug(refused) == "not-a-trial"
 
 
 def test_unknown_offering_or_term_names_the_field() -> None:
-    with pytest.raises(Problem) as unknown:
+    with pytest.raises(DomainError) as unknown:
         domain.check_offering("photoshop", "annual")
     assert unknown.value.extensions["errors"][0]["field"] == "offering"
-    with pytest.raises(Problem) as wrong_term:
+    with pytest.raises(DomainError) as wrong_term:
         domain.check_offering("docs", "monthly")
     assert wrong_term.value.extensions["errors"][0]["field"] == "term"
 
@@ -193,7 +194,7 @@ def test_unknown_offering_or_term_names_the_field() -> None:
 
 def test_r24_r34_auto_renew_changes_until_cancelled() -> None:
     domain.check_auto_renew_change(sub())
-    with pytest.raises(Problem) as refused:
+    with pytest.raises(DomainError) as refused:
         domain.check_auto_renew_change(sub(stage="cancelled"))
     assert (refused.value.status, slug(refused)) == (409, "subscription-cancelled")
 
@@ -201,10 +202,10 @@ def test_r24_r34_auto_renew_changes_until_cancelled() -> None:
 def test_r28_term_change_takes_effect_at_renewal_and_is_refused_after_it() -> None:
     assert domain.term_change_effective_at(sub(), "monthly", RENEWS - timedelta(days=1)) == RENEWS
     assert domain.term_change_effective_at(sub(), None, T0) == RENEWS  # a withdrawal
-    with pytest.raises(Problem) as late:
+    with pytest.raises(DomainError) as late:
         domain.term_change_effective_at(sub(), "monthly", RENEWS)
     assert slug(late) == "term-change-too-late"
-    with pytest.raises(Problem) as undated:
+    with pytest.raises(DomainError) as undated:
         domain.term_change_effective_at(sub(renews_at=None), "monthly", T0)
     assert slug(undated) == "subscription-not-active-yet"
 
@@ -219,7 +220,7 @@ def test_r29_product_switch_only_inside_the_90_day_window() -> None:
     assert domain.product_switch_effective_at(sub(), "revit", opens) == RENEWS
     assert domain.product_switch_effective_at(sub(), "revit", RENEWS - timedelta(seconds=1))
     for outside in (opens - timedelta(seconds=1), RENEWS):
-        with pytest.raises(Problem) as refused:
+        with pytest.raises(DomainError) as refused:
             domain.product_switch_effective_at(sub(), "revit", outside)
         assert slug(refused) == "product-switch-outside-window"
 
@@ -229,12 +230,12 @@ def test_r29_product_switch_only_if_bought_or_renewed_after_2024_09_16() -> None
     inside = RENEWS - timedelta(days=10)
     # 2024-09-16 23:30 in Oslo is still the 16th: not "after" it.
     on_the_day = datetime(2024, 9, 16, 21, 30, tzinfo=UTC)
-    with pytest.raises(Problem) as refused:
+    with pytest.raises(DomainError) as refused:
         domain.product_switch_effective_at(sub(purchased_at=on_the_day), "revit", inside)
     assert slug(refused) == "product-switch-not-eligible"
     after = datetime(2024, 9, 16, 22, 30, tzinfo=UTC)  # 00:30 on the 17th in Oslo
     assert domain.product_switch_effective_at(sub(purchased_at=after), "revit", inside) == RENEWS
-    with pytest.raises(Problem) as same:
+    with pytest.raises(DomainError) as same:
         domain.product_switch_effective_at(sub(), "autocad", inside)
     assert same.value.extensions["errors"][0]["field"] == "new_offering"
 
@@ -248,10 +249,10 @@ def test_r26_r27_renewal_windows(term: str, late_days: int) -> None:
     assert domain.renewal_kind(s, RENEWS) == "late"
     assert domain.renewal_kind(s, RENEWS + timedelta(days=late_days, seconds=-1)) == "late"
     for closed in (WINDOW_OPENS - timedelta(seconds=1), RENEWS + timedelta(days=late_days)):
-        with pytest.raises(Problem) as refused:
+        with pytest.raises(DomainError) as refused:
             domain.renewal_kind(s, closed)
         assert slug(refused) == "renewal-window-closed"
-    with pytest.raises(Problem) as cancelled:
+    with pytest.raises(DomainError) as cancelled:
         domain.renewal_kind(sub(term=term, stage="cancelled"), RENEWS)
     assert slug(cancelled) == "subscription-cancelled"  # R34
 
@@ -265,14 +266,14 @@ def test_r26_r29_windows_count_local_days_across_dst_changes() -> None:
     opens = datetime(2030, 10, 11, 22, 0, tzinfo=UTC)  # 2030-10-12 00:00 CEST
     assert domain.renewal_kind(winter, opens) == "manual"
     assert domain.product_switch_effective_at(winter, "revit", opens) == winter.renews_at
-    with pytest.raises(Problem) as before:
+    with pytest.raises(DomainError) as before:
         domain.product_switch_effective_at(winter, "revit", opens - timedelta(seconds=1))
     assert slug(before) == "product-switch-outside-window"
     assert "from 2030-10-12 until 2031-01-10, Europe/Oslo" in str(before.value.detail)
     autumn = sub(renews_at=datetime(2030, 9, 19, 22, 0, tzinfo=UTC))
     closes = datetime(2030, 11, 3, 23, 0, tzinfo=UTC)  # 2030-11-04 00:00 CET
     assert domain.renewal_kind(autumn, closes - timedelta(seconds=1)) == "late"
-    with pytest.raises(Problem) as closed:
+    with pytest.raises(DomainError) as closed:
         domain.renewal_kind(autumn, closes)
     assert slug(closed) == "renewal-window-closed"
 
@@ -280,10 +281,10 @@ def test_r26_r29_windows_count_local_days_across_dst_changes() -> None:
 def test_r30_added_seats_are_co_termed_until_the_renewal() -> None:
     now = RENEWS - timedelta(days=100)
     assert domain.coterm_period(sub(), now) == (now, RENEWS)
-    with pytest.raises(Problem) as over:
+    with pytest.raises(DomainError) as over:
         domain.coterm_period(sub(), RENEWS)
     assert slug(over) == "coterm-period-over"
-    with pytest.raises(Problem) as trial:
+    with pytest.raises(DomainError) as trial:
         domain.coterm_period(sub(trial=True), now)
     assert slug(trial) == "trial-not-converted"
 
@@ -292,7 +293,7 @@ def test_r30_added_seats_are_co_termed_until_the_renewal() -> None:
 def test_r38_refund_windows(term: str, days: int) -> None:
     s = sub(term=term)
     assert domain.check_refundable(s, T0 + timedelta(days=days)) == ("order", T0)
-    with pytest.raises(Problem) as late:
+    with pytest.raises(DomainError) as late:
         domain.check_refundable(s, T0 + timedelta(days=days, seconds=1))
     assert slug(late) == "refund-window-closed"
     renewed = sub(term=term, purchase_kind="renewal", purchased_at=RENEWS)
@@ -306,19 +307,19 @@ def test_r38_refund_window_counts_local_days_across_a_dst_change() -> None:
     monthly = sub(term="monthly", purchased_at=bought)
     deadline = datetime(2030, 4, 4, 8, 0, tzinfo=UTC)  # 10:00 CEST
     assert domain.check_refundable(monthly, deadline) == ("order", bought)
-    with pytest.raises(Problem) as late:
+    with pytest.raises(DomainError) as late:
         domain.check_refundable(monthly, deadline + timedelta(seconds=1))
     assert slug(late) == "refund-window-closed"
 
 
 def test_r38_partner_purchases_and_non_refundable_products_are_never_refunded() -> None:
-    with pytest.raises(Problem) as partner:
+    with pytest.raises(DomainError) as partner:
         domain.check_refundable(sub(channel="partner"), T0)
     assert slug(partner) == "refund-partner-purchase"
-    with pytest.raises(Problem) as consulting:
+    with pytest.raises(DomainError) as consulting:
         domain.check_refundable(sub(offering="consulting-day"), T0)
     assert slug(consulting) == "refund-product-not-refundable"
-    with pytest.raises(Problem) as twice:
+    with pytest.raises(DomainError) as twice:
         domain.check_refundable(sub(refunded_at=T0), T0)
     assert slug(twice) == "subscription-cancelled"
 
@@ -344,7 +345,7 @@ def test_the_mint_command_prints_a_token_the_services_accept(
 
 
 def test_r34_after_a_cancellation_on_unpaid_credit_only_prepayment() -> None:
-    with pytest.raises(Problem) as refused:
+    with pytest.raises(DomainError) as refused:
         domain.check_payment_method(
             "invoice", via_partner_quote=True, has_invoice_subscription=True, prepay_only=True
         )

@@ -1,0 +1,269 @@
+"""Ordering's HTTP shapes: request bodies (the use cases' commands) and the answers.
+
+Answers are serialised as before this module existed (``shared.runtime.as_json`` of the model's
+python dump): uuids, dates and datetimes as ISO strings, amounts as JSON numbers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StrictBool, StrictInt
+
+from shared.contracts import Language, PaymentMethod, Person, Term
+
+from .domain import MAX_SEATS
+
+# --- request bodies ---------------------------------------------------------------------------
+
+
+def _no_control_characters(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters (CR, LF, ...)")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_control_characters)]
+Email = Annotated[EmailStr, Field(max_length=254), AfterValidator(_no_control_characters)]
+Seats = Annotated[StrictInt, Field(gt=0, le=MAX_SEATS)]
+OfferingCode = Annotated[str, Field(min_length=1, max_length=64)]
+PaymentToken = Annotated[str, Field(pattern=r"^tok_[A-Za-z0-9_]{1,60}$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewUser(Strict):
+    email: Email
+    name: Name
+    language: Language | None = None
+
+
+class OpenAccount(Strict):
+    name: Name
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166 alpha-2 billing country")
+    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 currency")
+    language: Language = "en"
+    time_zone: str = Field(max_length=64, description="IANA time zone, e.g. Europe/Oslo")
+    tax_exempt_reason: Name | None = None
+    buyer: NewUser
+    test_clock_id: uuid.UUID | None = Field(
+        None, description="Operators only, when test clocks are enabled: the account follows it"
+    )
+
+
+class UserRef(Strict):
+    user_id: uuid.UUID
+
+
+class PlaceOrder(Strict):
+    offering: OfferingCode
+    term: Term
+    seats: Seats
+    payment_method: PaymentMethod
+    auto_renew: StrictBool = True
+    trial: StrictBool = Field(False, description="R17: start a trial, converted in place later")
+    payment_token: PaymentToken | None = None
+
+
+class IssueQuote(Strict):
+    offering: OfferingCode
+    term: Term
+    seats: Seats
+    valid_until: date | None = Field(None, description="[ours] default 30 days, at most 90")
+
+
+class AcceptQuote(Strict):
+    payment_method: PaymentMethod
+    auto_renew: StrictBool = True
+    payment_token: PaymentToken | None = None
+
+
+class ConvertTrial(Strict):
+    term: Term | None = None
+    seats: Seats | None = None
+    payment_method: PaymentMethod
+    payment_token: PaymentToken | None = None
+
+
+class SetAutoRenew(Strict):
+    auto_renew: StrictBool
+
+
+class ChangeTerm(Strict):
+    new_term: Term | None = Field(description="null withdraws a pending change (R28)")
+
+
+class SwitchProduct(Strict):
+    new_offering: OfferingCode | None = Field(description="null withdraws a pending switch (R29)")
+
+
+class AddSeats(Strict):
+    seats: Seats
+    payment_token: PaymentToken | None = None
+
+
+class RequestRenewal(Strict):
+    payment_method: PaymentMethod | None = None
+    payment_token: PaymentToken | None = None
+
+
+class RequestRefund(Strict):
+    reason: Name
+
+
+# --- answers ------------------------------------------------------------------------------------
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class AccountFields(Answer):
+    id: uuid.UUID
+    name: str
+    country: str
+    currency: str
+    language: Language
+    time_zone: str
+    tax_exempt_reason: str | None
+    test_clock_id: uuid.UUID | None
+    opened_at: datetime
+
+
+class NewAccount(AccountFields):
+    """The new account and its buyer (R1)."""
+
+    buyer: Person
+    roles: list[str] = Field(examples=[["buyer", "primary_admin"]])
+
+
+class OpenedAccount(NewAccount):
+    """The new account, its buyer (R1) and the buyer's bearer token."""
+
+    token: str = Field(description="A bearer token for the buyer")
+
+
+class Member(Answer):
+    account_id: uuid.UUID
+    user_id: uuid.UUID
+    email: str
+    name: str
+    language: Language
+    roles: list[str]
+
+
+class AccountUser(Answer):
+    id: uuid.UUID
+    email: str
+    name: str
+    language: Language
+
+
+class AccountView(AccountFields):
+    """The account, who holds which role and its users."""
+
+    prepay_only: bool = Field(description="R34: later orders are paid by card or PayPal")
+    people: list[Member]
+    users: list[AccountUser]
+
+
+class Order(Answer):
+    id: uuid.UUID
+    order_number: str
+    account_id: uuid.UUID
+    placed_by: uuid.UUID
+    subscription_id: uuid.UUID
+    offering: str
+    term: Term
+    seats: int
+    payment_method: PaymentMethod
+    channel: Literal["direct", "partner"]
+    auto_renew: bool
+    placed_at: datetime
+    kind: Literal["purchase", "trial", "conversion", "seats"]
+    quote_id: uuid.UUID | None
+
+
+class SeatsOrder(Order):
+    """R30: the order for the added seats, co-termed with the subscription."""
+
+    total_seats: int
+    coterm_until: datetime
+
+
+class Orders(BaseModel):
+    items: list[Order]
+
+
+class Quote(Answer):
+    id: uuid.UUID
+    quote_number: str
+    account_id: uuid.UUID
+    partner_id: uuid.UUID
+    offering: str
+    term: Term
+    seats: int
+    currency: str
+    net_amount: Decimal
+    usd_value: Decimal
+    valid_until: date
+    issued_at: datetime
+    order_id: uuid.UUID | None
+    accepted_at: datetime | None
+
+
+class Subscription(Answer):
+    id: uuid.UUID
+    account_id: uuid.UUID
+    offering: str
+    term: Term
+    seats: int
+    payment_method: PaymentMethod
+    channel: Literal["direct", "partner"]
+    auto_renew: bool
+    trial: bool
+    stage: Literal["pending", "active", "expired", "suspended", "cancelled"]
+    time_zone: str
+    starts_at: datetime | None
+    expires_at: datetime | None
+    renews_at: datetime | None
+    purchased_at: datetime
+    purchase_kind: Literal["order", "renewal"]
+    pending_term: Term | None
+    pending_offering: str | None
+    refunded_at: datetime | None
+    lapsed_unpaid: bool
+
+
+class Subscriptions(BaseModel):
+    items: list[Subscription]
+
+
+class Renewal(Answer):
+    """R26, R27: the renewal request, with what it renews as (pending changes applied)."""
+
+    id: uuid.UUID
+    subscription_id: uuid.UUID
+    kind: Literal["manual", "late"]
+    renews_at: datetime
+    payment_method: PaymentMethod
+    requested_by: uuid.UUID
+    requested_at: datetime
+    offering: str
+    term: Term
+    seats: int
+
+
+class Refund(Answer):
+    id: uuid.UUID
+    subscription_id: uuid.UUID
+    purchase_kind: Literal["order", "renewal"]
+    purchased_at: datetime
+    reason: str
+    approved_by: uuid.UUID
+    approved_at: datetime

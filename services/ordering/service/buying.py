@@ -1,0 +1,264 @@
+"""Orders, quotes and trials (R14-R17)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from shared.auth import Principal
+from shared.contracts import (
+    OrderPlaced,
+    PaymentMethod,
+    QuoteIssued,
+    Term,
+)
+from shared.errors import not_found
+
+from .. import domain, schemas
+from ..repository import (
+    Account,
+    Order,
+    Quote,
+    Subscription,
+)
+from .access import (
+    READERS,
+    UnitOfWork,
+    authorize,
+    locked_account,
+)
+
+# --- buying (R14-R17) ----------------------------------------------------------------------------
+
+
+async def record_order(
+    uow: UnitOfWork,
+    subscription: Subscription,
+    *,
+    placed_by: uuid.UUID,
+    kind: Literal["purchase", "trial", "conversion", "seats"],
+    placed_at: datetime,
+    seats: int | None = None,
+    term: Term | None = None,
+    payment_method: PaymentMethod | None = None,
+    quote_id: uuid.UUID | None = None,
+) -> Order:
+    """The one way an order is written: for a new subscription or a later one of it."""
+    order = Order(
+        id=uuid.uuid4(),
+        order_number=domain.order_number(await uow.repo.next_order_number()),
+        account_id=subscription.account_id,
+        placed_by=placed_by,
+        subscription_id=subscription.id,
+        offering=subscription.offering,
+        term=term or subscription.term,
+        seats=seats or subscription.seats,
+        payment_method=payment_method or subscription.payment_method,
+        channel=subscription.channel,
+        auto_renew=subscription.auto_renew,
+        placed_at=placed_at,
+        kind=kind,
+        quote_id=quote_id,
+    )
+    await uow.repo.insert_order(order)
+    return order
+
+
+async def _sell(
+    uow: UnitOfWork,
+    account: Account,
+    buyer_id: uuid.UUID,
+    subscription: Subscription,
+    *,
+    quote_id: uuid.UUID | None,
+    payment_token: str | None,
+) -> Order:
+    """A new subscription: the order, ordering's subscription row and OrderPlaced."""
+    buyer = await uow.repo.user(account.id, buyer_id)
+    if buyer is None:
+        raise not_found("account")
+    order = await record_order(
+        uow,
+        subscription,
+        placed_by=buyer_id,
+        kind="trial" if subscription.trial else "purchase",
+        placed_at=subscription.purchased_at,
+        quote_id=quote_id,
+    )
+    await uow.repo.insert_subscription(subscription)
+    placed = OrderPlaced(
+        order_id=order.id,
+        order_number=order.order_number,
+        subscription_id=subscription.id,
+        offering=subscription.offering,
+        term=subscription.term,
+        seats=subscription.seats,
+        payment_method=subscription.payment_method,
+        channel=subscription.channel,
+        billing_country=account.country,
+        currency=account.currency,
+        time_zone=account.time_zone,
+        placed_at=subscription.purchased_at,
+        auto_renew=subscription.auto_renew,
+        buyer_email=buyer.email,
+        quote_id=quote_id,
+        trial=subscription.trial,
+        payment_token=payment_token,
+    )
+    await uow.events.emit(placed, account_id=account.id, subscription_id=subscription.id)
+    return order
+
+
+async def place_order(
+    uow: UnitOfWork, actor: Principal, account_id: uuid.UUID, command: schemas.PlaceOrder
+) -> schemas.Order:
+    """A direct order (R16) or a trial (R17); R14, R15 and R34 apply (R15 [ours]: to a direct
+    order's list price as to a quote), except to a trial."""
+    domain.check_offering(command.offering, command.term)
+    account = await locked_account(uow, account_id)
+    domain.check_order_payment(
+        command.payment_method,
+        trial=command.trial,
+        has_invoice_subscription=await uow.repo.has_invoice_subscription(account_id),
+        usd_value=domain.price(
+            command.offering, command.term, command.seats, account.currency
+        ).usd_value,
+        prepay_only=account.prepay_only,
+    )
+    subscription = Subscription(
+        id=uuid.uuid4(),
+        account_id=account_id,
+        offering=command.offering,
+        term=command.term,
+        seats=command.seats,
+        payment_method=command.payment_method,
+        channel="direct",
+        auto_renew=command.auto_renew,
+        trial=command.trial,
+        time_zone=account.time_zone,
+        purchased_at=await uow.time.now(account_id),
+    )
+    order = await _sell(
+        uow,
+        account,
+        actor.subject,
+        subscription,
+        quote_id=None,
+        payment_token=command.payment_token,
+    )
+    return schemas.Order.model_validate(order)
+
+
+async def get_order(uow: UnitOfWork, actor: Principal, order_id: uuid.UUID) -> schemas.Order:
+    """An order is billing data: the buyer's (R8)."""
+    order = await uow.repo.order(order_id)
+    if order is None:
+        raise not_found("order")
+    await authorize(uow, actor, order.account_id, READERS, "see orders", "R8")
+    return schemas.Order.model_validate(order)
+
+
+async def list_orders(uow: UnitOfWork, actor: Principal, account_id: uuid.UUID) -> schemas.Orders:
+    await authorize(uow, actor, account_id, READERS, "see orders", "R8")
+    orders = await uow.repo.orders(account_id)
+    return schemas.Orders(items=[schemas.Order.model_validate(o) for o in orders])
+
+
+async def issue_quote(
+    uow: UnitOfWork, actor: Principal, account_id: uuid.UUID, command: schemas.IssueQuote
+) -> schemas.Quote:
+    """R16: a partner quotes for an account, priced from the list in the account's currency."""
+    domain.check_partner(actor.kind)
+    domain.check_offering(command.offering, command.term)
+    account = await uow.repo.account(account_id)
+    if account is None:
+        raise not_found("account")
+    now = await uow.time.now(account_id)
+    price = domain.price(command.offering, command.term, command.seats, account.currency)
+    quote = Quote(
+        id=uuid.uuid4(),
+        quote_number=domain.quote_number(await uow.repo.next_quote_number()),
+        account_id=account_id,
+        partner_id=actor.subject,
+        offering=command.offering,
+        term=command.term,
+        seats=command.seats,
+        currency=price.currency,
+        net_amount=price.net_amount,
+        usd_value=price.usd_value,
+        valid_until=domain.quote_valid_until(command.valid_until, now, account.time_zone),
+        issued_at=now,
+    )
+    await uow.repo.insert_quote(quote)
+    issued = QuoteIssued(
+        quote_id=quote.id,
+        quote_number=quote.quote_number,
+        partner_id=actor.subject,
+        offering=command.offering,
+        term=command.term,
+        seats=command.seats,
+        currency=price.currency,
+        net_amount=price.net_amount,
+        valid_until=quote.valid_until,
+    )
+    await uow.events.emit(issued, account_id=account_id)
+    return schemas.Quote.model_validate(quote)
+
+
+async def get_quote(uow: UnitOfWork, actor: Principal, quote_id: uuid.UUID) -> schemas.Quote:
+    """The buyer, the issuing partner and support see a quote."""
+    quote = await uow.repo.quote(quote_id)
+    if quote is None:
+        raise not_found("quote")
+    if actor.kind == "partner":
+        if not domain.partner_sees_quote(actor.subject, quote.partner_id):
+            raise not_found("quote")
+    else:
+        await authorize(uow, actor, quote.account_id, READERS, "see quotes", "R8")
+    return schemas.Quote.model_validate(quote)
+
+
+async def accept_quote(
+    uow: UnitOfWork, actor: Principal, quote_id: uuid.UUID, command: schemas.AcceptQuote
+) -> schemas.Order:
+    """R16: the buyer accepts and pays the vendor directly; R14 allows invoice; R15 applies."""
+    quote = await uow.repo.quote(quote_id)
+    account = await uow.repo.account(quote.account_id, lock=True) if quote else None
+    locked = await uow.repo.quote(quote_id, lock=True)
+    if account is None or locked is None:
+        raise not_found("quote")
+    now = await uow.time.now(account.id)
+    domain.check_quote_acceptable(
+        locked.valid_until, locked.accepted_at is not None, now, account.time_zone
+    )
+    domain.check_payment_method(
+        command.payment_method,
+        via_partner_quote=True,
+        has_invoice_subscription=False,
+        usd_value=locked.usd_value,
+        prepay_only=account.prepay_only,
+    )
+    subscription = Subscription(
+        id=uuid.uuid4(),
+        account_id=account.id,
+        offering=locked.offering,
+        term=locked.term,
+        seats=locked.seats,
+        payment_method=command.payment_method,
+        channel="partner",
+        auto_renew=command.auto_renew,
+        trial=False,
+        time_zone=account.time_zone,
+        purchased_at=now,
+    )
+    order = await _sell(
+        uow,
+        account,
+        actor.subject,
+        subscription,
+        quote_id=quote_id,
+        payment_token=command.payment_token,
+    )
+    await uow.repo.mark_quote_accepted(quote_id, order.id, order.placed_at)
+    return schemas.Order.model_validate(order)
