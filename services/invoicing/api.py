@@ -31,6 +31,7 @@ from shared.idempotency import check_key, request_fingerprint, run_once
 from shared.outbox import Outbox
 from shared.problems import Problem, not_found
 from shared.runtime import Runtime, as_json, runtime_of
+from shared.time.calendar import local_date as local_day
 
 from . import domain, pdf, repository
 from .handlers import Billing, recompute_exchange_rates, settle_invoice
@@ -633,7 +634,7 @@ async def buyer_lines(rt: Runtime, account_id: uuid.UUID) -> list[str]:
 
 
 def local_date(at: datetime, time_zone: str) -> str:
-    return domain.local_day(at, time_zone).isoformat()
+    return local_day(at, time_zone).isoformat()
 
 
 async def printed_invoice(

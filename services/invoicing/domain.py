@@ -8,7 +8,6 @@ line's VAT; totals are sums of rounded lines, so an invoice always equals the su
 
 from __future__ import annotations
 
-import calendar
 import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -16,9 +15,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 from shared.contracts import Channel, InvoiceLine, InvoicePurpose, PaymentMethod, Term
+from shared.time.calendar import add_months, local_date, local_midnight
 
 PRICE_BOOK_FILE = Path(__file__).parent / "price_book.json"
 VAT_RATES_FILE = Path(__file__).parent / "vat_rates.json"
@@ -185,25 +184,14 @@ def draft_for_order(
 # --- R30: co-term ------------------------------------------------------------------------------
 
 
-def add_months(start: date, months: int) -> date:
-    """Same day of month ``months`` later, clamped to the month's end (R23: 01-31 -> 02-28)."""
-    month_index = start.month - 1 + months
-    year, month = start.year + month_index // 12, month_index % 12 + 1
-    return date(year, month, min(start.day, calendar.monthrange(year, month)[1]))
-
-
-def local_day(at: datetime, time_zone: str) -> date:
-    return at.astimezone(ZoneInfo(time_zone)).date()
-
-
 def coterm_days(
     prorate_from: datetime, coterm_until: datetime, term: Term, time_zone: str
 ) -> tuple[int, int]:
     """R30 [ours: by days]: (days left until the renewal, days in the term that ends then),
     both counted in local calendar days of the purchase's time zone."""
-    until = local_day(coterm_until, time_zone)
+    until = local_date(coterm_until, time_zone)
     term_start = add_months(until, -TERM_MONTHS[term])
-    days_left = max(0, (until - local_day(prorate_from, time_zone)).days)
+    days_left = max(0, (until - local_date(prorate_from, time_zone)).days)
     return min(days_left, (until - term_start).days), (until - term_start).days
 
 
@@ -266,29 +254,22 @@ def add_business_days(day: date, business_days: int) -> date:
 def refund_settlement_date(approved_at: datetime, time_zone: str, method: PaymentMethod) -> date:
     """R39: when the money is expected back, by the original payment method."""
     return add_business_days(
-        local_day(approved_at, time_zone), REFUND_SETTLEMENT_BUSINESS_DAYS[method]
+        local_date(approved_at, time_zone), REFUND_SETTLEMENT_BUSINESS_DAYS[method]
     )
 
 
 # --- R20: installments -------------------------------------------------------------------------
 
 
-def local_midnight(day: date, time_zone: str) -> datetime:
-    zone = ZoneInfo(time_zone)
-    naive = datetime.combine(day, time(0))
-    candidate = naive.replace(tzinfo=zone)
-    round_trip = candidate.astimezone(UTC).astimezone(zone)
-    return round_trip if round_trip.replace(tzinfo=None) != naive else candidate
-
-
 def pays_in_installments(term: Term, transaction_at: datetime, time_zone: str) -> bool:
     """R20: three-year terms bought or renewed on or after 2024-09-16 pay yearly."""
-    return term == "three_year" and local_day(transaction_at, time_zone) >= INSTALLMENTS_FROM
+    return term == "three_year" and local_date(transaction_at, time_zone) >= INSTALLMENTS_FROM
 
 
 def installment_due_dates(transaction_at: datetime, time_zone: str) -> list[datetime]:
-    """R20: installments 2 and 3, at local midnight of the first and second anniversary."""
-    start = local_day(transaction_at, time_zone)
+    """R20: installments 2 and 3, at local midnight of the first and second anniversary (as
+    instants, in UTC)."""
+    start = local_date(transaction_at, time_zone)
     return [local_midnight(add_months(start, 12 * years), time_zone) for years in (1, 2)]
 
 
@@ -297,7 +278,7 @@ def installment_due_dates(transaction_at: datetime, time_zone: str) -> list[date
 
 def due_date(issued_at: datetime, time_zone: str, method: PaymentMethod) -> date:
     """R21: pay-by-invoice is due 30 days after issue; card and PayPal are charged at issue."""
-    issue_day = local_day(issued_at, time_zone)
+    issue_day = local_date(issued_at, time_zone)
     if method == "invoice":
         return issue_day + timedelta(days=PAY_BY_INVOICE_NET_DAYS)
     return issue_day
