@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.invoicing import domain, pdf
+from services.invoicing import domain, exchange_rates, pdf
 from shared.contracts import InvoiceLine
 from shared.time.calendar import add_months, zone
 
@@ -127,7 +127,7 @@ def test_r30_added_seats_are_priced_pro_rata_by_days() -> None:
 
 
 def test_r19_quarterly_rates_walk_1_percent_a_month_direct_3_percent_partner() -> None:
-    rates = domain.quarterly_rates(
+    rates = exchange_rates.quarterly_rates(
         date(2026, 4, 1), Decimal("12.00"), Decimal("10.00"), Decimal("10.00")
     )
     direct = [r for r in rates if r.channel == "direct"]
@@ -139,18 +139,18 @@ def test_r19_quarterly_rates_walk_1_percent_a_month_direct_3_percent_partner() -
         date(2026, 6, 1),
     ]
     assert partner.rate == Decimal("10.3")
-    inside = domain.quarterly_rates(
+    inside = exchange_rates.quarterly_rates(
         date(2026, 7, 1), Decimal("10.05"), Decimal("10.00"), Decimal("10.00")
     )
     assert {r.rate for r in inside} == {Decimal("10.05")}  # inside the band: the market rate
     with pytest.raises(ValueError, match="quarter"):
-        domain.quarterly_rates(date(2026, 5, 1), Decimal(1), Decimal(1), Decimal(1))
+        exchange_rates.quarterly_rates(date(2026, 5, 1), Decimal(1), Decimal(1), Decimal(1))
 
 
 def test_r19_the_next_recomputation_is_the_next_quarter_start() -> None:
     at = datetime(2026, 11, 27, 22, 0, tzinfo=UTC)
-    assert domain.next_quarter_start(at) == datetime(2027, 1, 1, tzinfo=UTC)
-    assert domain.next_quarter_start(datetime(2026, 4, 1, tzinfo=UTC)) == datetime(
+    assert exchange_rates.next_quarter_start(at) == datetime(2027, 1, 1, tzinfo=UTC)
+    assert exchange_rates.next_quarter_start(datetime(2026, 4, 1, tzinfo=UTC)) == datetime(
         2026, 7, 1, tzinfo=UTC
     )
 
@@ -164,13 +164,13 @@ def test_r19_applied_rates_never_leave_the_band(previous: Decimal, markets: list
     direct = partner = previous
     quarter = date(2026, 1, 1)
     for market in markets:
-        for r in domain.quarterly_rates(quarter, market, direct, partner):
+        for r in exchange_rates.quarterly_rates(quarter, market, direct, partner):
             band = (
-                domain.DIRECT_BAND_PER_MONTH
+                exchange_rates.DIRECT_BAND_PER_MONTH
                 if r.channel == "direct"
-                else domain.PARTNER_BAND_PER_QUARTER
+                else exchange_rates.PARTNER_BAND_PER_QUARTER
             )
-            assert domain.within_band(r.rate, r.previous_rate, band)
+            assert exchange_rates.within_band(r.rate, r.previous_rate, band)
             assert r.rate > 0
             if r.channel == "direct":
                 direct = r.rate
