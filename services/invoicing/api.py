@@ -26,6 +26,8 @@ from shared.problems import READ, WRITE, Problem, problem_responses
 from shared.runtime import runtime_of
 
 from . import domain, exchange_rates, pdf, service
+from .billing import UnitOfWork
+from .commands import BankTransfer
 from .domain import PurchaseOrder
 from .models import MarketRate
 from .repository import PostgresRepository
@@ -47,7 +49,6 @@ from .schemas import (
     Recompute,
     RenewalPurchaseOrder,
 )
-from .service import UnitOfWork
 
 router = APIRouter(prefix="/v1", tags=["invoicing"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
@@ -299,7 +300,7 @@ async def record_bank_payment(
 ) -> JSONResponse:
     """A bank transfer received for an invoice: PaymentSucceeded and InvoicePaid."""
     domain.require_operator(who.kind)
-    transfer = service.BankTransfer(payment.amount, payment.reference, payment.paid_at)
+    transfer = BankTransfer(payment.amount, payment.reference, payment.paid_at)
 
     async def write(uow: UnitOfWork) -> BankPaymentRecorded:
         paid = await service.pay_by_bank_transfer(uow, who, invoice_id, transfer)

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from shared.contracts import (
-    Channel,
     Contract,
     InvoiceIssued,
     InvoicePaid,
@@ -25,12 +23,12 @@ from shared.contracts import (
     PaymentFailed,
     PaymentMethod,
     PaymentSucceeded,
-    Term,
 )
 from shared.messaging import WaitForCause
 from shared.unit_of_work import Work
 
 from . import domain
+from .commands import Billed, BillingTime, Cause
 from .domain import PurchaseOrder
 from .gateway import DEFAULT_TEST_TOKEN, gateway_for
 from .models import ChargeAttempt, Invoice, Payment, Repository, Subscription, Timer
@@ -41,42 +39,6 @@ INVOICE_SERIES = "INV"
 RETRY_TIMER = "renewal_charge_retry"  # R37
 INSTALLMENT_TIMER = "installment"  # R20
 INVOICE_ID_NAMESPACE = uuid.UUID("6f1d7a52-4a0e-4c59-9d0b-3c7e2f1b8a11")
-
-
-@dataclass(frozen=True)
-class Cause:
-    """The consumed event a use case answers: whose it is and when it happened."""
-
-    account_id: uuid.UUID
-    subscription_id: uuid.UUID | None
-    occurred_at: datetime
-
-
-@dataclass(frozen=True)
-class BillingTime:
-    """``at`` dates the documents (issue, payment, attempt); ``events_at`` is the events' time:
-    a timer's due time, or None for the account's clock."""
-
-    at: datetime
-    events_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Billed:
-    """What is billed and how: one subscription term (or an installment of it)."""
-
-    account_id: uuid.UUID
-    subscription_id: uuid.UUID | None
-    order_id: uuid.UUID | None
-    offering: str
-    term: Term
-    seats: int
-    channel: Channel
-    payment_method: PaymentMethod
-    payment_token: str | None
-    currency: str
-    billing_country: str
-    time_zone: str
 
 
 async def business_time(uow: UnitOfWork, cause: Cause) -> BillingTime:

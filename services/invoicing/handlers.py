@@ -28,10 +28,11 @@ from shared.runtime import Runtime
 from shared.timers import RetryLater, TimerContext, TimerHandler
 
 from . import service
-from .billing import INSTALLMENT_TIMER, RETRY_TIMER, Billed
+from .billing import INSTALLMENT_TIMER, RETRY_TIMER, UnitOfWork
+from .commands import Billed, Cause, InstallmentDue, RetryDue
 from .gateway import GatewayUnavailable
 from .repository import PostgresRepository
-from .service import FX_TIMER, Cause, UnitOfWork
+from .service import FX_TIMER
 
 consumer = EventConsumer("invoicing")
 
@@ -118,7 +119,7 @@ def timer_unit_of_work(ctx: TimerContext) -> UnitOfWork:
 
 async def retry_renewal_charge(ctx: TimerContext) -> None:
     p = ctx.timer.payload
-    due = service.RetryDue(
+    due = RetryDue(
         invoice_id=uuid.UUID(p["invoice_id"]),
         attempt=int(p["attempt"]),
         first_failed_at=datetime.fromisoformat(p["first_failed_at"]),
@@ -145,7 +146,7 @@ async def issue_installment(ctx: TimerContext) -> None:
         billing_country=p["billing_country"],
         time_zone=p["time_zone"],
     )
-    due = service.InstallmentDue(
+    due = InstallmentDue(
         origin=p["origin"],
         installment=int(p["installment"]),
         billed=billed,

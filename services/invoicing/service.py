@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -38,9 +37,6 @@ from . import domain, exchange_rates, printing
 from .billing import (
     INSTALLMENT_TIMER,
     RETRY_TIMER,
-    Billed,
-    BillingTime,
-    Cause,
     UnitOfWork,
     bill_term,
     billed_from,
@@ -53,6 +49,7 @@ from .billing import (
     settle_invoice,
     subscription_of,
 )
+from .commands import BankTransfer, Billed, BillingTime, Cause, InstallmentDue, RetryDue
 from .domain import PurchaseOrder
 from .gateway import gateway_for
 from .models import (
@@ -66,42 +63,10 @@ from .models import (
 )
 from .pdf import PrintedDocument
 
-__all__ = ["Cause", "UnitOfWork"]
-
 log = logging.getLogger(__name__)
 
 CREDIT_NOTE_SERIES = "CN"
 FX_TIMER = "fx_quarter"  # R19
-
-
-# --- commands -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetryDue:
-    """R37: the next charge attempt of a failed renewal invoice."""
-
-    invoice_id: uuid.UUID
-    attempt: int
-    first_failed_at: datetime
-
-
-@dataclass(frozen=True)
-class InstallmentDue:
-    """R20: installment 2 or 3 of a three-year term, at the transaction's rate."""
-
-    origin: str
-    installment: int
-    billed: Billed
-    renewal_id: uuid.UUID | None
-    rate: Decimal | None
-
-
-@dataclass(frozen=True)
-class BankTransfer:
-    amount: Decimal
-    reference: str
-    paid_at: datetime | None = None
 
 
 # --- consumed events -----------------------------------------------------------------------------
