@@ -28,7 +28,7 @@ from shared.messaging import WaitForCause
 from shared.unit_of_work import Work
 
 from . import domain
-from .commands import Billed, BillingTime, Cause
+from .commands import Billed, BillingTime, Cause, InstallmentDue, RetryDue
 from .domain import PurchaseOrder
 from .gateway import DEFAULT_TEST_TOKEN, gateway_for
 from .models import ChargeAttempt, Invoice, Payment, Repository, Subscription, Timer
@@ -221,12 +221,7 @@ async def fail_charge(
     next_at = domain.next_charge_attempt_at(invoice.purpose, first, attempt) if retry else None
     if next_at is not None:
         account = await uow.repo.get_account(invoice.account_id)
-        payload = {
-            "invoice_id": str(invoice.id),
-            "attempt": attempt + 1,
-            "first_failed_at": first.isoformat(),
-            "subscription_id": str(invoice.subscription_id),
-        }
+        payload = RetryDue(invoice.id, attempt + 1, first, invoice.subscription_id).payload()
         await uow.repo.schedule_timer(
             Timer(
                 kind=RETRY_TIMER,
@@ -332,7 +327,7 @@ async def bill_term(
         return invoice_id
     due_dates = domain.installment_due_dates(transaction_at, billed.time_zone)
     for number, due_at in enumerate(due_dates, start=2):
-        payload = installment_payload(source_key, number, billed, renewal_id, rate)
+        payload = InstallmentDue(source_key, number, billed, renewal_id, rate).payload()
         await uow.repo.schedule_timer(
             Timer(
                 kind=INSTALLMENT_TIMER,
@@ -344,27 +339,6 @@ async def bill_term(
             )
         )
     return invoice_id
-
-
-def installment_payload(
-    origin: str, number: int, billed: Billed, renewal_id: uuid.UUID | None, rate: Decimal
-) -> dict[str, Any]:
-    return {
-        "origin": origin,
-        "installment": number,
-        "subscription_id": str(billed.subscription_id),
-        "order_id": str(billed.order_id) if billed.order_id else None,
-        "renewal_id": str(renewal_id) if renewal_id else None,
-        "offering": billed.offering,
-        "term": billed.term,
-        "seats": billed.seats,
-        "channel": billed.channel,
-        "payment_method": billed.payment_method,
-        "currency": billed.currency,
-        "billing_country": billed.billing_country,
-        "time_zone": billed.time_zone,
-        "rate": str(rate),  # R20: one price for the term, at the transaction's rate
-    }
 
 
 def billed_from(sub: Subscription, **changes: Any) -> Billed:

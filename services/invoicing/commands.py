@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from shared.contracts import Channel, PaymentMethod, Term
 
@@ -48,11 +49,30 @@ class Billed:
 
 @dataclass(frozen=True)
 class RetryDue:
-    """R37: the next charge attempt of a failed renewal invoice."""
+    """R37: the next charge attempt of a failed renewal invoice (a durable timer's payload)."""
 
     invoice_id: uuid.UUID
     attempt: int
     first_failed_at: datetime
+    subscription_id: uuid.UUID | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "invoice_id": str(self.invoice_id),
+            "attempt": self.attempt,
+            "first_failed_at": self.first_failed_at.isoformat(),
+            "subscription_id": str(self.subscription_id),
+        }
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> RetryDue:
+        subscription = p.get("subscription_id")
+        return cls(
+            invoice_id=uuid.UUID(p["invoice_id"]),
+            attempt=int(p["attempt"]),
+            first_failed_at=datetime.fromisoformat(p["first_failed_at"]),
+            subscription_id=uuid.UUID(subscription) if subscription not in (None, "None") else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -64,6 +84,50 @@ class InstallmentDue:
     billed: Billed
     renewal_id: uuid.UUID | None
     rate: Decimal | None
+
+    def payload(self) -> dict[str, Any]:
+        billed = self.billed
+        return {
+            "origin": self.origin,
+            "installment": self.installment,
+            "subscription_id": str(billed.subscription_id),
+            "order_id": str(billed.order_id) if billed.order_id else None,
+            "renewal_id": str(self.renewal_id) if self.renewal_id else None,
+            "offering": billed.offering,
+            "term": billed.term,
+            "seats": billed.seats,
+            "channel": billed.channel,
+            "payment_method": billed.payment_method,
+            "currency": billed.currency,
+            "billing_country": billed.billing_country,
+            "time_zone": billed.time_zone,
+            "rate": str(self.rate),  # R20: one price for the term, at the transaction's rate
+        }
+
+    @classmethod
+    def from_payload(cls, account_id: uuid.UUID, p: dict[str, Any]) -> InstallmentDue:
+        """The timer's payload; the payment token is the subscription's when it is issued."""
+        billed = Billed(
+            account_id=account_id,
+            subscription_id=uuid.UUID(p["subscription_id"]),
+            order_id=uuid.UUID(p["order_id"]) if p.get("order_id") else None,
+            offering=p["offering"],
+            term=p["term"],
+            seats=p["seats"],
+            channel=p["channel"],
+            payment_method=p["payment_method"],
+            payment_token=None,
+            currency=p["currency"],
+            billing_country=p["billing_country"],
+            time_zone=p["time_zone"],
+        )
+        return cls(
+            origin=p["origin"],
+            installment=int(p["installment"]),
+            billed=billed,
+            renewal_id=uuid.UUID(p["renewal_id"]) if p.get("renewal_id") else None,
+            rate=Decimal(p["rate"]) if p.get("rate") else None,
+        )
 
 
 @dataclass(frozen=True)

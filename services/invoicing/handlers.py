@@ -7,10 +7,6 @@ An event about a subscription whose ``OrderPlaced`` was not handled yet waits fo
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
-from decimal import Decimal
-
 from shared.contracts import (
     AccountOpened,
     AutoRenewChanged,
@@ -29,7 +25,7 @@ from shared.timers import RetryLater, TimerContext, TimerHandler
 
 from . import service
 from .billing import INSTALLMENT_TIMER, RETRY_TIMER, UnitOfWork
-from .commands import Billed, Cause, InstallmentDue, RetryDue
+from .commands import Cause, InstallmentDue, RetryDue
 from .gateway import GatewayUnavailable
 from .repository import PostgresRepository
 from .service import FX_TIMER
@@ -118,41 +114,14 @@ def timer_unit_of_work(ctx: TimerContext) -> UnitOfWork:
 
 
 async def retry_renewal_charge(ctx: TimerContext) -> None:
-    p = ctx.timer.payload
-    due = RetryDue(
-        invoice_id=uuid.UUID(p["invoice_id"]),
-        attempt=int(p["attempt"]),
-        first_failed_at=datetime.fromisoformat(p["first_failed_at"]),
-    )
+    due = RetryDue.from_payload(ctx.timer.payload)
     await service.retry_renewal_charge(timer_unit_of_work(ctx), due, ctx.timer.due_at)
 
 
 async def issue_installment(ctx: TimerContext) -> None:
-    p = ctx.timer.payload
-    account_id = ctx.timer.account_id
-    if account_id is None:
+    if ctx.timer.account_id is None:
         raise ValueError(f"installment timer {ctx.timer.key} names no account")
-    billed = Billed(
-        account_id=account_id,
-        subscription_id=uuid.UUID(p["subscription_id"]),
-        order_id=uuid.UUID(p["order_id"]) if p.get("order_id") else None,
-        offering=p["offering"],
-        term=p["term"],
-        seats=p["seats"],
-        channel=p["channel"],
-        payment_method=p["payment_method"],
-        payment_token=None,  # the subscription's, when the installment is issued
-        currency=p["currency"],
-        billing_country=p["billing_country"],
-        time_zone=p["time_zone"],
-    )
-    due = InstallmentDue(
-        origin=p["origin"],
-        installment=int(p["installment"]),
-        billed=billed,
-        renewal_id=uuid.UUID(p["renewal_id"]) if p.get("renewal_id") else None,
-        rate=Decimal(p["rate"]) if p.get("rate") else None,
-    )
+    due = InstallmentDue.from_payload(ctx.timer.account_id, ctx.timer.payload)
     await service.issue_installment(timer_unit_of_work(ctx), due, ctx.timer.due_at)
 
 
