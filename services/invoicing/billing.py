@@ -301,16 +301,7 @@ async def bill_term(
     account = await uow.repo.get_account(billed.account_id)
     installments = domain.pays_in_installments(billed.term, transaction_at, billed.time_zone)
     rate = await rate_in_force(uow, billed.currency, billed.channel, when.at)
-    draft = domain.draft_for_order(
-        offering=billed.offering,
-        term=billed.term,
-        seats=billed.seats,
-        currency=billed.currency,
-        country=billed.billing_country,
-        tax_exempt_reason=account.tax_exempt_reason if account else None,
-        rate=rate,
-        installment=1 if installments else None,
-    )
+    draft = await draft_term(uow, billed, rate, 1 if installments else None)
     invoice_id = await issue_invoice(
         uow,
         when,
@@ -339,6 +330,28 @@ async def bill_term(
             )
         )
     return invoice_id
+
+
+async def tax_exemption(uow: UnitOfWork, account_id: uuid.UUID) -> str | None:
+    """R18: why the account pays no VAT, if it does not."""
+    account = await uow.repo.get_account(account_id)
+    return account.tax_exempt_reason if account else None
+
+
+async def draft_term(
+    uow: UnitOfWork, billed: Billed, rate: Decimal, installment: int | None
+) -> domain.DraftInvoice:
+    """The invoice of a term (R20: or of one installment of it) at ``rate``."""
+    return domain.draft_for_order(
+        offering=billed.offering,
+        term=billed.term,
+        seats=billed.seats,
+        currency=billed.currency,
+        country=billed.billing_country,
+        tax_exempt_reason=await tax_exemption(uow, billed.account_id),
+        rate=rate,
+        installment=installment,
+    )
 
 
 def billed_from(sub: Subscription, **changes: Any) -> Billed:

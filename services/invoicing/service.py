@@ -42,12 +42,14 @@ from .billing import (
     billed_from,
     business_time,
     charge_invoice,
+    draft_term,
     emit,
     issue_invoice,
     money,
     rate_in_force,
     settle_invoice,
     subscription_of,
+    tax_exemption,
 )
 from .commands import BankTransfer, Billed, BillingTime, Cause, InstallmentDue, RetryDue
 from .domain import PurchaseOrder
@@ -184,7 +186,6 @@ async def invoice_added_seats(uow: UnitOfWork, cause: Cause, added: SeatsAdded) 
     sub = await subscription_of(uow, cause)
     await uow.repo.update_subscription(sub.id, seats=added.total_seats)
     when = await business_time(uow, cause)
-    account = await uow.repo.get_account(cause.account_id)
     rate = await rate_in_force(uow, added.currency, sub.channel, when.at)
     draft = domain.draft_for_coterm(
         offering=added.offering,
@@ -192,7 +193,7 @@ async def invoice_added_seats(uow: UnitOfWork, cause: Cause, added: SeatsAdded) 
         seats_added=added.seats_added,
         currency=added.currency,
         country=added.billing_country,
-        tax_exempt_reason=account.tax_exempt_reason if account else None,
+        tax_exempt_reason=await tax_exemption(uow, cause.account_id),
         rate=rate,
         prorate_from=added.prorate_from,
         coterm_until=added.coterm_until,
@@ -339,22 +340,12 @@ async def issue_installment(uow: UnitOfWork, due: InstallmentDue, due_at: dateti
     )
     billed = dataclasses.replace(billed, payment_token=sub.payment_token if sub else None)
     when = BillingTime(due_at, due_at)
-    account = await uow.repo.get_account(billed.account_id)
     rate = (
         due.rate
         if due.rate is not None
         else await rate_in_force(uow, billed.currency, billed.channel, when.at)
     )
-    draft = domain.draft_for_order(
-        offering=billed.offering,
-        term=billed.term,
-        seats=billed.seats,
-        currency=billed.currency,
-        country=billed.billing_country,
-        tax_exempt_reason=account.tax_exempt_reason if account else None,
-        rate=rate,
-        installment=due.installment,
-    )
+    draft = await draft_term(uow, billed, rate, due.installment)
     await issue_invoice(
         uow,
         when,
