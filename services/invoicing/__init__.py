@@ -15,5 +15,14 @@ HTTP (``/v1``): ``GET accounts/{id}/invoices``, ``GET invoices/{id}``, ``GET inv
 ``POST operator/invoices/{id}/bank-payments``, ``POST operator/exchange-rates/market`` (JSON),
 ``POST operator/exchange-rates/market.csv`` (``currency,rate,as_of``),
 ``POST operator/exchange-rates/recompute``, ``GET operator/exchange-rates``.
-Sandbox payment tokens: see ``gateway.py``; the exchange-rate schedule: see ``domain.py``.
+Sandbox payment tokens: see ``gateway.py``; the exchange-rate schedule: see
+``exchange_rates.py``.
+
+Inside: ``service.py`` (one function per use case; the billing steps they share in
+``billing.py``, their commands in ``commands.py``), ``domain.py`` and ``exchange_rates.py`` (the
+rules, no I/O), ``models.py`` (typed rows and the ``Repository`` port), ``repository.py`` (SQL),
+``schemas.py`` and ``api.py`` (the HTTP door), ``handlers.py`` (events and timers to use cases),
+``printing.py``/``pdf.py`` (documents) and ``gateway.py`` (card and PayPal). An event about a
+subscription whose ``OrderPlaced`` was not handled yet waits for it (``shared.messaging``'s
+deferred events) and is applied when the order is.
 """

@@ -8,17 +8,17 @@ line's VAT; totals are sums of rounded lines, so an invoice always equals the su
 
 from __future__ import annotations
 
-import calendar
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
-from zoneinfo import ZoneInfo
+from typing import Any
 
-from shared.contracts import Channel, InvoiceLine, InvoicePurpose, PaymentMethod, Term
+from shared.contracts import InvoiceLine, InvoicePurpose, PaymentMethod, Term
+from shared.errors import Conflict, Forbidden, Invalid, not_found
+from shared.time.calendar import add_months, local_date, local_midnight
 
 PRICE_BOOK_FILE = Path(__file__).parent / "price_book.json"
 VAT_RATES_FILE = Path(__file__).parent / "vat_rates.json"
@@ -32,10 +32,6 @@ RENEWAL_RETRY_DAYS = (1, 3, 7, 14)  # R37 [ours]: days after the first failed re
 # R39: business days until a refund reaches the payer. Card: the public "5-7 business days",
 # taken at its upper end so the date is a promise we keep [ours]; PayPal and bank [ours].
 REFUND_SETTLEMENT_BUSINESS_DAYS: dict[PaymentMethod, int] = {"card": 7, "paypal": 3, "invoice": 10}
-# R19: how far the applied rate may move from the previous applied rate.
-DIRECT_BAND_PER_MONTH = Decimal("0.01")
-PARTNER_BAND_PER_QUARTER = Decimal("0.03")
-RATE_PLACES = Decimal("0.00000001")  # applied rates are kept to 8 decimals (numeric(20,8))
 
 
 @cache
@@ -185,25 +181,14 @@ def draft_for_order(
 # --- R30: co-term ------------------------------------------------------------------------------
 
 
-def add_months(start: date, months: int) -> date:
-    """Same day of month ``months`` later, clamped to the month's end (R23: 01-31 -> 02-28)."""
-    month_index = start.month - 1 + months
-    year, month = start.year + month_index // 12, month_index % 12 + 1
-    return date(year, month, min(start.day, calendar.monthrange(year, month)[1]))
-
-
-def local_day(at: datetime, time_zone: str) -> date:
-    return at.astimezone(ZoneInfo(time_zone)).date()
-
-
 def coterm_days(
     prorate_from: datetime, coterm_until: datetime, term: Term, time_zone: str
 ) -> tuple[int, int]:
     """R30 [ours: by days]: (days left until the renewal, days in the term that ends then),
     both counted in local calendar days of the purchase's time zone."""
-    until = local_day(coterm_until, time_zone)
+    until = local_date(coterm_until, time_zone)
     term_start = add_months(until, -TERM_MONTHS[term])
-    days_left = max(0, (until - local_day(prorate_from, time_zone)).days)
+    days_left = max(0, (until - local_date(prorate_from, time_zone)).days)
     return min(days_left, (until - term_start).days), (until - term_start).days
 
 
@@ -266,29 +251,22 @@ def add_business_days(day: date, business_days: int) -> date:
 def refund_settlement_date(approved_at: datetime, time_zone: str, method: PaymentMethod) -> date:
     """R39: when the money is expected back, by the original payment method."""
     return add_business_days(
-        local_day(approved_at, time_zone), REFUND_SETTLEMENT_BUSINESS_DAYS[method]
+        local_date(approved_at, time_zone), REFUND_SETTLEMENT_BUSINESS_DAYS[method]
     )
 
 
 # --- R20: installments -------------------------------------------------------------------------
 
 
-def local_midnight(day: date, time_zone: str) -> datetime:
-    zone = ZoneInfo(time_zone)
-    naive = datetime.combine(day, time(0))
-    candidate = naive.replace(tzinfo=zone)
-    round_trip = candidate.astimezone(UTC).astimezone(zone)
-    return round_trip if round_trip.replace(tzinfo=None) != naive else candidate
-
-
 def pays_in_installments(term: Term, transaction_at: datetime, time_zone: str) -> bool:
     """R20: three-year terms bought or renewed on or after 2024-09-16 pay yearly."""
-    return term == "three_year" and local_day(transaction_at, time_zone) >= INSTALLMENTS_FROM
+    return term == "three_year" and local_date(transaction_at, time_zone) >= INSTALLMENTS_FROM
 
 
 def installment_due_dates(transaction_at: datetime, time_zone: str) -> list[datetime]:
-    """R20: installments 2 and 3, at local midnight of the first and second anniversary."""
-    start = local_day(transaction_at, time_zone)
+    """R20: installments 2 and 3, at local midnight of the first and second anniversary (as
+    instants, in UTC)."""
+    start = local_date(transaction_at, time_zone)
     return [local_midnight(add_months(start, 12 * years), time_zone) for years in (1, 2)]
 
 
@@ -297,7 +275,7 @@ def installment_due_dates(transaction_at: datetime, time_zone: str) -> list[date
 
 def due_date(issued_at: datetime, time_zone: str, method: PaymentMethod) -> date:
     """R21: pay-by-invoice is due 30 days after issue; card and PayPal are charged at issue."""
-    issue_day = local_day(issued_at, time_zone)
+    issue_day = local_date(issued_at, time_zone)
     if method == "invoice":
         return issue_day + timedelta(days=PAY_BY_INVOICE_NET_DAYS)
     return issue_day
@@ -342,72 +320,6 @@ def invoice_number(series: str, sequence: int) -> str:
     return f"{series}-{sequence:07d}"
 
 
-# --- R19: exchange rates -----------------------------------------------------------------------
-#
-# Schedule [ours, exact]: market rates are fed at any time (operator API or CSV). At 00:00 UTC on
-# the first day of each calendar quarter (1 Jan, 1 Apr, 1 Jul, 1 Oct) the applied rates are
-# recomputed from the latest market rate dated before that instant:
-# - partner: one new rate for the quarter, the market rate clamped to +-3 % of the previous
-#   partner rate, effective from the quarter's first day;
-# - direct: three new rates, effective on the first day of each month of the quarter, each the
-#   market rate clamped to +-1 % of the month before, so the direct rate walks toward the market
-#   by at most 1 % a month.
-# The first previous rate is the price book's. Each invoice records the rate it used.
-
-RateChannel = Literal["direct", "partner"]
-
-
-def clamp_rate(market: Decimal, previous: Decimal, band: Decimal) -> Decimal:
-    low, high = previous * (1 - band), previous * (1 + band)
-    return min(max(market, low), high).quantize(RATE_PLACES, rounding=ROUND_HALF_UP)
-
-
-def within_band(rate: Decimal, previous: Decimal, band: Decimal) -> bool:
-    slack = RATE_PLACES  # the 8-decimal rounding of a clamped rate
-    return previous * (1 - band) - slack <= rate <= previous * (1 + band) + slack
-
-
-def quarter_start(day: date) -> date:
-    return date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
-
-
-def next_quarter_start(at: datetime) -> datetime:
-    start = quarter_start(at.astimezone(UTC).date())
-    return datetime.combine(add_months(start, 3), time(0), tzinfo=UTC)
-
-
-def is_quarter_start(day: date) -> bool:
-    return day.day == 1 and day.month in (1, 4, 7, 10)
-
-
-@dataclass(frozen=True)
-class AppliedRate:
-    channel: Channel
-    effective_from: datetime
-    rate: Decimal
-    previous_rate: Decimal
-    market_rate: Decimal
-
-
-def quarterly_rates(
-    quarter: date, market: Decimal, previous_direct: Decimal, previous_partner: Decimal
-) -> list[AppliedRate]:
-    """R19: the applied rates a quarter brings (see the schedule above)."""
-    if not is_quarter_start(quarter):
-        raise ValueError(f"{quarter} is not the first day of a quarter")
-    rates: list[AppliedRate] = []
-    previous = previous_direct
-    for month in range(3):
-        starts = datetime.combine(add_months(quarter, month), time(0), tzinfo=UTC)
-        rate = clamp_rate(market, previous, DIRECT_BAND_PER_MONTH)
-        rates.append(AppliedRate("direct", starts, rate, previous, market))
-        previous = rate
-    starts = datetime.combine(quarter, time(0), tzinfo=UTC)
-    partner = clamp_rate(market, previous_partner, PARTNER_BAND_PER_QUARTER)
-    rates.append(AppliedRate("partner", starts, partner, previous_partner, market))
-    return rates
-
-
 @dataclass(frozen=True)
 class VatSummary:
     rate: Decimal
@@ -422,3 +334,158 @@ def vat_summary(lines: list[InvoiceLine]) -> list[VatSummary]:
         net, vat = by_rate.get(line.vat_rate.normalize(), (Decimal(0), Decimal(0)))
         by_rate[line.vat_rate.normalize()] = (net + line.net_amount, vat + line.vat_amount)
     return [VatSummary(rate, net, vat) for rate, (net, vat) in sorted(by_rate.items())]
+
+
+# --- R17, R15, R19: what is billed and charged ---------------------------------------------------
+
+
+def invoiced_when_ordered(trial: bool) -> bool:
+    """R17: a trial is not invoiced (nor charged) until it converts."""
+    return not trial
+
+
+def is_base_currency(currency: str) -> bool:
+    base: str = price_book()["base_currency"]
+    return currency == base
+
+
+def applied_rate(currency: str, in_force: Decimal | None) -> Decimal:
+    """R19: the rate an invoice applies: 1 for the base currency, else the applied rate in force
+    for its channel, else (no quarter computed yet) the price book's."""
+    if is_base_currency(currency):
+        return Decimal(1)
+    return in_force if in_force is not None else initial_rate(currency)
+
+
+def charge_refusal(from_quote: bool, gross_total: Decimal, rate: Decimal) -> str | None:
+    """R15: a quote above the card limit is never charged to a card or PayPal."""
+    if from_quote and above_card_limit(gross_total, rate):
+        return "r15-quote-above-card-limit"
+    return None
+
+
+# --- R39: what a refund credits and pays back ----------------------------------------------------
+
+
+def refund_amount(invoice_status: str, gross_total: Decimal, currency: str) -> Decimal:
+    """R39: a paid invoice is paid back in full; an unpaid one is cancelled, nothing paid back."""
+    return round_money(gross_total, currency) if invoice_status == "paid" else Decimal(0)
+
+
+def refunded_through_gateway(invoice_status: str, method: PaymentMethod) -> bool:
+    """R39: card and PayPal payments go back through their gateway; a bank transfer is paid
+    back by the finance team."""
+    return invoice_status == "paid" and method != "invoice"
+
+
+def refund_settles(
+    invoice_status: str, approved_at: datetime, time_zone: str, method: PaymentMethod
+) -> date | None:
+    """R39: when the money is expected back; None when nothing is paid back."""
+    if invoice_status != "paid":
+        return None
+    return refund_settlement_date(approved_at, time_zone, method)
+
+
+def document_totals(lines: list[InvoiceLine]) -> tuple[Decimal, Decimal, Decimal]:
+    """(net, VAT, gross) of a document: sums of its rounded lines."""
+    net = sum((line.net_amount for line in lines), Decimal(0))
+    vat = sum((line.vat_amount for line in lines), Decimal(0))
+    return net, vat, net + vat
+
+
+# --- R18: what the invoice says ------------------------------------------------------------------
+
+
+def exemption_note(tax_exempt_reason: str | None) -> str | None:
+    """R18: a tax-exempt invoice says why no VAT is charged."""
+    return f"VAT exemption: {tax_exempt_reason}" if tax_exempt_reason else None
+
+
+# --- R22: purchase-order details -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PurchaseOrder:
+    """R22: what the buyer attached to an invoice (or to the coming renewal's)."""
+
+    po_number: str | None = None
+    notes: str | None = None
+    document: bytes | None = None
+    file_name: str | None = None
+    mime_type: str | None = None
+
+
+def changed_purchase_order(
+    current: PurchaseOrder, change: PurchaseOrder, given: set[str]
+) -> PurchaseOrder:
+    """R22: the fields given replace what is stored (null clears); the others stay."""
+    return PurchaseOrder(
+        po_number=change.po_number if "po_number" in given else current.po_number,
+        notes=change.notes if "notes" in given else current.notes,
+        document=change.document if "po_document" in given else current.document,
+        file_name=change.file_name if "po_document" in given else current.file_name,
+        mime_type=change.mime_type if "po_document" in given else current.mime_type,
+    )
+
+
+def require_po_editable(status: str, invoice_number: str) -> None:
+    if not po_editable(status):
+        raise Conflict(
+            "invoice-not-editable",
+            "The invoice can no longer be changed",
+            f"Invoice {invoice_number} is {status}; a PO number, notes and a PO document may be "
+            "given only before it is paid (R22).",
+            rule="R22",
+        )
+
+
+# --- bank transfers -------------------------------------------------------------------------------
+
+
+def require_bank_payment_matches(
+    status: str, invoice_number: str, gross_total: Decimal, currency: str, amount: Decimal
+) -> Decimal:
+    """An open invoice, paid in full: returns the amount due."""
+    if status != "issued":
+        raise Conflict(
+            "invoice-not-open", "The invoice is not open", f"Invoice {invoice_number} is {status}."
+        )
+    due = round_money(gross_total, currency)
+    if amount != due:
+        raise Invalid(
+            "amount-mismatch",
+            "The amount is not the invoice's total",
+            f"Invoice {invoice_number} is {currency} {due}.",
+            expected=str(due),
+        )
+    return due
+
+
+# --- R8: who may read and change -----------------------------------------------------------------
+
+INVOICE_READERS = frozenset({"buyer", "payer"})  # R8: admins who are not the buyer get 403
+PO_EDITORS = frozenset({"buyer", "payer"})  # R22: whoever settles the invoice may add its PO
+RENEWAL_EDITORS = frozenset({"buyer"})  # R8: renewal data is the buyer's; payers see invoices
+
+
+def require_operator(kind: str) -> None:
+    if kind != "operator":
+        raise Forbidden("operator-required", "Operators only", "Use an operator token.")
+
+
+def require_role(kind: str, roles: set[str], allowed: frozenset[str], what: str) -> None:
+    """R8: operators pass; a stranger gets 404 (ids leak nothing); a member without the role
+    403."""
+    if kind == "operator":
+        return
+    if not roles:
+        raise not_found(what)
+    if not roles & allowed:
+        raise Forbidden(
+            "role-required",
+            "Your role does not allow this",
+            f"Only {' or '.join(sorted(allowed))} may do this (R8).",
+            rule="R8",
+            required_roles=sorted(allowed),
+        )

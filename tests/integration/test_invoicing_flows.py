@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from pypdf import PdfReader
 
-from services.invoicing import domain
+from services.invoicing import domain, exchange_rates
 from services.invoicing.gateway import CARD_SANDBOX
 from shared.auth import issue_token
 from shared.contracts import (
@@ -918,7 +918,7 @@ async def test_r19_market_rates_by_api_and_csv_give_clamped_applied_rates_on_inv
     next_quarter = await inv.pool.fetchval(
         "SELECT due_at FROM timers WHERE kind = 'fx_quarter' AND status = 'pending'"
     )
-    assert next_quarter == domain.next_quarter_start(datetime.now(UTC))
+    assert next_quarter == exchange_rates.next_quarter_start(datetime.now(UTC))
 
 
 async def test_a_charge_whose_transaction_rolled_back_is_not_charged_twice(
@@ -927,13 +927,13 @@ async def test_a_charge_whose_transaction_rolled_back_is_not_charged_twice(
     """The gateway charged, then our transaction failed (a crash, a lost connection): the retry
     issues the same invoice id, so the gateway's idempotency key repeats and the card is charged
     once."""
-    from services.invoicing import repository
+    from services.invoicing.repository import PostgresRepository
 
     inv = invoicing
     account = await open_account(inv)
     sub = uuid.uuid4()
     placed = order(sub, placed_at=T0)
-    real_record = repository.record_charge_attempt
+    real_record = PostgresRepository.record_charge_attempt
     failures = [RuntimeError("connection lost after the gateway answered")]
 
     async def fail_once(*args: Any, **kwargs: Any) -> None:
@@ -941,7 +941,7 @@ async def test_a_charge_whose_transaction_rolled_back_is_not_charged_twice(
             raise failures.pop()
         await real_record(*args, **kwargs)
 
-    monkeypatch.setattr(repository, "record_charge_attempt", fail_once)
+    monkeypatch.setattr(PostgresRepository, "record_charge_attempt", fail_once)
     charged_before = len(CARD_SANDBOX.charges)
     await send(
         inv, "ordering", account.id, envelope(placed, account.id, at=T0, subscription_id=sub)

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.invoicing import domain, pdf
+from services.invoicing import domain, exchange_rates, pdf
 from shared.contracts import InvoiceLine
+from shared.time.calendar import add_months, zone
 
 CURRENCIES = ["NOK", "SEK", "EUR", "GBP", "USD", "DKK"]
 EU_EEA = (
@@ -42,7 +43,11 @@ def test_r20_three_year_terms_from_2024_09_16_pay_in_installments() -> None:
     assert not domain.pays_in_installments("three_year", before, tz)
     assert domain.pays_in_installments("three_year", after, tz)
     assert not domain.pays_in_installments("annual", after, tz)
-    second, third = domain.installment_due_dates(datetime(2028, 2, 29, 9, tzinfo=UTC), tz)
+    # Instants (UTC, from shared.time.calendar); read in the customer's zone they are midnights.
+    second, third = (
+        due.astimezone(zone(tz))
+        for due in domain.installment_due_dates(datetime(2028, 2, 29, 9, tzinfo=UTC), tz)
+    )
     assert (second.date(), third.date()) == (date(2029, 2, 28), date(2030, 2, 28))
     assert second.utcoffset() == timedelta(hours=1) and second.hour == 0
 
@@ -122,7 +127,7 @@ def test_r30_added_seats_are_priced_pro_rata_by_days() -> None:
 
 
 def test_r19_quarterly_rates_walk_1_percent_a_month_direct_3_percent_partner() -> None:
-    rates = domain.quarterly_rates(
+    rates = exchange_rates.quarterly_rates(
         date(2026, 4, 1), Decimal("12.00"), Decimal("10.00"), Decimal("10.00")
     )
     direct = [r for r in rates if r.channel == "direct"]
@@ -134,18 +139,18 @@ def test_r19_quarterly_rates_walk_1_percent_a_month_direct_3_percent_partner() -
         date(2026, 6, 1),
     ]
     assert partner.rate == Decimal("10.3")
-    inside = domain.quarterly_rates(
+    inside = exchange_rates.quarterly_rates(
         date(2026, 7, 1), Decimal("10.05"), Decimal("10.00"), Decimal("10.00")
     )
     assert {r.rate for r in inside} == {Decimal("10.05")}  # inside the band: the market rate
     with pytest.raises(ValueError, match="quarter"):
-        domain.quarterly_rates(date(2026, 5, 1), Decimal(1), Decimal(1), Decimal(1))
+        exchange_rates.quarterly_rates(date(2026, 5, 1), Decimal(1), Decimal(1), Decimal(1))
 
 
 def test_r19_the_next_recomputation_is_the_next_quarter_start() -> None:
     at = datetime(2026, 11, 27, 22, 0, tzinfo=UTC)
-    assert domain.next_quarter_start(at) == datetime(2027, 1, 1, tzinfo=UTC)
-    assert domain.next_quarter_start(datetime(2026, 4, 1, tzinfo=UTC)) == datetime(
+    assert exchange_rates.next_quarter_start(at) == datetime(2027, 1, 1, tzinfo=UTC)
+    assert exchange_rates.next_quarter_start(datetime(2026, 4, 1, tzinfo=UTC)) == datetime(
         2026, 7, 1, tzinfo=UTC
     )
 
@@ -159,19 +164,19 @@ def test_r19_applied_rates_never_leave_the_band(previous: Decimal, markets: list
     direct = partner = previous
     quarter = date(2026, 1, 1)
     for market in markets:
-        for r in domain.quarterly_rates(quarter, market, direct, partner):
+        for r in exchange_rates.quarterly_rates(quarter, market, direct, partner):
             band = (
-                domain.DIRECT_BAND_PER_MONTH
+                exchange_rates.DIRECT_BAND_PER_MONTH
                 if r.channel == "direct"
-                else domain.PARTNER_BAND_PER_QUARTER
+                else exchange_rates.PARTNER_BAND_PER_QUARTER
             )
-            assert domain.within_band(r.rate, r.previous_rate, band)
+            assert exchange_rates.within_band(r.rate, r.previous_rate, band)
             assert r.rate > 0
             if r.channel == "direct":
                 direct = r.rate
             else:
                 partner = r.rate
-        quarter = domain.add_months(quarter, 3)
+        quarter = add_months(quarter, 3)
 
 
 @given(

@@ -1,0 +1,570 @@
+"""IInvoicing's use cases, one function each: invoices for orders, trials, renewals (R25),
+installments (R20) and co-terms (R30); charge retries (R37); bank transfers; credit notes and
+refunds (R39); PO details (R22); exchange rates (R19); the reads of the HTTP door.
+
+Each takes a unit of work (``uow``: the repository on the open transaction, the events, time),
+the actor where there is one and a typed command. The rules are ``domain.py``'s and
+``exchange_rates.py``'s; the billing steps they compose are ``billing.py``'s; the gateways are
+``gateway.py``'s adapters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from shared.auth import Principal
+from shared.contracts import (
+    AccountOpened,
+    CreditNoteIssued,
+    InvoiceLine,
+    OrderPlaced,
+    RefundApproved,
+    RefundProcessed,
+    RenewalDue,
+    RenewalRequested,
+    RolesChanged,
+    SeatsAdded,
+    TrialConverted,
+)
+from shared.errors import not_found
+
+from . import domain, exchange_rates, printing
+from .billing import (
+    INSTALLMENT_TIMER,
+    RETRY_TIMER,
+    UnitOfWork,
+    bill_term,
+    billed_from,
+    business_time,
+    charge_invoice,
+    draft_term,
+    emit,
+    issue_invoice,
+    money,
+    rate_in_force,
+    settle_invoice,
+    subscription_of,
+    tax_exemption,
+)
+from .commands import BankTransfer, Billed, BillingTime, Cause, InstallmentDue, RetryDue
+from .domain import PurchaseOrder
+from .gateway import gateway_for
+from .models import (
+    AppliedRateRecord,
+    CreditNote,
+    Invoice,
+    MarketRate,
+    Payment,
+    StoredLine,
+    Timer,
+)
+from .pdf import PrintedDocument
+
+log = logging.getLogger(__name__)
+
+CREDIT_NOTE_SERIES = "CN"
+FX_TIMER = "fx_quarter"  # R19
+
+
+# --- consumed events -----------------------------------------------------------------------------
+
+
+async def remember_account(uow: UnitOfWork, cause: Cause, opened: AccountOpened) -> None:
+    await uow.repo.upsert_account(cause.account_id, opened)
+
+
+async def remember_roles(uow: UnitOfWork, cause: Cause, snapshot: RolesChanged) -> None:
+    await uow.repo.apply_roles(cause.account_id, snapshot)
+
+
+async def invoice_order(uow: UnitOfWork, cause: Cause, order: OrderPlaced) -> None:
+    """Invoice the order (VAT by billing country, R18); charge card/PayPal at issue (R21).
+    R17: a trial is not invoiced until it converts."""
+    await uow.repo.upsert_subscription(cause.account_id, order)
+    if not domain.invoiced_when_ordered(order.trial):
+        return
+    billed = Billed(
+        account_id=cause.account_id,
+        subscription_id=order.subscription_id,
+        order_id=order.order_id,
+        offering=order.offering,
+        term=order.term,
+        seats=order.seats,
+        channel=order.channel,
+        payment_method=order.payment_method,
+        payment_token=order.payment_token,
+        currency=order.currency,
+        billing_country=order.billing_country,
+        time_zone=order.time_zone,
+    )
+    await bill_term(
+        uow,
+        await business_time(uow, cause),
+        billed,
+        source_key=f"order:{order.order_id}",
+        purpose="order",
+        transaction_at=order.placed_at,
+        quote_id=order.quote_id,
+    )
+
+
+async def invoice_converted_trial(uow: UnitOfWork, cause: Cause, converted: TrialConverted) -> None:
+    """R17: the same subscription, now paid: invoiced like an order."""
+    sub = await subscription_of(uow, cause)
+    changes: dict[str, Any] = {
+        "term": converted.term,
+        "seats": converted.seats,
+        "payment_method": converted.payment_method,
+    }
+    await uow.repo.update_subscription(sub.id, **changes, trial=False)
+    await bill_term(
+        uow,
+        await business_time(uow, cause),
+        billed_from(sub, **changes, order_id=converted.order_id),
+        source_key=f"order:{converted.order_id}",
+        purpose="order",
+        transaction_at=converted.converted_at,
+    )
+
+
+async def invoice_renewal(uow: UnitOfWork, cause: Cause, due: RenewalDue) -> None:
+    """R25: the renewal invoice, issued on the renewal date; card/PayPal charged at issue (a
+    failure starts the R37 retries), invoice accounts billed net 30. R22: PO details given
+    before the renewal date go onto it, once."""
+    sub = await subscription_of(uow, cause)
+    changes: dict[str, Any] = {
+        "offering": due.offering,
+        "term": due.term,
+        "seats": due.seats,
+        "channel": due.channel,
+        "payment_method": due.payment_method,
+    }
+    await uow.repo.update_subscription(sub.id, **changes)
+    po = PurchaseOrder(
+        po_number=sub.renewal_po_number,
+        notes=sub.renewal_notes,
+        document=sub.renewal_po_document,
+        file_name=sub.renewal_po_file_name,
+        mime_type=sub.renewal_po_mime_type,
+    )
+    await uow.repo.set_renewal_purchase_order(sub.id, PurchaseOrder())
+    await bill_term(
+        uow,
+        await business_time(uow, cause),
+        billed_from(sub, **changes, order_id=None, time_zone=due.time_zone),
+        source_key=f"renewal:{due.renewal_id}",
+        purpose="renewal",
+        transaction_at=due.period_starts_at,
+        renewal_id=due.renewal_id,
+        po=po,
+    )
+
+
+async def remember_requested_renewal(
+    uow: UnitOfWork, cause: Cause, request: RenewalRequested
+) -> None:
+    """R27: a manual or late renewal. Lifecycle answers it with ``RenewalDue`` (the period and
+    its dates are lifecycle's), which is what gets billed; here we only keep how to charge it.
+    Billing the request too would charge the renewal twice."""
+    sub = await subscription_of(uow, cause)
+    changes: dict[str, Any] = {
+        "channel": request.channel,
+        "payment_method": request.payment_method,
+    }
+    if request.payment_token is not None:
+        changes["payment_token"] = request.payment_token
+    await uow.repo.update_subscription(sub.id, **changes)
+
+
+async def invoice_added_seats(uow: UnitOfWork, cause: Cause, added: SeatsAdded) -> None:
+    """R30: added seats co-termed with the subscription, priced pro rata by days."""
+    sub = await subscription_of(uow, cause)
+    await uow.repo.update_subscription(sub.id, seats=added.total_seats)
+    when = await business_time(uow, cause)
+    rate = await rate_in_force(uow, added.currency, sub.channel, when.at)
+    draft = domain.draft_for_coterm(
+        offering=added.offering,
+        term=added.term,
+        seats_added=added.seats_added,
+        currency=added.currency,
+        country=added.billing_country,
+        tax_exempt_reason=await tax_exemption(uow, cause.account_id),
+        rate=rate,
+        prorate_from=added.prorate_from,
+        coterm_until=added.coterm_until,
+        time_zone=added.time_zone,
+    )
+    billed = billed_from(
+        sub,
+        order_id=added.order_id,
+        offering=added.offering,
+        term=added.term,
+        seats=added.seats_added,
+        payment_method=added.payment_method,
+        currency=added.currency,
+        billing_country=added.billing_country,
+        time_zone=added.time_zone,
+    )
+    await issue_invoice(
+        uow, when, billed, source_key=f"co_term:{added.order_id}", purpose="co_term", draft=draft
+    )
+
+
+async def stop_renewal_retries(uow: UnitOfWork, cause: Cause) -> None:
+    """R24, R34, R36: a subscription cancelled (or with auto-renew turned off) is never charged
+    again: its R37 retries stop."""
+    if cause.subscription_id is None:
+        return
+    for invoice_id in await uow.repo.open_renewal_invoices(cause.subscription_id):
+        await uow.repo.cancel_timer(RETRY_TIMER, str(invoice_id))
+
+
+async def credit_refund(uow: UnitOfWork, cause: Cause, refund: RefundApproved) -> None:
+    """R39: a credit note for the refunded purchase's invoice (the order's or the renewal's, not
+    a later co-term invoice), paid back through the original method (RefundProcessed with the
+    expected settlement date); an unpaid invoice is cancelled by the credit note and nothing is
+    paid back. Remaining installments stop."""
+    if await uow.repo.credit_note_for_refund(refund.refund_id):
+        return
+    sub = await subscription_of(uow, cause)
+    kind = refund.purchase_kind
+    invoice = await uow.repo.purchase_invoice(sub.id, kind, ("paid",))
+    if invoice is None:
+        invoice = await uow.repo.purchase_invoice(sub.id, kind, ("issued",))
+    if invoice is None:
+        log.warning("refund %s: subscription %s has no invoice", refund.refund_id, sub.id)
+        return
+    when = await business_time(uow, cause)
+    await uow.repo.cancel_subscription_timers(INSTALLMENT_TIMER, sub.id)
+    await uow.repo.cancel_subscription_timers(RETRY_TIMER, sub.id)
+    currency, method, status = invoice.currency, invoice.payment_method, invoice.status
+    lines = domain.credit_note_lines(
+        [
+            InvoiceLine(
+                description=r.description,
+                quantity=r.quantity,
+                unit_price=money(r.unit_price, currency),
+                net_amount=money(r.net_amount, currency),
+                vat_rate=r.vat_rate.normalize(),
+                vat_amount=money(r.vat_amount, currency),
+            )
+            for r in await uow.repo.invoice_lines(invoice.id)
+        ]
+    )
+    amount = domain.refund_amount(status, invoice.gross_total, currency)
+    reference = None
+    if domain.refunded_through_gateway(status, method):
+        payment = await uow.repo.payment_of(invoice.id)
+        result = await gateway_for(method).refund(
+            amount=amount,
+            currency=currency,
+            charge_reference=payment.reference if payment else "",
+            idempotency_key=f"refund:{refund.refund_id}",
+        )
+        reference = result.reference
+    net, vat, gross = domain.document_totals(lines)
+    series = await uow.repo.next_in_series(CREDIT_NOTE_SERIES)
+    note = CreditNote(
+        id=uuid.uuid4(),
+        credit_note_number=domain.invoice_number(CREDIT_NOTE_SERIES, series),
+        invoice_id=invoice.id,
+        refund_id=refund.refund_id,
+        account_id=invoice.account_id,
+        subscription_id=sub.id,
+        currency=currency,
+        net_total=net,
+        vat_total=vat,
+        gross_total=gross,
+        reason=refund.reason,
+        issued_at=when.at,
+        refund_method=method,
+        refund_amount=amount,
+        refund_reference=reference,
+        expected_settlement_date=domain.refund_settles(
+            status, refund.approved_at, invoice.time_zone, method
+        ),
+    )
+    await uow.repo.insert_credit_note(note, lines)
+    await uow.repo.mark_credited(invoice.id)
+    issued = CreditNoteIssued(
+        credit_note_id=note.id,
+        credit_note_number=note.credit_note_number,
+        invoice_id=invoice.id,
+        currency=currency,
+        net_total=-net,
+        vat_total=-vat,
+        gross_total=-gross,
+        issued_at=when.at,
+    )
+    await emit(uow, when, issued, cause.account_id, cause.subscription_id)
+    if note.expected_settlement_date is None:
+        return
+    processed = RefundProcessed(
+        refund_id=refund.refund_id,
+        credit_note_id=note.id,
+        amount=amount,
+        currency=currency,
+        method=method,
+        expected_settlement_date=note.expected_settlement_date,
+    )
+    await emit(uow, when, processed, cause.account_id, cause.subscription_id)
+
+
+# --- timers --------------------------------------------------------------------------------------
+
+
+async def retry_renewal_charge(uow: UnitOfWork, due: RetryDue, due_at: datetime) -> None:
+    """R37: charge a failed renewal again, unless it was paid (or credited) meanwhile."""
+    invoice = await uow.repo.lock_invoice(due.invoice_id)
+    if invoice is None or invoice.status != "issued":
+        return
+    await charge_invoice(
+        uow,
+        BillingTime(due_at, due_at),
+        invoice,
+        attempt=due.attempt,
+        first_failed_at=due.first_failed_at,
+    )
+
+
+async def issue_installment(uow: UnitOfWork, due: InstallmentDue, due_at: datetime) -> None:
+    """R20: installment 2 or 3 of a three-year term, on its anniversary."""
+    billed = due.billed
+    sub = (
+        await uow.repo.get_subscription(billed.subscription_id) if billed.subscription_id else None
+    )
+    billed = dataclasses.replace(billed, payment_token=sub.payment_token if sub else None)
+    when = BillingTime(due_at, due_at)
+    rate = (
+        due.rate
+        if due.rate is not None
+        else await rate_in_force(uow, billed.currency, billed.channel, when.at)
+    )
+    draft = await draft_term(uow, billed, rate, due.installment)
+    await issue_invoice(
+        uow,
+        when,
+        billed,
+        source_key=f"installment:{due.origin}:{due.installment}",
+        purpose="installment",
+        draft=draft,
+        installment=due.installment,
+        renewal_id=due.renewal_id,
+    )
+
+
+async def recompute_exchange_rates(uow: UnitOfWork, quarter: date, computed_at: datetime) -> int:
+    """R19: the applied rates of ``quarter`` from the latest market rates before it."""
+    starts = datetime.combine(quarter, time(0), tzinfo=UTC)
+    inserted = 0
+    for currency in domain.price_book()["initial_rates_from_base"]:
+        if domain.is_base_currency(currency):
+            continue
+        market = await uow.repo.latest_market_rate(currency, quarter)
+        if market is None:
+            continue  # no market data: the applied rate stays as it was
+        previous: dict[str, Decimal] = {}
+        for channel in ("direct", "partner"):
+            found = await uow.repo.applied_rate_before(currency, channel, starts, inclusive=False)
+            previous[channel] = domain.applied_rate(currency, found)
+        rates = exchange_rates.quarterly_rates(
+            quarter, market, previous["direct"], previous["partner"]
+        )
+        inserted += await uow.repo.insert_applied_rates(currency, quarter, rates, computed_at)
+    return inserted
+
+
+async def schedule_exchange_rates(uow: UnitOfWork, at: datetime) -> None:
+    """R19: the recomputation of the quarter that starts after ``at`` is scheduled (once)."""
+    starts = exchange_rates.next_quarter_start(at)
+    key = starts.date().isoformat()
+    if not await uow.repo.timer_known(FX_TIMER, key):
+        await uow.repo.schedule_timer(Timer(kind=FX_TIMER, key=key, due_at=starts))
+
+
+async def recompute_quarter(uow: UnitOfWork, due_at: datetime) -> None:
+    """R19: at each quarter start; then the next quarter's timer."""
+    quarter = due_at.astimezone(UTC).date()
+    await recompute_exchange_rates(uow, quarter, await uow.time.now())
+    await schedule_exchange_rates(uow, due_at)
+
+
+# --- HTTP: reads and writes ----------------------------------------------------------------------
+
+
+async def require_role(
+    uow: UnitOfWork, actor: Principal, account_id: uuid.UUID, allowed: frozenset[str], what: str
+) -> None:
+    """R8 (``domain.require_role``) with the actor's roles in the account."""
+    roles = await uow.repo.roles_of(account_id, actor.subject) if actor.kind == "user" else set()
+    domain.require_role(actor.kind, roles, allowed, what)
+
+
+async def invoice_for(
+    uow: UnitOfWork,
+    actor: Principal,
+    invoice_id: uuid.UUID,
+    allowed: frozenset[str] = domain.INVOICE_READERS,
+) -> Invoice:
+    """The invoice, when the actor may see it (R8: admins who are not the buyer 403)."""
+    invoice = await uow.repo.get_invoice(invoice_id)
+    if invoice is None:
+        raise not_found("invoice")
+    await require_role(uow, actor, invoice.account_id, allowed, "invoice")
+    return invoice
+
+
+async def list_invoices(uow: UnitOfWork, actor: Principal, account_id: uuid.UUID) -> list[Invoice]:
+    await require_role(uow, actor, account_id, domain.INVOICE_READERS, "account")
+    return await uow.repo.list_invoices(account_id)
+
+
+async def get_invoice(
+    uow: UnitOfWork, actor: Principal, invoice_id: uuid.UUID
+) -> tuple[Invoice, list[StoredLine]]:
+    invoice = await invoice_for(uow, actor, invoice_id)
+    return invoice, await uow.repo.invoice_lines(invoice_id)
+
+
+async def print_invoice(
+    uow: UnitOfWork, actor: Principal, invoice_id: uuid.UUID
+) -> PrintedDocument:
+    invoice, lines = await get_invoice(uow, actor, invoice_id)
+    buyer = await buyer_lines(uow, invoice.account_id)
+    return printing.invoice_document(invoice, lines, buyer)
+
+
+async def buyer_lines(uow: UnitOfWork, account_id: uuid.UUID) -> list[str]:
+    account = await uow.repo.get_account(account_id)
+    return printing.buyer_lines(account_id, account, await uow.repo.buyer_of(account_id))
+
+
+async def change_purchase_order(
+    uow: UnitOfWork,
+    actor: Principal,
+    invoice_id: uuid.UUID,
+    change: PurchaseOrder,
+    given: set[str],
+) -> Invoice:
+    """R22: PO number, notes and PO document, until the invoice is paid (``given``: the fields
+    the request names; null clears, absent stays)."""
+    await invoice_for(uow, actor, invoice_id, domain.PO_EDITORS)
+    invoice = await uow.repo.lock_invoice(invoice_id)
+    if invoice is None:
+        raise not_found("invoice")
+    domain.require_po_editable(invoice.status, invoice.invoice_number)
+    current = await uow.repo.purchase_order(invoice_id)
+    await uow.repo.update_purchase_order(
+        invoice_id, domain.changed_purchase_order(current, change, given)
+    )
+    updated = await uow.repo.get_invoice(invoice_id)
+    if updated is None:
+        raise not_found("invoice")
+    return updated
+
+
+async def purchase_order_document(
+    uow: UnitOfWork, actor: Principal, invoice_id: uuid.UUID
+) -> PurchaseOrder:
+    await invoice_for(uow, actor, invoice_id)
+    po = await uow.repo.purchase_order(invoice_id)
+    if po.document is None:
+        raise not_found("PO document")
+    return po
+
+
+async def set_renewal_purchase_order(
+    uow: UnitOfWork, actor: Principal, subscription_id: uuid.UUID, po: PurchaseOrder
+) -> PurchaseOrder:
+    """R22: the PO details for the coming renewal invoice, given before the renewal date."""
+    await renewal_editable(uow, actor, subscription_id)
+    await uow.repo.set_renewal_purchase_order(subscription_id, po)
+    return po
+
+
+async def renewal_editable(uow: UnitOfWork, actor: Principal, subscription_id: uuid.UUID) -> None:
+    """R8: renewal data is the buyer's (payers see invoices only)."""
+    sub = await uow.repo.get_subscription(subscription_id)
+    if sub is None:
+        raise not_found("subscription")
+    await require_role(uow, actor, sub.account_id, domain.RENEWAL_EDITORS, "subscription")
+
+
+async def list_credit_notes(
+    uow: UnitOfWork, actor: Principal, account_id: uuid.UUID
+) -> list[CreditNote]:
+    await require_role(uow, actor, account_id, domain.INVOICE_READERS, "account")
+    return await uow.repo.list_credit_notes(account_id)
+
+
+async def get_credit_note(
+    uow: UnitOfWork, actor: Principal, credit_note_id: uuid.UUID
+) -> tuple[CreditNote, list[StoredLine]]:
+    note = await uow.repo.get_credit_note(credit_note_id)
+    if note is None:
+        raise not_found("credit note")
+    await require_role(uow, actor, note.account_id, domain.INVOICE_READERS, "credit note")
+    return note, await uow.repo.credit_note_lines(credit_note_id)
+
+
+async def print_credit_note(
+    uow: UnitOfWork, actor: Principal, credit_note_id: uuid.UUID
+) -> PrintedDocument:
+    note, lines = await get_credit_note(uow, actor, credit_note_id)
+    invoice = await uow.repo.get_invoice(note.invoice_id)
+    if invoice is None:
+        raise not_found("invoice")
+    buyer = await buyer_lines(uow, note.account_id)
+    return printing.credit_note_document(note, invoice, lines, buyer)
+
+
+async def pay_by_bank_transfer(
+    uow: UnitOfWork, actor: Principal, invoice_id: uuid.UUID, transfer: BankTransfer
+) -> Payment:
+    """A bank transfer received for an invoice, in full: PaymentSucceeded and InvoicePaid."""
+    domain.require_operator(actor.kind)
+    invoice = await uow.repo.lock_invoice(invoice_id)
+    if invoice is None:
+        raise not_found("invoice")
+    domain.require_bank_payment_matches(
+        invoice.status,
+        invoice.invoice_number,
+        invoice.gross_total,
+        invoice.currency,
+        transfer.amount,
+    )
+    paid_at = transfer.paid_at or await uow.time.now(invoice.account_id)
+    return await settle_invoice(
+        uow, BillingTime(paid_at), invoice, method="invoice", reference=transfer.reference
+    )
+
+
+async def record_market_rates(
+    uow: UnitOfWork, actor: Principal, rates: list[MarketRate], source: str
+) -> int:
+    """R19: market rates from the base currency (USD), as fed by an operator (API or CSV)."""
+    domain.require_operator(actor.kind)
+    for rate in rates:
+        exchange_rates.known_currency(rate.currency)
+    await uow.repo.insert_market_rates(rates, source, await uow.time.now())
+    return len(rates)
+
+
+async def recompute_rates(uow: UnitOfWork, actor: Principal, quarter: date) -> int:
+    """R19: compute a quarter's applied rates now (the quarterly timer does the same)."""
+    domain.require_operator(actor.kind)
+    exchange_rates.require_quarter_start(quarter)
+    return await recompute_exchange_rates(uow, quarter, await uow.time.now())
+
+
+async def exchange_rate_history(
+    uow: UnitOfWork, actor: Principal, currency: str | None, channel: str | None
+) -> list[AppliedRateRecord]:
+    """R19: the applied rates with their history."""
+    domain.require_operator(actor.kind)
+    return await uow.repo.applied_rate_history(currency, channel)
