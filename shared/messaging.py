@@ -317,6 +317,13 @@ class ConsumerRuntime:
             )
             if not first_time:
                 return "duplicate"
+            # One account's events are applied one transaction at a time by this consumer,
+            # whichever replica and topic they come from: an event that waits for its cause
+            # and the handler that releases that cause cannot miss each other.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 7316004))",
+                f"{self.consumer.name}:{envelope.account_id}",
+            )
             if isinstance(payload, AccountOpened) and payload.test_clock_id is not None:
                 await attach_account(conn, envelope.account_id, payload.test_clock_id)
             return await self._run(conn, handler, envelope, payload)
