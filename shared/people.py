@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Collection
 
 import asyncpg
 
 from shared.auth import Principal
 from shared.contracts import Person, RolesChanged
 from shared.db import Conn
-from shared.problems import Problem, not_found
+from shared.errors import Forbidden, not_found
 
 
 def roles_by_person(snapshot: RolesChanged) -> dict[uuid.UUID, tuple[Person, set[str]]]:
@@ -53,6 +54,35 @@ async def roles_of(
     return set(row["roles"]) if row else set()
 
 
+def check_role(roles: set[str], allowed: Collection[str], what: str) -> set[str]:
+    """R8, the one access rule every service applies: operators (``"operator"`` in ``roles``)
+    pass; a stranger gets 404 (ids leak nothing); a member without one of ``allowed`` 403."""
+    if "operator" in roles:
+        return roles
+    if not roles:
+        raise not_found(what)
+    if not roles & set(allowed):
+        raise Forbidden(
+            "role-required",
+            "Your role does not allow this",
+            f"Only {' or '.join(sorted(allowed))} may do this (R8).",
+            rule="R8",
+            required_roles=sorted(allowed),
+        )
+    return roles
+
+
+async def roles_held(
+    conn: Conn | asyncpg.Pool, principal: Principal, account_id: uuid.UUID
+) -> set[str]:
+    """What the caller is in the account: ``{"operator"}`` for operators, the user's roles."""
+    if principal.kind == "operator":
+        return {"operator"}
+    if principal.kind != "user":
+        return set()
+    return await roles_of(conn, account_id, principal.subject)
+
+
 async def require_role(
     conn: Conn | asyncpg.Pool,
     principal: Principal,
@@ -60,20 +90,5 @@ async def require_role(
     allowed: set[str],
     what: str,
 ) -> set[str]:
-    """Operators pass; a stranger gets 404 (ids leak nothing); a member without the role 403."""
-    if principal.kind == "operator":
-        return {"operator"}
-    roles = (
-        await roles_of(conn, account_id, principal.subject) if principal.kind == "user" else set()
-    )
-    if not roles:
-        raise not_found(what)
-    if not roles & allowed:
-        raise Problem(
-            403,
-            "role-required",
-            "Your role does not allow this",
-            f"Only {' or '.join(sorted(allowed))} may do this (R8).",
-            required_roles=sorted(allowed),
-        )
-    return roles
+    """``check_role`` on the caller's roles in the account, read from the projection."""
+    return check_role(await roles_held(conn, principal, account_id), allowed, what)

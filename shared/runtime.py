@@ -26,6 +26,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from shared import asyncapi, problems
 from shared.config import SERVICE_NAMES, Settings
@@ -61,6 +62,12 @@ class Runtime:
     async def clock_for(self, conn: Conn, account_id: uuid.UUID | None) -> Clock:
         """The account's clock: its test clock when it follows one, else real time."""
         return await account_clock(conn, self.clock, account_id)
+
+
+class Readiness(BaseModel):
+    ready: bool
+    database: str = Field(examples=["ok"])
+    broker: str = Field(examples=["ok"])
 
 
 BackgroundLoop = Callable[[Runtime], Coroutine[Any, Any, None]]
@@ -204,7 +211,8 @@ def _operations_router(spec: ServiceSpec, topics: Topics) -> APIRouter:
     @router.get(
         "/ready",
         summary="Are the database and the broker reachable?",
-        responses={503: {"description": "The database or the broker does not answer"}},
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "The database or broker is down"}},
     )
     async def ready(request: Request) -> Response:
         runtime = runtime_of(request)

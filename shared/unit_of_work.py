@@ -20,6 +20,7 @@ from typing import Generic, Protocol, TypeVar
 
 from shared.contracts import Contract, Envelope, new_envelope
 from shared.db import Conn
+from shared.messaging import HandlerContext
 from shared.outbox import Emission, Outbox
 from shared.time.clock import Clock
 from shared.time.test_clocks import account_clock
@@ -142,3 +143,8 @@ class Work(Generic[RepoT]):
     ) -> Work[RepoT]:
         """On an open transaction (an HTTP request's, a handler's or a timer's)."""
         return cls(repo, OutboxEvents(conn, outbox, causation), AccountTime(conn, clock))
+
+    @classmethod
+    def for_event(cls, repo: RepoT, ctx: HandlerContext) -> Work[RepoT]:
+        """In a consumed event's transaction: what it emits is caused by it."""
+        return cls.on(repo, ctx.conn, ctx.outbox, ctx.wall_clock or ctx.clock, ctx.envelope)

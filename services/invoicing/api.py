@@ -53,8 +53,13 @@ from .schemas import (
 router = APIRouter(prefix="/v1", tags=["invoicing"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 MAX_PO_DOCUMENT_BYTES = 5 * 1024 * 1024
+BINARY = {"type": "string", "format": "binary"}
+
 PDF: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/pdf": {}}, "description": "The PDF document"}
+    200: {
+        "content": {"application/pdf": {"schema": BINARY}},
+        "description": "The PDF document",
+    }
 }
 CSV_BODY = {
     "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}
@@ -196,7 +201,15 @@ async def change_purchase_order(
 @router.get(
     "/invoices/{invoice_id}/po-document",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}, **problem_responses(*READ)},
+    responses={
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+            "description": "The purchase order document as uploaded",
+        },
+        **problem_responses(*READ),
+    },
     summary="Download the PO document attached to an invoice",
 )
 async def purchase_order_document(invoice_id: uuid.UUID, request: Request, who: Caller) -> Response:

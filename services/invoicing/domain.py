@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.contracts import InvoiceLine, InvoicePurpose, PaymentMethod, Term
-from shared.errors import Conflict, Forbidden, Invalid, not_found
+from shared.errors import Conflict, Forbidden, Invalid
 from shared.time.calendar import add_months, local_date, local_midnight
 
 PRICE_BOOK_FILE = Path(__file__).parent / "price_book.json"
@@ -472,20 +472,3 @@ RENEWAL_EDITORS = frozenset({"buyer"})  # R8: renewal data is the buyer's; payer
 def require_operator(kind: str) -> None:
     if kind != "operator":
         raise Forbidden("operator-required", "Operators only", "Use an operator token.")
-
-
-def require_role(kind: str, roles: set[str], allowed: frozenset[str], what: str) -> None:
-    """R8: operators pass; a stranger gets 404 (ids leak nothing); a member without the role
-    403."""
-    if kind == "operator":
-        return
-    if not roles:
-        raise not_found(what)
-    if not roles & allowed:
-        raise Forbidden(
-            "role-required",
-            "Your role does not allow this",
-            f"Only {' or '.join(sorted(allowed))} may do this (R8).",
-            rule="R8",
-            required_roles=sorted(allowed),
-        )

@@ -34,13 +34,7 @@ consumer = EventConsumer("invoicing")
 
 
 def unit_of_work(ctx: HandlerContext) -> UnitOfWork:
-    return UnitOfWork.on(
-        PostgresRepository(ctx.conn),
-        ctx.conn,
-        ctx.outbox,
-        ctx.wall_clock or ctx.clock,
-        causation=ctx.envelope,
-    )
+    return UnitOfWork.for_event(PostgresRepository(ctx.conn), ctx)
 
 
 def cause_of(ctx: HandlerContext) -> Cause:

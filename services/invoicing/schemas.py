@@ -7,17 +7,15 @@ datetimes (ISO 8601 with their offset, ``+00:00``) as strings.
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
-from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.schemas import Instant
 
 from . import domain
 from .models import AppliedRateRecord, CreditNote, Invoice, Payment, StoredLine
-
-Instant = Annotated[datetime, PlainSerializer(lambda at: at.isoformat(), return_type=str)]
-
 
 # --- requests ------------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from shared.contracts import Channel, PaymentMethod, RenewalRequested, Stage, Term
-from shared.errors import Forbidden, Invalid, NotFound, not_found
+from shared.errors import Forbidden, Invalid, NotFound
 from shared.time.calendar import add_local_days, add_months, local_date, local_midnight, zone
 
 TERM_MONTHS: dict[Term, int] = {"monthly": 1, "annual": 12, "three_year": 36}
@@ -453,23 +453,6 @@ def charge_failure_lapses(sub: Subscription, failed_at: datetime) -> bool:
 
 READERS: Final = frozenset({"buyer", "primary_admin", "secondary_admin"})
 RENEWAL_READERS: Final = frozenset({"buyer", "operator"})  # R8: renewal data is the buyer's
-
-
-def require_role(roles: set[str], allowed: frozenset[str], what: str) -> set[str]:
-    """R8: a stranger gets 404 (ids leak nothing); a member without the role 403."""
-    if "operator" in roles:
-        return roles
-    if not roles:
-        raise not_found(what)
-    if not roles & allowed:
-        raise Forbidden(
-            "role-required",
-            "Your role does not allow this",
-            f"Only {' or '.join(sorted(allowed))} may do this (R8).",
-            rule="R8",
-            required_roles=sorted(allowed),
-        )
-    return roles
 
 
 def sees_renewal_data(roles: set[str]) -> bool:

@@ -48,13 +48,7 @@ def waiting_for(subscription_id: uuid.UUID) -> str:
 
 def unit_of_work(ctx: HandlerContext) -> UnitOfWork:
     """Effects in the handler's transaction, caused by the consumed event."""
-    return UnitOfWork.on(
-        PostgresRepository(ctx.conn),
-        ctx.conn,
-        ctx.outbox,
-        ctx.wall_clock or ctx.clock,
-        causation=ctx.envelope,
-    )
+    return UnitOfWork.for_event(PostgresRepository(ctx.conn), ctx)
 
 
 # --- Kafka ----------------------------------------------------------------------------------

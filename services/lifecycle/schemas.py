@@ -7,21 +7,15 @@ what clients have always read.
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
-from typing import Annotated
+from datetime import date
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.contracts import Channel, PaymentMethod, Stage, Term
+from shared.schemas import Instant
 
 from . import domain
 from .repository import TestClock
-
-Instant = Annotated[
-    datetime,
-    PlainSerializer(lambda at: at.isoformat(), return_type=str),
-    WithJsonSchema({"type": "string", "format": "date-time"}),
-]
 
 
 class SubscriptionProduct(BaseModel):

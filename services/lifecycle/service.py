@@ -15,6 +15,7 @@ import logging
 import uuid
 from datetime import datetime
 
+from shared import people
 from shared.auth import Principal
 from shared.contracts import (
     AutoRenewChanged,
@@ -495,7 +496,7 @@ async def view_subscription(
     if sub is None:
         raise not_found("subscription")
     roles = await roles_of(uow, caller, sub.account_id)
-    domain.require_role(roles, domain.READERS, "subscription")
+    people.check_role(roles, domain.READERS, "subscription")
     return view_for(roles, sub)
 
 
@@ -503,6 +504,6 @@ async def list_subscriptions(
     uow: UnitOfWork, caller: Principal, account_id: uuid.UUID
 ) -> SubscriptionList:
     roles = await roles_of(uow, caller, account_id)
-    domain.require_role(roles, domain.READERS, "account")
+    people.check_role(roles, domain.READERS, "account")
     subs = await uow.repo.list_subscriptions(account_id)
     return SubscriptionList(items=[view_for(roles, sub) for sub in subs])

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, PlainSerializer
+from pydantic import BaseModel
+
+from shared.schemas import Instant
 
 from .repository import LoggedMail
 
-# The log has always answered instants as ``isoformat()`` (``+00:00``), not pydantic's ``Z``.
-Instant = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str)]
 Status = Literal["pending", "handing_over", "sent", "failed", "unconfirmed"]
 
 

@@ -28,8 +28,7 @@ consumer = EventConsumer("ordering")
 
 
 def _unit_of_work(ctx: HandlerContext) -> service.UnitOfWork:
-    repo = PostgresRepository(ctx.conn)
-    return Work.on(repo, ctx.conn, ctx.outbox, ctx.clock, causation=ctx.envelope)
+    return Work.for_event(PostgresRepository(ctx.conn), ctx)
 
 
 def _subscription_id(ctx: HandlerContext) -> uuid.UUID | None:
