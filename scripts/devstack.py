@@ -46,10 +46,14 @@ def running_pid(service: str) -> int | None:
     return pid
 
 
-# What devstack gives every service besides its name, port and database: test clocks on (an
-# operator-only development tool, never for production) and a short timer poll, so that a test
+# What devstack gives every service besides its name, port and database: development mode and
+# test clocks on (development tools, never for production) and a short timer poll, so that a test
 # clock's steps settle quickly. A running service started with other flags is restarted.
-FLAGS = {"PLATFORM_TEST_CLOCKS_ENABLED": "true", "PLATFORM_TIMER_POLL_SECONDS": "0.2"}
+FLAGS = {
+    "PLATFORM_TEST_CLOCKS_ENABLED": "true",
+    "PLATFORM_TIMER_POLL_SECONDS": "0.2",
+    "PLATFORM_DEVELOPMENT_MODE": "true",  # the public development JWT secret is accepted
+}
 FLAGS_TEXT = " ".join(f"{k}={v}" for k, v in sorted(FLAGS.items()))
 
 

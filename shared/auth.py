@@ -101,6 +101,9 @@ def authenticated(
 ) -> Principal:
     """The HTTP dependency every service uses: who calls (401 when nobody valid does). It also
     declares the bearer security scheme in the OpenAPI document (Swagger's Authorize button)."""
+    checked = getattr(request.state, "principal", None)  # by shared.guard, before the body
+    if isinstance(checked, Principal):
+        return checked
     runtime = request.app.state.runtime
     authorization = f"Bearer {credentials.credentials}" if credentials else None
     return verify_token(runtime.settings, runtime.clock, authorization)

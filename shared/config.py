@@ -13,6 +13,12 @@ SERVICE_NAMES = ("ordering", "invoicing", "lifecycle", "notifications")
 DEFAULT_PORTS = {"ordering": 8001, "invoicing": 8002, "lifecycle": 8003, "notifications": 8004}
 
 
+# The one development secret (settings default, devstack, compose's default, tests). It is
+# public: a service refuses to start with it, or any short secret, unless development mode is on.
+DEVELOPMENT_JWT_SECRET = "dev-only-secret-change-me-in-production-please"  # noqa: S105 - public
+MIN_JWT_SECRET_LENGTH = 32
+
+
 class Settings(BaseSettings):
     """One class for all four services; each process sets ``PLATFORM_SERVICE``."""
 
@@ -35,7 +41,12 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8002", description="Base URL of invoicing as mail readers reach it."
     )
     mail_from: str = "Subscriptions <no-reply@subscriptions.example>"
-    jwt_secret: SecretStr = SecretStr("dev-only-secret-change-me-in-production-please")
+    jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
+    development_mode: bool = Field(
+        False,
+        description="Local development: accept the public development JWT secret. Never in "
+        "production.",
+    )
     jwt_issuer: str = "subscription-platform"
     token_ttl_seconds: int = 3600
     outbox_poll_seconds: float = 1.0
@@ -56,6 +67,20 @@ class Settings(BaseSettings):
     timer_poll_seconds: float = 1.0
     timer_batch_size: int = 200
     log_level: str = "INFO"
+
+    def refusal(self) -> str | None:
+        """Why this process must not start with these settings (None: it may)."""
+        if self.development_mode:
+            return None
+        secret = self.jwt_secret.get_secret_value()
+        if secret == DEVELOPMENT_JWT_SECRET or len(secret) < MIN_JWT_SECRET_LENGTH:
+            return (
+                "PLATFORM_JWT_SECRET is the public development secret or shorter than "
+                f"{MIN_JWT_SECRET_LENGTH} characters: anyone could sign tokens. Set your own "
+                "(for example `openssl rand -hex 32`), or, for local development only, set "
+                "PLATFORM_DEVELOPMENT_MODE=true."
+            )
+        return None
 
     @property
     def port(self) -> int:

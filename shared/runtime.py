@@ -28,7 +28,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from shared import asyncapi, problems
+from shared import asyncapi, guard, problems
 from shared.config import SERVICE_NAMES, Settings
 from shared.db import Conn, create_pool, migrate
 from shared.messaging import (
@@ -189,7 +189,8 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
         lifespan=lifespan,
         description=f"The {spec.name} service of the subscription platform.",
     )
-    problems.install(app)
+    guard.install(app)  # size and authentication before parsing
+    problems.install(app)  # added last, so outermost: it catches what the guard raises too
     app.include_router(spec.router)
     app.include_router(_operations_router(spec, topics))
     app.openapi = functools.partial(problems.contract, app)  # type: ignore[method-assign]
@@ -252,6 +253,9 @@ def load_spec(service: str) -> ServiceSpec:
 
 def serve(service: str, settings: Settings | None = None) -> None:
     settings = settings or Settings(service=service)
+    refusal = settings.refusal()
+    if refusal:
+        raise SystemExit(f"{service}: refusing to start. {refusal}")
     logging.basicConfig(
         level=settings.log_level,
         format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",

@@ -192,6 +192,7 @@ class Deployment:
             "PLATFORM_DELIVERY_POLL_SECONDS": "0.5",
             "PLATFORM_CONSUMER_BACKOFF_SECONDS": "0.05",
             "PLATFORM_LOG_LEVEL": "WARNING",
+            "PLATFORM_DEVELOPMENT_MODE": "true",  # the tests sign with the development secret
             "PLATFORM_INVOICING_PUBLIC_URL": self.url("invoicing")
             if "invoicing" in self.ports
             else "http://127.0.0.1:8002",

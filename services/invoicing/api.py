@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from shared.auth import Caller, Principal
 from shared.db import Conn
+from shared.guard import LIMIT_KEY
 from shared.idempotency import run_keyed
 from shared.problems import READ, WRITE, Problem, problem_responses
 from shared.runtime import runtime_of
@@ -53,6 +54,8 @@ from .schemas import (
 router = APIRouter(prefix="/v1", tags=["invoicing"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 MAX_PO_DOCUMENT_BYTES = 5 * 1024 * 1024
+# A PO document travels base64-encoded in JSON: 4/3 of its size, plus the other fields.
+WITH_PO_DOCUMENT = {LIMIT_KEY: MAX_PO_DOCUMENT_BYTES * 4 // 3 + 64 * 1024}
 BINARY = {"type": "string", "format": "binary"}
 
 PDF: dict[int | str, dict[str, Any]] = {
@@ -61,8 +64,10 @@ PDF: dict[int | str, dict[str, Any]] = {
         "description": "The PDF document",
     }
 }
+RATE_FEED = {LIMIT_KEY: 128 * 1024}  # up to 1,000 rates
 CSV_BODY = {
-    "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}
+    "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}},
+    **RATE_FEED,
 }
 
 
@@ -175,6 +180,7 @@ async def get_invoice(invoice_id: uuid.UUID, request: Request, who: Caller) -> I
     "/invoices/{invoice_id}",
     response_model=InvoiceSummary,
     responses=problem_responses(*WRITE),
+    openapi_extra=WITH_PO_DOCUMENT,
     summary="Add a PO number, notes or a PO document to an unpaid invoice",
 )
 async def change_purchase_order(
@@ -226,6 +232,7 @@ async def purchase_order_document(invoice_id: uuid.UUID, request: Request, who: 
     "/subscriptions/{subscription_id}/renewal-purchase-order",
     response_model=RenewalPurchaseOrder,
     responses=problem_responses(*WRITE),
+    openapi_extra=WITH_PO_DOCUMENT,
     summary="Give PO details for the coming renewal invoice",
 )
 async def set_renewal_purchase_order(
@@ -339,6 +346,7 @@ async def store_market_rates(
     status_code=201,
     response_model=MarketRatesRecorded,
     responses=problem_responses(*WRITE),
+    openapi_extra=RATE_FEED,
     summary="Feed market exchange rates",
 )
 async def record_market_rates(

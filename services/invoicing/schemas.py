@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.schemas import Instant
+from shared.schemas import Instant, MultilineText, Text
 
 from . import domain
 from .models import AppliedRateRecord, CreditNote, Invoice, Payment, StoredLine
@@ -25,27 +25,27 @@ class Body(BaseModel):
 
 
 class PoDocument(Body):
-    file_name: str = Field(min_length=1, max_length=200)
-    mime_type: str = Field("application/pdf", max_length=100)
+    file_name: Text = Field(min_length=1, max_length=200)
+    mime_type: Text = Field("application/pdf", max_length=100)
     content_base64: str = Field(min_length=1)
 
 
 class PurchaseOrderChange(Body):
     """R22: fields present replace what is stored; null clears; absent stays."""
 
-    po_number: str | None = Field(None, max_length=100)
-    notes: str | None = Field(None, max_length=2000)
+    po_number: Text | None = Field(None, max_length=100)
+    notes: MultilineText | None = Field(None, max_length=2000)
     po_document: PoDocument | None = None
 
 
 class BankPayment(Body):
     amount: Decimal = Field(gt=0)
-    reference: str = Field(min_length=1, max_length=200)
+    reference: Text = Field(min_length=1, max_length=200)
     paid_at: AwareDatetime | None = None
 
 
 class MarketRateIn(Body):
-    currency: str = Field(min_length=3, max_length=3)
+    currency: Text = Field(min_length=3, max_length=3)
     rate: Decimal = Field(gt=0)
     as_of: date
 

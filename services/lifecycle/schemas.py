@@ -12,7 +12,7 @@ from datetime import date
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.contracts import Channel, PaymentMethod, Stage, Term
-from shared.schemas import Instant
+from shared.schemas import Instant, Text
 
 from . import domain
 from .repository import TestClock
@@ -111,7 +111,7 @@ class SubscriptionList(BaseModel):
 class NewClock(BaseModel):
     model_config = ConfigDict(extra="forbid")
     frozen_time: AwareDatetime
-    name: str = Field("test clock", max_length=200)
+    name: Text = Field("test clock", min_length=1, max_length=200)
 
 
 class Advance(BaseModel):

@@ -16,64 +16,30 @@ transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from shared.auth import Caller, Principal, issue_token, verify_token
 from shared.contracts import Person, RolesChanged
 from shared.db import Conn
 from shared.idempotency import run_keyed
-from shared.problems import READ, WRITE, Problem, problem_responses
+from shared.problems import READ, WRITE, problem_responses
 from shared.runtime import Runtime, as_json, runtime_of
 from shared.unit_of_work import Work
 
 from . import domain, schemas, service
 from .repository import PostgresRepository
 
-MAX_BODY_BYTES = 16 * 1024
 ANSWER = TypeVar("ANSWER", bound=BaseModel)
 RESULT = TypeVar("RESULT")
 
 
-class BoundedBodyRoute(APIRoute):
-    """Refuses bodies above ``MAX_BODY_BYTES`` (413) before they are read whole or parsed."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def bounded(request: Request) -> Response:
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-                raise _too_large()
-            if request.method in ("POST", "PUT", "PATCH", "DELETE"):
-                body = bytearray()
-                async for chunk in request.stream():
-                    body += chunk
-                    if len(body) > MAX_BODY_BYTES:
-                        raise _too_large()
-                request._body = bytes(body)
-            return await handler(request)
-
-        return bounded
-
-
-def _too_large() -> Problem:
-    return Problem(
-        413,
-        "body-too-large",
-        "Request body too large",
-        f"A request body may have at most {MAX_BODY_BYTES} bytes.",
-        limit_bytes=MAX_BODY_BYTES,
-    )
-
-
-router = APIRouter(prefix="/v1", tags=["ordering"], route_class=BoundedBodyRoute)
+router = APIRouter(prefix="/v1", tags=["ordering"])  # bodies: 16 KiB (shared.guard)
 WRITES = problem_responses(*WRITE)
 PRIMARY_ADMIN = frozenset({"primary_admin"})
 OPERATOR = frozenset({"operator"})
@@ -195,14 +161,23 @@ async def open_account(
     request: Request,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
-    """Public sign-up: the first user becomes buyer and primary admin (R1) and gets a token."""
+    """Public sign-up: the first user becomes buyer and primary admin (R1) and gets a token.
+    A repeat with the same Idempotency-Key answers the same account without a token."""
     runtime = runtime_of(request)
     domain.check_account_fields(body.country, body.currency, body.time_zone)
     if body.test_clock_id is not None:
         _check_may_attach_test_clock(runtime, request.headers.get("authorization"))
-    status, opened = await _keyed(
-        request, None, idempotency_key, body, lambda uow: service.open_account(uow, body), 201
-    )
+    opened_now: list[bool] = []
+
+    async def open_it(uow: service.UnitOfWork) -> schemas.NewAccount:
+        opened_now.append(True)
+        return await service.open_account(uow, body)
+
+    status, opened = await _keyed(request, None, idempotency_key, body, open_it, 201)
+    if not opened_now:
+        # A replay of the key. The first answer carried the buyer's token; handing out another
+        # to whoever repeats the request would mint a credential for anyone who saw the body.
+        return JSONResponse(opened, status_code=status, headers={"Idempotent-Replayed": "true"})
     token = issue_token(
         runtime.settings,
         runtime.clock,

@@ -14,22 +14,16 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StrictBool, StrictInt
 
 from shared.contracts import Language, PaymentMethod, Person, Term
+from shared.schemas import Name, Text, refuse_control_characters
 
 from .domain import MAX_SEATS
 
 # --- request bodies ---------------------------------------------------------------------------
 
 
-def _no_control_characters(value: str) -> str:
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("must not contain control characters (CR, LF, ...)")
-    return value
-
-
-Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_control_characters)]
-Email = Annotated[EmailStr, Field(max_length=254), AfterValidator(_no_control_characters)]
+Email = Annotated[EmailStr, Field(max_length=254), AfterValidator(refuse_control_characters)]
 Seats = Annotated[StrictInt, Field(gt=0, le=MAX_SEATS)]
-OfferingCode = Annotated[str, Field(min_length=1, max_length=64)]
+OfferingCode = Annotated[Text, Field(min_length=1, max_length=64)]
 PaymentToken = Annotated[str, Field(pattern=r"^tok_[A-Za-z0-9_]{1,60}$")]
 
 
@@ -48,7 +42,7 @@ class OpenAccount(Strict):
     country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166 alpha-2 billing country")
     currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 currency")
     language: Language = "en"
-    time_zone: str = Field(max_length=64, description="IANA time zone, e.g. Europe/Oslo")
+    time_zone: Text = Field(max_length=64, description="IANA time zone, e.g. Europe/Oslo")
     tax_exempt_reason: Name | None = None
     buyer: NewUser
     test_clock_id: uuid.UUID | None = Field(
@@ -145,7 +139,10 @@ class NewAccount(AccountFields):
 class OpenedAccount(NewAccount):
     """The new account, its buyer (R1) and the buyer's bearer token."""
 
-    token: str = Field(description="A bearer token for the buyer")
+    token: str | None = Field(
+        None,
+        description="A bearer token for the buyer; only in the first answer, never in a replay",
+    )
 
 
 class Member(Answer):
