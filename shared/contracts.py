@@ -113,6 +113,16 @@ class QuoteIssued(Contract):
     valid_until: date
 
 
+class PricedLine(Contract):
+    """R16: a line as priced to the customer, before VAT, in the order's currency."""
+
+    offering: str
+    term: Term
+    quantity: int = Field(gt=0)
+    unit_price: Decimal
+    net_amount: Decimal  # unit_price x quantity, exactly
+
+
 @event("ordering")
 class OrderPlaced(Contract):
     order_id: uuid.UUID
@@ -132,6 +142,10 @@ class OrderPlaced(Contract):
     quote_id: uuid.UUID | None = None
     trial: bool = False  # R17: a trial is activated now and converted in place later
     payment_token: str | None = None  # the gateway's token for card/PayPal (sandbox: tok_*)
+    # R16: an accepted quote's lines as the customer accepted them; invoicing bills exactly these
+    # (adding VAT), never re-prices them. Empty: a direct order, priced by invoicing (R19).
+    # Added to v1 (no published field changed meaning); deploy consumers before ordering.
+    priced_lines: list[PricedLine] = []
 
 
 @event("ordering")

@@ -98,7 +98,6 @@ async def issue_invoice(
     installment: int | None = None,
     renewal_id: uuid.UUID | None = None,
     po: PurchaseOrder | None = None,
-    refuse_charge: str | None = None,
 ) -> uuid.UUID | None:
     """Issue (numbered, R7 payers, R21 due date) and charge card/PayPal at issue (R21, R25).
     None when the cause was invoiced already: a redelivered cause never issues or charges twice.
@@ -162,10 +161,9 @@ async def issue_invoice(
     await emit(uow, when, issued, billed.account_id, billed.subscription_id)
     if not domain.charged_at_issue(billed.payment_method):
         return invoice.id  # R21/R25: an invoice account is billed net 30
-    if refuse_charge:
-        await fail_charge(uow, when, invoice, attempt=1, reason=refuse_charge, retry=False)
-    else:
-        await charge_invoice(uow, when, invoice, attempt=1)
+    # R15 is ordering's to judge, once, when the order is placed (services/ordering/README.md):
+    # what ordering placed by card or PayPal is charged, never refused here.
+    await charge_invoice(uow, when, invoice, attempt=1)
     return invoice.id
 
 
@@ -294,7 +292,6 @@ async def bill_term(
     transaction_at: datetime,
     renewal_id: uuid.UUID | None = None,
     po: PurchaseOrder | None = None,
-    quote_id: uuid.UUID | None = None,
 ) -> uuid.UUID | None:
     """Invoice a term bought or renewed; R20: a three-year term from 2024-09-16 pays in three
     installments, the first now and two on the anniversaries (durable timers)."""
@@ -312,7 +309,6 @@ async def bill_term(
         installment=1 if installments else None,
         renewal_id=renewal_id,
         po=po,
-        refuse_charge=domain.charge_refusal(quote_id is not None, draft.gross_total, rate),
     )
     if invoice_id is None or not installments:
         return invoice_id
@@ -351,6 +347,7 @@ async def draft_term(
         tax_exempt_reason=await tax_exemption(uow, billed.account_id),
         rate=rate,
         installment=installment,
+        quoted_unit_price=billed.quoted_unit_price,
     )
 
 

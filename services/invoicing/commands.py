@@ -45,6 +45,7 @@ class Billed:
     currency: str
     billing_country: str
     time_zone: str
+    quoted_unit_price: Decimal | None = None  # R16: an accepted quote's price, billed as is
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,9 @@ class InstallmentDue:
             "billing_country": billed.billing_country,
             "time_zone": billed.time_zone,
             "rate": str(self.rate),  # R20: one price for the term, at the transaction's rate
+            "quoted_unit_price": (
+                str(billed.quoted_unit_price) if billed.quoted_unit_price is not None else None
+            ),
         }
 
     @classmethod
@@ -120,6 +124,9 @@ class InstallmentDue:
             currency=p["currency"],
             billing_country=p["billing_country"],
             time_zone=p["time_zone"],
+            quoted_unit_price=(
+                Decimal(p["quoted_unit_price"]) if p.get("quoted_unit_price") else None
+            ),
         )
         return cls(
             origin=p["origin"],

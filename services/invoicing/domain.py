@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from shared.contracts import InvoiceLine, InvoicePurpose, PaymentMethod, Term
+from shared.contracts import InvoiceLine, InvoicePurpose, PaymentMethod, PricedLine, Term
 from shared.errors import Conflict, Forbidden, Invalid
 from shared.time.calendar import add_months, local_date, local_midnight
 
@@ -135,10 +135,16 @@ def subscription_line(
     vat_percent: Decimal,
     rate: Decimal | None = None,
     installment: int | None = None,
+    quoted_unit_price: Decimal | None = None,
 ) -> InvoiceLine:
     """One line for a term; a three-year installment (R20) is a third of the three-year price,
-    the last one taking the rounding remainder, so the three add up to the price exactly."""
-    price = unit_price(offering, term, currency, rate)
+    the last one taking the rounding remainder, so the three add up to the price exactly.
+    R16: an accepted quote's unit price is billed as quoted, never re-priced at ``rate``."""
+    price = (
+        unit_price(offering, term, currency, rate)
+        if quoted_unit_price is None
+        else round_money(quoted_unit_price, currency)
+    )
     description = f"{offering} subscription, {TERM_NAMES[term]}, {seats} seat(s)"
     if installment is not None:
         third = round_money(price / INSTALLMENT_COUNT, currency)
@@ -164,6 +170,7 @@ def draft_for_order(
     tax_exempt_reason: str | None,
     rate: Decimal | None = None,
     installment: int | None = None,
+    quoted_unit_price: Decimal | None = None,
 ) -> DraftInvoice:
     rate = exchange_rate(currency) if rate is None else rate
     line = subscription_line(
@@ -174,6 +181,7 @@ def draft_for_order(
         vat_percent=vat_rate(country, tax_exempt_reason),
         rate=rate,
         installment=installment,
+        quoted_unit_price=quoted_unit_price,
     )
     return DraftInvoice(currency, [line], rate, tax_exempt_reason)
 
@@ -297,15 +305,6 @@ def next_charge_attempt_at(
     return first_failed_at + timedelta(days=RENEWAL_RETRY_DAYS[failed_attempt - 1])
 
 
-def in_usd(amount: Decimal, rate_from_usd: Decimal) -> Decimal:
-    return amount / rate_from_usd
-
-
-def above_card_limit(gross_total: Decimal, rate_from_usd: Decimal) -> bool:
-    """R15: a quote above USD 25,000 (or its equivalent) is not charged to a card or PayPal."""
-    return in_usd(gross_total, rate_from_usd) > Decimal(price_book()["card_limit_usd"])
-
-
 def invoice_payers(payer_emails: list[str]) -> list[str]:
     """R7: at most five payer addresses on an invoice (in a stable order)."""
     return sorted(set(payer_emails))[:MAX_PAYERS_ON_INVOICE]
@@ -357,11 +356,14 @@ def applied_rate(currency: str, in_force: Decimal | None) -> Decimal:
     return in_force if in_force is not None else initial_rate(currency)
 
 
-def charge_refusal(from_quote: bool, gross_total: Decimal, rate: Decimal) -> str | None:
-    """R15: a quote above the card limit is never charged to a card or PayPal."""
-    if from_quote and above_card_limit(gross_total, rate):
-        return "r15-quote-above-card-limit"
-    return None
+def quoted_unit_price(lines: list[PricedLine], offering: str, term: Term) -> Decimal | None:
+    """R16: the unit price the customer accepted in a partner's quote (the order's one line);
+    None for a direct order, which invoicing prices at the applied rate (R19)."""
+    if not lines:
+        return None
+    if len(lines) != 1 or (lines[0].offering, lines[0].term) != (offering, term):
+        raise ValueError("an order carries at most one priced line, of its own offering and term")
+    return lines[0].unit_price
 
 
 # --- R39: what a refund credits and pays back ----------------------------------------------------

@@ -81,10 +81,11 @@ async def invoice_added_seats(ctx: HandlerContext, added: SeatsAdded) -> None:
 
 
 @consumer.on(StageChanged)
-async def stop_retries_when_cancelled(ctx: HandlerContext, change: StageChanged) -> None:
-    """R34, R36: a cancelled subscription is never charged again; its R37 retries stop."""
+async def stop_charging_when_cancelled(ctx: HandlerContext, change: StageChanged) -> None:
+    """R34, R36, R39: a cancelled subscription (lapsed, or refunded) is never charged again:
+    its R37 retries and its pending R20 installments stop."""
     if change.to_stage == "cancelled":
-        await service.stop_renewal_retries(unit_of_work(ctx), cause_of(ctx))
+        await service.stop_charging_cancelled(unit_of_work(ctx), cause_of(ctx))
 
 
 @consumer.on(AutoRenewChanged)

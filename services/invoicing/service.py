@@ -85,7 +85,9 @@ async def remember_roles(uow: UnitOfWork, cause: Cause, snapshot: RolesChanged) 
 
 async def invoice_order(uow: UnitOfWork, cause: Cause, order: OrderPlaced) -> None:
     """Invoice the order (VAT by billing country, R18); charge card/PayPal at issue (R21).
-    R17: a trial is not invoiced until it converts."""
+    R17: a trial is not invoiced until it converts. R16: an accepted quote's priced line is
+    billed as quoted. R15 is not judged here: ordering refused above the limit when the order
+    was placed, so what arrives by card or PayPal is charged."""
     await uow.repo.upsert_subscription(cause.account_id, order)
     if not domain.invoiced_when_ordered(order.trial):
         return
@@ -102,6 +104,7 @@ async def invoice_order(uow: UnitOfWork, cause: Cause, order: OrderPlaced) -> No
         currency=order.currency,
         billing_country=order.billing_country,
         time_zone=order.time_zone,
+        quoted_unit_price=domain.quoted_unit_price(order.priced_lines, order.offering, order.term),
     )
     await bill_term(
         uow,
@@ -110,7 +113,6 @@ async def invoice_order(uow: UnitOfWork, cause: Cause, order: OrderPlaced) -> No
         source_key=f"order:{order.order_id}",
         purpose="order",
         transaction_at=order.placed_at,
-        quote_id=order.quote_id,
     )
 
 
@@ -225,6 +227,15 @@ async def stop_renewal_retries(uow: UnitOfWork, cause: Cause) -> None:
         await uow.repo.cancel_timer(RETRY_TIMER, str(invoice_id))
 
 
+async def stop_charging_cancelled(uow: UnitOfWork, cause: Cause) -> None:
+    """R34, R36, R39: Cancelled is final: no R37 retry, and no R20 installment of a term that
+    will not run is issued or charged (its timers are deleted; one being fired holds its row,
+    and this waits for it)."""
+    await stop_renewal_retries(uow, cause)
+    if cause.subscription_id is not None:
+        await uow.repo.cancel_subscription_timers(INSTALLMENT_TIMER, cause.subscription_id)
+
+
 async def credit_refund(uow: UnitOfWork, cause: Cause, refund: RefundApproved) -> None:
     """R39: a credit note for the refunded purchase's invoice (the order's or the renewal's, not
     a later co-term invoice), paid back through the original method (RefundProcessed with the
@@ -233,6 +244,8 @@ async def credit_refund(uow: UnitOfWork, cause: Cause, refund: RefundApproved) -
     if await uow.repo.credit_note_for_refund(refund.refund_id):
         return
     sub = await subscription_of(uow, cause)
+    await uow.repo.cancel_subscription_timers(INSTALLMENT_TIMER, sub.id)
+    await uow.repo.cancel_subscription_timers(RETRY_TIMER, sub.id)
     kind = refund.purchase_kind
     invoice = await uow.repo.purchase_invoice(sub.id, kind, ("paid",))
     if invoice is None:
@@ -241,8 +254,6 @@ async def credit_refund(uow: UnitOfWork, cause: Cause, refund: RefundApproved) -
         log.warning("refund %s: subscription %s has no invoice", refund.refund_id, sub.id)
         return
     when = await business_time(uow, cause)
-    await uow.repo.cancel_subscription_timers(INSTALLMENT_TIMER, sub.id)
-    await uow.repo.cancel_subscription_timers(RETRY_TIMER, sub.id)
     currency, method, status = invoice.currency, invoice.payment_method, invoice.status
     lines = domain.credit_note_lines(
         [

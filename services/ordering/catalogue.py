@@ -66,15 +66,20 @@ class Price:
     net_amount: Decimal
     currency: str
     usd_value: Decimal
+    unit_price: Decimal = Decimal(0)
 
 
 def price(offering: str, term: Term, seats: int, currency: str) -> Price:
+    """The unit price is rounded once and the line is ``unit x seats`` exactly, as invoicing
+    prices a line, so a quote's lines are billed to the cent (R16)."""
     cat = catalogue()
-    usd = cat.prices_per_seat_usd[offering][term] * seats
+    usd_per_seat = cat.prices_per_seat_usd[offering][term]
     rate = cat.rates_from_usd[currency]
     cents = Decimal("0.01")
+    unit = (usd_per_seat * rate).quantize(cents, ROUND_HALF_UP)
     return Price(
-        net_amount=(usd * rate).quantize(cents, ROUND_HALF_UP),
+        net_amount=unit * seats,
         currency=currency,
-        usd_value=usd.quantize(cents, ROUND_HALF_UP),
+        usd_value=(usd_per_seat * seats).quantize(cents, ROUND_HALF_UP),
+        unit_price=unit,
     )

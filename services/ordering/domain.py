@@ -16,7 +16,7 @@ from functools import cache
 from typing import Literal
 from zoneinfo import available_timezones
 
-from shared.contracts import PaymentMethod, Person, RolesChanged, Term
+from shared.contracts import PaymentMethod, Person, PricedLine, RolesChanged, Term
 from shared.errors import Conflict, Forbidden, Invalid, NotFound, invalid_field
 from shared.time.calendar import add_local_days, local_date, zone
 
@@ -287,6 +287,18 @@ def check_order_payment(
         has_invoice_subscription=has_invoice_subscription,
         usd_value=usd_value,
         prepay_only=prepay_only,
+    )
+
+
+def quoted_line(offering: str, term: Term, seats: int, net_amount: Decimal) -> PricedLine:
+    """R16: the quote's line as the customer accepts it; invoicing bills it as it is (a quote's
+    net is ``unit x seats`` exactly, ``catalogue.price``)."""
+    return PricedLine(
+        offering=offering,
+        term=term,
+        quantity=seats,
+        unit_price=net_amount / seats,
+        net_amount=net_amount,
     )
 
 

@@ -466,26 +466,6 @@ async def test_r37_retries_stop_once_the_renewal_is_paid_another_way(
     )
 
 
-async def test_r15_a_quote_above_usd_25000_is_not_charged_to_a_card(
-    invoicing: Invoicing,
-) -> None:
-    inv = invoicing
-    account = await open_account(inv)
-    sub = uuid.uuid4()
-    # 13 seats x USD 1,975 + 25 % VAT = USD 32,093.75 in NOK: above the card limit.
-    placed = order(sub, placed_at=T0, seats=13, quote_id=uuid.uuid4(), channel="partner")
-    await send(
-        inv, "ordering", account.id, envelope(placed, account.id, at=T0, subscription_id=sub)
-    )
-    [failed] = await wait_emitted(inv, account, "PaymentFailed")
-    assert failed["reason"] == "r15-quote-above-card-limit"
-    assert failed["next_attempt_at"] is None
-    assert not await inv.pool.fetchval(
-        "SELECT count(*) FROM charge_attempts WHERE invoice_id = $1",
-        uuid.UUID(failed["invoice_id"]),
-    )
-
-
 # --- R20: three-year installments on the anniversaries --------------------------------------------
 
 

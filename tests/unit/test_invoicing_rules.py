@@ -96,10 +96,31 @@ def test_r39_refunds_settle_in_business_days_by_method() -> None:
     assert domain.refund_settlement_date(friday, "Europe/Oslo", "invoice") == date(2026, 12, 11)
 
 
-def test_r15_a_quote_above_usd_25000_is_not_charged_to_a_card() -> None:
-    rate = Decimal("10.80")
-    assert not domain.above_card_limit(Decimal("270000.00"), rate)  # exactly USD 25,000
-    assert domain.above_card_limit(Decimal("270000.11"), rate)
+def test_r16_r20_a_quoted_unit_price_is_billed_as_quoted_and_split_in_exact_thirds() -> None:
+    quoted = Decimal("5451.00")  # the quote's unit price; the rate of the day is ignored
+    whole = domain.subscription_line(
+        offering="autocad",
+        term="annual",
+        seats=3,
+        currency="EUR",
+        vat_percent=Decimal(25),
+        rate=Decimal("0.99"),
+        quoted_unit_price=quoted,
+    )
+    assert (whole.unit_price, whole.net_amount) == (quoted, Decimal("16353.00"))
+    thirds = [
+        domain.subscription_line(
+            offering="autocad",
+            term="three_year",
+            seats=3,
+            currency="EUR",
+            vat_percent=Decimal(25),
+            installment=number,
+            quoted_unit_price=Decimal("100.00"),
+        ).unit_price
+        for number in (1, 2, 3)
+    ]
+    assert thirds == [Decimal("33.33"), Decimal("33.33"), Decimal("33.34")]
 
 
 def test_r22_purchase_order_details_change_only_before_payment() -> None:

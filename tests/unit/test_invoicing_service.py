@@ -498,11 +498,15 @@ async def test_r20_a_three_year_term_pays_its_first_installment_and_schedules_tw
     assert [d.astimezone(UTC).date() for d in dues] == [date(2027, 5, 31), date(2028, 5, 31)]
 
 
-async def test_r15_a_quote_above_the_card_limit_is_not_charged_to_the_card(world: World) -> None:
-    await world.ordered(quote_id=uuid.uuid4(), seats=200)
-    [failed] = world.payloads("PaymentFailed")
-    assert failed["reason"] == "r15-quote-above-card-limit"
-    assert world.repo.attempts == []
+async def test_r15_invoicing_charges_what_ordering_placed_by_card_never_judging_it_again(
+    world: World,
+) -> None:
+    """R15 is judged once, by ordering at order time; a placed card order is charged."""
+    await world.ordered(quote_id=uuid.uuid4(), seats=12, channel="partner")
+    assert world.payloads("PaymentFailed") == []
+    [paid] = world.payloads("PaymentSucceeded")
+    [issued] = world.payloads("InvoiceIssued")
+    assert paid["amount"] == issued["gross_total"]
 
 
 # --- refunds -------------------------------------------------------------------------------------

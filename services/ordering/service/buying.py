@@ -10,6 +10,7 @@ from shared.auth import Principal
 from shared.contracts import (
     OrderPlaced,
     PaymentMethod,
+    PricedLine,
     QuoteIssued,
     Term,
 )
@@ -73,6 +74,7 @@ async def _sell(
     *,
     quote_id: uuid.UUID | None,
     payment_token: str | None,
+    priced_lines: list[PricedLine] | None = None,
 ) -> Order:
     """A new subscription: the order, ordering's subscription row and OrderPlaced."""
     buyer = await uow.repo.user(account.id, buyer_id)
@@ -105,6 +107,7 @@ async def _sell(
         quote_id=quote_id,
         trial=subscription.trial,
         payment_token=payment_token,
+        priced_lines=priced_lines or [],
     )
     await uow.events.emit(placed, account_id=account.id, subscription_id=subscription.id)
     return order
@@ -259,6 +262,9 @@ async def accept_quote(
         subscription,
         quote_id=quote_id,
         payment_token=command.payment_token,
+        priced_lines=[
+            domain.quoted_line(locked.offering, locked.term, locked.seats, locked.net_amount)
+        ],
     )
     await uow.repo.mark_quote_accepted(quote_id, order.id, order.placed_at)
     return schemas.Order.model_validate(order)

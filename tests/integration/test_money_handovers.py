@@ -1,0 +1,278 @@
+"""Money across the seams (issue 11, defects 2-4): what one service hands over, the next one bills
+exactly, and nothing is left neither refused nor charged.
+
+Every event crossing a boundary is the producer's own: ordering runs in-process and places orders
+and quotes through its HTTP door, lifecycle runs in-process and answers ordering's events, and the
+envelopes are taken from their outboxes as they wrote them, then fed to invoicing through Kafka.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from services.invoicing.billing import INSTALLMENT_TIMER
+from shared.topics import Topics
+from tests.integration.conftest import in_process
+from tests.integration.ordering_helpers import Ordering, running_ordering, user
+from tests.support import Backing, deployment, wait_for
+
+pytestmark = pytest.mark.integration
+
+Body = tuple[str, bytes]  # (event type, the envelope as written to the outbox)
+
+
+@dataclass
+class Downstream:
+    """One consuming service in-process, fed the producers' envelopes through its Kafka topics."""
+
+    pool: asyncpg.Pool
+    producer: AIOKafkaProducer
+    topics: Topics
+
+    async def feed(self, producer: str, account: uuid.UUID, bodies: list[Body]) -> None:
+        for _, body in bodies:
+            await self.producer.send_and_wait(
+                self.topics.events(producer), value=body, key=str(account).encode()
+            )
+
+    async def emitted(self, event_type: str, account: uuid.UUID) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT body FROM outbox WHERE event_type = $1 AND message_key = $2 ORDER BY id",
+            event_type,
+            str(account),
+        )
+        return [json.loads(bytes(r["body"])) for r in rows]
+
+    async def wait_emitted(
+        self, event_type: str, account: uuid.UUID, count: int = 1
+    ) -> list[dict[str, Any]]:
+        async def found() -> list[dict[str, Any]] | None:
+            events = await self.emitted(event_type, account)
+            return events if len(events) >= count else None
+
+        return await wait_for(found, what=f"{count} {event_type} of {account}")
+
+
+@contextlib.asynccontextmanager
+async def running(backing: Backing, service: str) -> AsyncIterator[Downstream]:
+    async with deployment(backing, (service,)) as dep, in_process(dep, service) as app:
+        producer = AIOKafkaProducer(bootstrap_servers=backing.kafka, enable_idempotence=True)
+        await producer.start()
+        try:
+            yield Downstream(app.state.runtime.pool, producer, Topics(dep.prefix))
+        finally:
+            await producer.stop()
+
+
+@pytest.fixture(scope="module")
+async def ordering(backing: Backing) -> AsyncIterator[Ordering]:
+    async with running_ordering(backing) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+async def invoicing(backing: Backing) -> AsyncIterator[Downstream]:
+    async with running(backing, "invoicing") as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+async def lifecycle(backing: Backing) -> AsyncIterator[Downstream]:
+    async with running(backing, "lifecycle") as service:
+        yield service
+
+
+async def ordering_events(ordering: Ordering, account: uuid.UUID) -> list[Body]:
+    rows = await ordering.pool.fetch(
+        "SELECT event_type, body FROM outbox WHERE message_key = $1 ORDER BY id", str(account)
+    )
+    return [(str(r["event_type"]), bytes(r["body"])) for r in rows]
+
+
+def only(bodies: list[Body], *event_types: str) -> list[Body]:
+    return [(t, b) for t, b in bodies if t in event_types]
+
+
+async def quote(
+    ordering: Ordering, account: uuid.UUID, *, seats: int, term: str = "annual"
+) -> dict[str, Any]:
+    body = {"offering": "autocad", "term": term, "seats": seats}
+    issued = await ordering.call(
+        "POST", f"/v1/accounts/{account}/quotes", ("partner", uuid.uuid4()), body
+    )
+    assert issued.status_code == 201, issued.text
+    result: dict[str, Any] = issued.json()
+    return result
+
+
+async def accept(
+    ordering: Ordering, buyer: uuid.UUID, quote_id: str, method: str, token: str | None = None
+) -> Any:
+    body: dict[str, Any] = {"payment_method": method}
+    if token is not None:
+        body["payment_token"] = token
+    return await ordering.call("POST", f"/v1/quotes/{quote_id}/acceptance", user(buyer), body)
+
+
+# --- defect 2: R15 is judged once, by ordering, at order time ---------------------------------
+
+
+async def test_r15_a_card_quote_ordering_accepts_is_charged_by_invoicing(
+    ordering: Ordering, invoicing: Downstream
+) -> None:
+    """12 seats x USD 1,975 = USD 23,700 net (USD 29,625 with Norway's 25 % VAT): ordering
+    accepts it by card, so invoicing charges it; it is never left neither refused nor charged."""
+    account, buyer, _ = await ordering.open_account("NOK")
+    quoted = await quote(ordering, account, seats=12)
+    accepted = await accept(ordering, buyer, quoted["id"], "card", "tok_success")
+    assert accepted.status_code == 201, accepted.text
+    await invoicing.feed("ordering", account, await ordering_events(ordering, account))
+    [issued] = await invoicing.wait_emitted("InvoiceIssued", account)
+    assert Decimal(issued["payload"]["gross_total"]) / Decimal("10.80") > Decimal(25000)
+    [paid] = await invoicing.wait_emitted("PaymentSucceeded", account)
+    assert Decimal(paid["payload"]["amount"]) == Decimal(issued["payload"]["gross_total"])
+    assert await invoicing.emitted("PaymentFailed", account) == []
+
+
+async def test_r15_a_card_quote_above_the_limit_is_refused_at_order_time_and_never_placed(
+    ordering: Ordering,
+) -> None:
+    account, buyer, _ = await ordering.open_account("NOK")
+    quoted = await quote(ordering, account, seats=13)  # USD 25,675 net
+    refused = await accept(ordering, buyer, quoted["id"], "paypal")
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["type"].endswith("card-limit-exceeded")
+    assert only(await ordering_events(ordering, account), "OrderPlaced") == []
+
+
+# --- defect 3: the invoice of an accepted quote is the quote (R16) ---------------------------
+
+
+async def test_r16_r19_an_accepted_quote_is_invoiced_at_its_quoted_price_not_the_rate_of_the_day(
+    ordering: Ordering, invoicing: Downstream
+) -> None:
+    """The partner rate of the day has moved (R19) since the quote; the invoice is the quote."""
+    account, buyer, _ = await ordering.open_account("NOK")
+    quoted = await quote(ordering, account, seats=3)
+    await invoicing.pool.execute(
+        """INSERT INTO applied_rates (currency, channel, effective_from, rate, previous_rate,
+               market_rate, quarter_start, computed_at)
+           VALUES ('NOK', 'partner', $1, 11.124, 10.80, 11.50, $2, $1)
+           ON CONFLICT DO NOTHING""",
+        datetime(2000, 1, 1, tzinfo=UTC),
+        datetime(2000, 1, 1).date(),
+    )
+    accepted = await accept(ordering, buyer, quoted["id"], "invoice")
+    assert accepted.status_code == 201, accepted.text
+    await invoicing.feed("ordering", account, await ordering_events(ordering, account))
+    [issued] = await invoicing.wait_emitted("InvoiceIssued", account)
+    invoice = issued["payload"]
+    assert Decimal(invoice["net_total"]) == Decimal(str(quoted["net_amount"]))
+    [line] = invoice["lines"]
+    assert line["quantity"] == 3
+    assert Decimal(line["net_amount"]) == Decimal(str(quoted["net_amount"]))
+    assert Decimal(invoice["vat_total"]) == Decimal(str(quoted["net_amount"])) * Decimal("0.25")
+
+
+async def test_r16_r20_a_quoted_three_year_term_is_invoiced_in_thirds_of_the_quote(
+    ordering: Ordering, invoicing: Downstream
+) -> None:
+    account, buyer, _ = await ordering.open_account("EUR")
+    quoted = await quote(ordering, account, seats=2, term="three_year")
+    accepted = await accept(ordering, buyer, quoted["id"], "invoice")
+    assert accepted.status_code == 201, accepted.text
+    await invoicing.feed("ordering", account, await ordering_events(ordering, account))
+    [issued] = await invoicing.wait_emitted("InvoiceIssued", account)
+    quoted_unit = Decimal(str(quoted["net_amount"])) / 2
+    [line] = issued["payload"]["lines"]
+    assert Decimal(line["unit_price"]) == (quoted_unit / 3).quantize(Decimal("0.01"))
+    timers = await invoicing.pool.fetch(
+        "SELECT payload FROM timers WHERE kind = $1 AND payload ->> 'subscription_id' = $2",
+        INSTALLMENT_TIMER,
+        accepted.json()["subscription_id"],
+    )
+    assert [Decimal(json.loads(t["payload"])["quoted_unit_price"]) for t in timers] == [
+        quoted_unit,
+        quoted_unit,
+    ]
+
+
+# --- defect 4: installments stop with the subscription (R20, R34, R39) -----------------------
+
+
+async def three_year_subscription(
+    ordering: Ordering, invoicing: Downstream
+) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID, dict[str, Any]]:
+    """A three-year AutoCAD bought by card: invoiced, installments 2 and 3 pending (R20)."""
+    account, buyer, _ = await ordering.open_account("NOK")
+    placed = await ordering.order(account, buyer, term="three_year", payment_token="tok_success")
+    subscription = uuid.UUID(placed["subscription_id"])
+    await invoicing.feed("ordering", account, await ordering_events(ordering, account))
+    await invoicing.wait_emitted("PaymentSucceeded", account)
+    assert await pending_installments(invoicing, subscription) == 2
+    return account, buyer, subscription, placed
+
+
+async def pending_installments(invoicing: Downstream, subscription: uuid.UUID) -> int:
+    return int(
+        await invoicing.pool.fetchval(
+            """SELECT count(*) FROM timers WHERE kind = $1 AND status = 'pending'
+                   AND payload ->> 'subscription_id' = $2""",
+            INSTALLMENT_TIMER,
+            str(subscription),
+        )
+    )
+
+
+async def test_r20_r34_a_cancelled_three_year_subscription_gets_no_more_installments(
+    ordering: Ordering, invoicing: Downstream, lifecycle: Downstream
+) -> None:
+    """Lifecycle's own Cancelled (here after a refund it handled) reaches invoicing, which has
+    not seen the refund: the pending installments are cancelled all the same."""
+    account, buyer, subscription, placed = await three_year_subscription(ordering, invoicing)
+    renews_at = (datetime.now(UTC) + timedelta(days=3 * 365)).replace(microsecond=0)
+    await ordering.activate(account, placed, renews_at, term="three_year")
+    refunded = await ordering.call(
+        "POST", f"/v1/subscriptions/{subscription}/refunds", user(buyer), {"reason": "mistake"}
+    )
+    assert refunded.status_code == 201, refunded.text
+    events = await ordering_events(ordering, account)
+    await lifecycle.feed("ordering", account, events)
+    [cancelled] = await lifecycle.wait_emitted("StageChanged", account)
+    assert cancelled["payload"]["to_stage"] == "cancelled"
+    body = json.dumps(cancelled).encode()
+    await invoicing.feed("lifecycle", account, [("StageChanged", body)])
+
+    async def stopped() -> bool:
+        return await pending_installments(invoicing, subscription) == 0
+
+    assert await wait_for(stopped, what="the installments cancelled")
+    issued = await invoicing.emitted("InvoiceIssued", account)
+    assert [i["payload"]["installment"] for i in issued] == [1]
+
+
+async def test_r20_r39_a_refunded_three_year_subscription_gets_no_more_installments(
+    ordering: Ordering, invoicing: Downstream
+) -> None:
+    account, buyer, subscription, placed = await three_year_subscription(ordering, invoicing)
+    renews_at = (datetime.now(UTC) + timedelta(days=3 * 365)).replace(microsecond=0)
+    await ordering.activate(account, placed, renews_at, term="three_year")
+    refunded = await ordering.call(
+        "POST", f"/v1/subscriptions/{subscription}/refunds", user(buyer), {"reason": "mistake"}
+    )
+    assert refunded.status_code == 201, refunded.text
+    events = await ordering_events(ordering, account)
+    await invoicing.feed("ordering", account, only(events, "RefundApproved"))
+    await invoicing.wait_emitted("CreditNoteIssued", account)
+    assert await pending_installments(invoicing, subscription) == 0
