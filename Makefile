@@ -1,4 +1,4 @@
-.PHONY: demo test up down status start stop lint
+.PHONY: demo test up down status start stop lint chaos
 
 demo:            ## bring everything up and play a subscription's whole life on a test clock
 	scripts/bootstrap
@@ -26,3 +26,9 @@ stop:
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy .
+
+chaos:           ## the fault-injection suite, long form: 300 orders through crashes and restarts
+	scripts/bootstrap
+	eval "$$(deploy/local/stack env)"; export KAFKA_BOOTSTRAP_SERVERS POSTGRES_DSN SMTP_URL MAIL_API_URL; \
+	CHAOS_ORDERS=$${CHAOS_ORDERS:-300} CHAOS_CONCURRENCY=$${CHAOS_CONCURRENCY:-8} \
+	.venv/bin/pytest -s -p no:cacheprovider tests/chaos
