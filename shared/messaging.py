@@ -45,6 +45,7 @@ from pydantic import ValidationError
 from shared.config import Settings
 from shared.contracts import PRODUCER_OF, AccountOpened, Contract, Envelope, payload_model
 from shared.db import Conn
+from shared.logs import bound
 from shared.outbox import Outbox
 from shared.problems import INFRASTRUCTURE_ERRORS
 from shared.time.clock import Clock
@@ -284,9 +285,23 @@ class ConsumerRuntime:
             await self.dead_letter(body, record, "unparseable", error, attempts=0)
             return "dead-lettered"
 
+        with bound(
+            event_id=envelope.event_id,
+            event_type=envelope.event_type,
+            correlation_id=envelope.correlation_id,
+            causation_id=envelope.causation_id,
+            account_id=envelope.account_id,
+        ):
+            return await self._attempts(handler, envelope, payload, body, record)
+
+    async def _attempts(
+        self, handler: Handler[Any], envelope: Envelope, payload: Contract, body: bytes, record: Any
+    ) -> str:
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return await self._apply(handler, envelope, payload)
+                outcome = await self._apply(handler, envelope, payload)
+                log.info("%s: %s %s", self.consumer.name, envelope.event_type, outcome)
+                return outcome
             except INFRASTRUCTURE_ERRORS:
                 # Not the message's fault: leave it unacknowledged; it comes back.
                 await asyncio.sleep(self.backoff_seconds * 5)

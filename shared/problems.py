@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import DomainError
+from shared.logs import current
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +147,7 @@ class CatchAll:
         except Exception as error:
             if started:
                 raise
-            headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
-            correlation = headers.get("x-request-id", b"").decode("latin-1")[:64]
-            correlation = correlation if correlation.isprintable() and correlation else None
-            correlation_id = correlation or str(uuid.uuid4())
+            correlation_id = current("request_id") or str(uuid.uuid4())
             if isinstance(error, INFRASTRUCTURE_ERRORS):
                 log.warning("%s: database unreachable (%r)", scope.get("path"), error)
                 response = problem_response(

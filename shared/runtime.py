@@ -28,7 +28,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from shared import asyncapi, guard, problems
+from shared import asyncapi, guard, logs, problems
 from shared.config import SERVICE_NAMES, Settings
 from shared.db import Conn, create_pool, migrate
 from shared.messaging import (
@@ -190,7 +190,8 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
         description=f"The {spec.name} service of the subscription platform.",
     )
     guard.install(app)  # size and authentication before parsing
-    problems.install(app)  # added last, so outermost: it catches what the guard raises too
+    problems.install(app)  # added after the guard, so outside it: it catches what it raises
+    app.add_middleware(logs.RequestId)  # outermost: every line of the request carries its id
     app.include_router(spec.router)
     app.include_router(_operations_router(spec, topics))
     app.openapi = functools.partial(problems.contract, app)  # type: ignore[method-assign]
@@ -256,13 +257,14 @@ def serve(service: str, settings: Settings | None = None) -> None:
     refusal = settings.refusal()
     if refusal:
         raise SystemExit(f"{service}: refusing to start. {refusal}")
-    logging.basicConfig(
-        level=settings.log_level,
-        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(service, settings.log_level)
     app = create_app(load_spec(service), settings)
     uvicorn.run(
-        app, host=settings.http_host, port=settings.port, log_level=settings.log_level.lower()
+        app,
+        host=settings.http_host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers write through shared.logs (JSON lines)
     )
 
 
