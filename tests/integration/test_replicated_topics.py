@@ -205,21 +205,19 @@ async def test_a_broker_killed_under_load_loses_no_order_and_no_invoice(
         invoicing_pool = await _pool(databases["invoicing"])
         try:
             account, buyer, _ = await ordering.open_account()
-            placed_after_kill = 0
             killed = asyncio.Event()
 
-            async def place_all() -> None:
-                nonlocal placed_after_kill
+            async def place_all() -> None:  # half before the kill, half while a broker is dead
                 for n in range(ORDERS):
+                    if n == ORDERS // 2:
+                        await killed.wait()
                     await ordering.order(account, buyer, seats=1 + n % 3)
-                    if killed.is_set():
-                        placed_after_kill += 1
 
             placing = asyncio.create_task(place_all())
 
             async def invoicing_under_way() -> bool:
                 invoices = await _count(invoicing_pool, "SELECT count(*) FROM invoices")
-                return invoices >= KILL_AFTER_INVOICES or placing.done()
+                return invoices >= KILL_AFTER_INVOICES
 
             await wait_for(invoicing_under_way, timeout=60, what="the first invoices")
             victim = await _leader_of(cluster.bootstrap, topics.events("ordering"), 0)
@@ -245,12 +243,10 @@ async def test_a_broker_killed_under_load_loses_no_order_and_no_invoice(
             converged = time.monotonic() - killed_at
             print(
                 f"\nkilled broker {victim} at {invoices_at_kill}/{ORDERS} invoices;"
-                f" {placed_after_kill} orders placed after the kill;"
+                f" {ORDERS - ORDERS // 2} orders placed after it;"
                 f" converged {converged:.1f}s after the kill"
             )
 
-            assert invoices_at_kill < ORDERS, "the kill came too late to prove anything"
-            assert placed_after_kill > 0, "no order was placed while a broker was down"
             assert await _count(ordering.pool, "SELECT count(*) FROM orders") == ORDERS
             assert await _count(invoicing_pool, "SELECT count(*) FROM invoices") == ORDERS
             assert (
