@@ -6,7 +6,7 @@ from functools import cached_property
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICE_NAMES = ("ordering", "invoicing", "lifecycle", "notifications")
@@ -29,9 +29,18 @@ class Settings(BaseSettings):
     http_port: int = 0  # 0 = the service's default port (8001-8004)
     database_url: str = "postgresql://platform:platform@127.0.0.1:5432/ordering"
     database_pool_size: int = 10
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"  # host:port[,host:port...]
     topic_prefix: str = Field("", description="Prepended to every topic and consumer group.")
     topic_partitions: int = 3
+    topic_replication_factor: int = Field(
+        1, ge=1, description="Replicas of every topic the platform creates (3 in production)."
+    )
+    topic_min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        description="min.insync.replicas of those topics: an acks=all write waits for this many"
+        " replicas (2 with 3 replicas: one broker may fail, nothing acknowledged is lost).",
+    )
     smtp_url: str = "smtp://127.0.0.1:1025"
     smtp_security: Literal["none", "starttls", "tls"] = "none"
     smtp_username: str | None = None
@@ -81,6 +90,20 @@ class Settings(BaseSettings):
                 "PLATFORM_DEVELOPMENT_MODE=true."
             )
         return None
+
+    @model_validator(mode="after")
+    def _replicas_can_be_in_sync(self) -> Settings:
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                "topic_min_insync_replicas must not exceed topic_replication_factor"
+                " (no write could ever be acknowledged)"
+            )
+        return self
+
+    @property
+    def kafka_servers(self) -> list[str]:
+        """``kafka_bootstrap_servers`` as a list: FastStream takes a string for one address."""
+        return [a.strip() for a in self.kafka_bootstrap_servers.split(",") if a.strip()]
 
     @property
     def port(self) -> int:

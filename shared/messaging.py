@@ -105,7 +105,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 
 def make_broker(settings: Settings) -> KafkaBroker:
     return KafkaBroker(
-        settings.kafka_bootstrap_servers,
+        settings.kafka_servers,
         client_id=settings.service,
         enable_idempotence=True,
         acks="all",
@@ -113,26 +113,46 @@ def make_broker(settings: Settings) -> KafkaBroker:
     )
 
 
-async def ensure_topics(settings: Settings, topics: Topics, replication_factor: int = 1) -> None:
+async def ensure_topics(settings: Settings, topics: Topics) -> None:
+    """Create the platform's topics (events, dead letters, test clocks) that do not exist yet,
+    with ``topic_replication_factor`` replicas and ``topic_min_insync_replicas``. An existing
+    topic is left as it is; one with fewer replicas than configured is logged."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         partitions = {t: settings.topic_partitions for t in topics.all_topics()}
         partitions[topics.test_clocks()] = 1
+        replicas = settings.topic_replication_factor
+        configs = {"min.insync.replicas": str(settings.topic_min_insync_replicas)}
         new = [
-            NewTopic(t, count, replication_factor)
+            NewTopic(t, count, replicas, topic_configs=configs)
             for t, count in partitions.items()
             if t not in existing
         ]
-        if not new:
-            return
-        try:
-            await admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass  # another replica created them first
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another replica created them first
+        if replicas > 1:
+            await _warn_underreplicated(admin, sorted(set(partitions) & existing), replicas)
     finally:
         await admin.close()
+
+
+async def _warn_underreplicated(admin: AIOKafkaAdminClient, names: list[str], want: int) -> None:
+    if not names:
+        return
+    for description in await admin.describe_topics(names):
+        have = min((len(p["replicas"]) for p in description["partitions"]), default=want)
+        if have < want:
+            log.warning(
+                "topic %s has %d replicas, configured %d: existing topics are not changed",
+                description["topic"],
+                have,
+                want,
+            )
 
 
 @dataclass
