@@ -27,6 +27,7 @@ from shared.problems import Problem, problem_response
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024
 LIMIT_KEY = "x-max-body-bytes"
+ROUTE_KEY = "platform.route"
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -87,6 +88,7 @@ class Guard:
         if route is None:
             await self.app(scope, receive, send)  # 404/405 answered by the app
             return
+        scope[ROUTE_KEY] = route.path  # for the metrics, also of what the guard refuses
         limit, needs_caller = self._policy(route)
         path = scope.get("path")
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}

@@ -46,6 +46,7 @@ from shared.config import Settings
 from shared.contracts import PRODUCER_OF, AccountOpened, Contract, Envelope, payload_model
 from shared.db import Conn
 from shared.logs import bound
+from shared.metrics import DEAD_LETTERS
 from shared.outbox import Outbox
 from shared.problems import INFRASTRUCTURE_ERRORS
 from shared.time.clock import Clock
@@ -419,6 +420,7 @@ class ConsumerRuntime:
         self, body: bytes, record: Any, reason: str, error: BaseException, attempts: int
     ) -> None:
         topic = self.topics.dead_letters(self.consumer.name)
+        DEAD_LETTERS.labels(self.consumer.name, reason).inc()
         headers = [
             ("x-dlq-reason", reason.encode()),
             ("x-dlq-error", f"{type(error).__name__}: {error}"[:2000].encode()),

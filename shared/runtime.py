@@ -28,7 +28,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from shared import asyncapi, guard, logs, problems
+from shared import asyncapi, guard, logs, metrics, problems
 from shared.config import SERVICE_NAMES, Settings
 from shared.db import Conn, create_pool, migrate
 from shared.messaging import (
@@ -58,6 +58,7 @@ class Runtime:
     producer: AIOKafkaProducer
     broker: KafkaBroker
     outbox: Outbox
+    observer: metrics.Observer | None = None
 
     async def clock_for(self, conn: Conn, account_id: uuid.UUID | None) -> Clock:
         """The account's clock: its test clock when it follows one, else real time."""
@@ -83,6 +84,7 @@ class ServiceSpec:
     timers: dict[str, TimerHandler] = field(default_factory=dict)
     batch_timers: dict[str, BatchTimerHandler] = field(default_factory=dict)  # see shared.timers
     pending_probe: PendingProbe | None = None  # work a test-clock step must wait for
+    gauges: metrics.ServiceGauges | None = None  # the service's own scrape-time gauges
 
 
 async def supervised(
@@ -136,7 +138,15 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
         )
         consumer.subscribe(broker)
         await broker.start()
-        runtime = Runtime(settings, clock, topics, pool, producer, broker, outbox)
+        observer = metrics.Observer(
+            pool,
+            consumer=spec.consumer.name,
+            group=topics.group(spec.consumer.name),
+            topics=[topics.events(p) for p in spec.consumer.producers()],
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            gauges=spec.gauges,
+        )
+        runtime = Runtime(settings, clock, topics, pool, producer, broker, outbox, observer)
         app.state.runtime = runtime
         relay = OutboxRelay(
             pool,
@@ -179,6 +189,7 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await observer.close()
             await broker.stop()
             await producer.stop()
             await pool.close()
@@ -191,6 +202,7 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
     )
     guard.install(app)  # size and authentication before parsing
     problems.install(app)  # added after the guard, so outside it: it catches what it raises
+    app.add_middleware(metrics.HttpMetrics)
     app.add_middleware(logs.RequestId)  # outermost: every line of the request carries its id
     app.include_router(spec.router)
     app.include_router(_operations_router(spec, topics))
@@ -238,7 +250,10 @@ def _operations_router(spec: ServiceSpec, topics: Topics) -> APIRouter:
         response_class=Response,
         responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
     )
-    async def metrics() -> Response:
+    async def scrape(request: Request) -> Response:
+        observer = runtime_of(request).observer
+        if observer is not None:
+            await observer.collect()
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router

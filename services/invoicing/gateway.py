@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
+
+from prometheus_client import Counter
 
 from shared.contracts import PaymentMethod
 
@@ -140,11 +143,60 @@ class RetryingGateway:
         raise AssertionError("unreachable")
 
 
+GATEWAY_CALLS = Counter(
+    "platform_gateway_calls_total",
+    "Payment gateway calls by method, operation (charge, refund) and outcome (succeeded, "
+    "declined, unavailable).",
+    ["method", "operation", "outcome"],
+)
+
+
+@dataclass
+class CountedGateway:
+    """Counts every call's outcome (``platform_gateway_calls_total``), whatever the adapter."""
+
+    method: str
+    inner: PaymentGateway
+
+    async def charge(
+        self, *, amount: Decimal, currency: str, token: str, idempotency_key: str
+    ) -> ChargeResult:
+        return await self._counted(
+            "charge",
+            self.inner.charge(
+                amount=amount, currency=currency, token=token, idempotency_key=idempotency_key
+            ),
+        )
+
+    async def refund(
+        self, *, amount: Decimal, currency: str, charge_reference: str, idempotency_key: str
+    ) -> ChargeResult:
+        return await self._counted(
+            "refund",
+            self.inner.refund(
+                amount=amount,
+                currency=currency,
+                charge_reference=charge_reference,
+                idempotency_key=idempotency_key,
+            ),
+        )
+
+    async def _counted(self, operation: str, call: Awaitable[ChargeResult]) -> ChargeResult:
+        try:
+            result = await call
+        except GatewayUnavailable:
+            GATEWAY_CALLS.labels(self.method, operation, "unavailable").inc()
+            raise
+        outcome = "succeeded" if result.succeeded else "declined"
+        GATEWAY_CALLS.labels(self.method, operation, outcome).inc()
+        return result
+
+
 CARD_SANDBOX = SandboxGateway("card", "card_declined")
 PAYPAL_SANDBOX = SandboxGateway("paypal", "paypal_declined")
 GATEWAYS: dict[PaymentMethod, PaymentGateway] = {
-    "card": RetryingGateway(CARD_SANDBOX),
-    "paypal": RetryingGateway(PAYPAL_SANDBOX),
+    "card": CountedGateway("card", RetryingGateway(CARD_SANDBOX)),
+    "paypal": CountedGateway("paypal", RetryingGateway(PAYPAL_SANDBOX)),
 }
 
 

@@ -239,20 +239,24 @@ class LagMeter:
 
     async def total_lag(self, groups: dict[str, list[str]]) -> int:
         """Messages the groups have not committed yet on the topics each consumes."""
+        return sum((await self.lag_by_partition(groups)).values())
+
+    async def lag_by_partition(self, groups: dict[str, list[str]]) -> dict[tuple[str, Any], int]:
+        """(group, topic-partition) -> messages that group has not committed yet there."""
         wanted = {t for topics in groups.values() for t in topics}
         partitions = await self._partitions(sorted(wanted))
         if not partitions:
-            return 0
+            return {}
         ends, starts, *committed = await asyncio.gather(
             self.offsets.end_offsets(partitions),
             self.offsets.beginning_offsets(partitions),
             *(self.admin.list_consumer_group_offsets(group) for group in groups),
         )
-        total = 0
-        for (_, topics), done in zip(groups.items(), committed, strict=True):
+        lags: dict[tuple[str, Any], int] = {}
+        for (group, topics), done in zip(groups.items(), committed, strict=True):
             for tp in partitions:
                 if tp.topic not in topics:
                     continue
                 position = done[tp].offset if tp in done and done[tp].offset >= 0 else starts[tp]
-                total += ends[tp] - position
-        return total
+                lags[(group, tp)] = ends[tp] - position
+        return lags
