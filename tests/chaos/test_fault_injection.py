@@ -190,9 +190,9 @@ async def stack(*args: str) -> None:
 
 
 def backing_is_local(backing: Backing) -> bool:
-    return backing.kafka.startswith(("127.0.0.1:9092", "localhost:9092")) and "5432" in (
-        backing.postgres_dsn
-    )
+    """Whether the backing services are this machine's local stack (which we may restart)."""
+    done = subprocess.run([str(STACK), "env"], capture_output=True, text=True, timeout=30)
+    return done.returncode == 0 and f"KAFKA_BOOTSTRAP_SERVERS={backing.kafka}\n" in done.stdout
 
 
 async def inject(platform: Platform, tally: Tally, backing: Backing) -> None:
@@ -209,7 +209,7 @@ async def inject(platform: Platform, tally: Tally, backing: Backing) -> None:
             restarting.append(victim)
 
         steps.append((service, crash))
-    restarts = os.environ.get("CHAOS_BACKING_RESTARTS", "0") == "1"
+    restarts = os.environ.get("CHAOS_BACKING_RESTARTS", "1") == "1"
     if restarts and backing_is_local(backing):
         for component in ("kafka", "postgres"):
 
