@@ -326,8 +326,8 @@ async def record_refusal(desk: DeliveryDesk, mail: DueMail, token: uuid.UUID, re
 
 async def record_sent(desk: DeliveryDesk, mail: DueMail, token: uuid.UUID) -> None:
     """The server holds the mail: ``sent`` with ``EmailSent``, retried while the database is
-    away (until the hand-over deadline, after which the row reads ``unconfirmed``; a late
-    success still wins)."""
+    away (until the hand-over deadline, after which the sweep hands the mail over again with
+    its Message-ID, a possible duplicate, counted)."""
     pause = desk.outage_pause
     while True:
         try:
