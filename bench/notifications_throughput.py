@@ -126,7 +126,7 @@ async def parts(settings: Settings, smtp_url: str, pool: asyncpg.Pool) -> dict[s
         subject="s",
         text="t" * 1500,
         html="<p>h</p>" * 200,
-        message_key="probe",
+        message_id="<bench@subscription-platform>",
     )
     t = time.perf_counter()
     for _ in range(200):

@@ -10,12 +10,17 @@ mails (``FOR UPDATE SKIP LOCKED``, a lease in the row, committed). For each mail
    claim token, so two workers can never both hand the same mail over).
 3. DATA. On 250, commit ``sent`` together with ``EmailSent`` (outbox).
 
-The window for doubt is between 2 and 3: one DATA round trip (bounded by the SMTP timeout)
-plus one commit. A mail left ``handing_over`` (the process died there, or the connection broke
-before the server's answer) is never sent again: it becomes ``unconfirmed`` and shows in the
-delivery log, so a crash can cost at most ``delivery_concurrency`` mails their certainty and
-never sends one twice. The Message-ID is stable per delivery, so even a manual resend is
-recognisable downstream.
+Nothing is lost: a mail whose outcome is unknown is handed over again with the same
+Message-ID (stored with the delivery when it is queued), so a receiver can recognise the
+repeat. That happens in one window only, between 2 and 3 (one DATA round trip plus one commit):
+a mail left ``handing_over`` (the process died there, or lost its database before recording the
+answer) is due again after ``handover_deadline``; a connection broken before the server's
+answer to DATA puts it back to ``pending`` with backoff. Each such resend counts in
+``platform_mails_possible_duplicates_total``; a crash can double at most
+``delivery_concurrency`` mails, and only those whose DATA the server had already taken.
+
+After any error between MAIL FROM and the end of DATA the SMTP session is reset (RSET, or a new
+connection) before the next MAIL FROM, and a protocol-sequence reply (503) is transient.
 
 Logs carry delivery ids and SMTP reply codes only: no addresses, subjects or bodies.
 
@@ -38,15 +43,15 @@ from shared.unit_of_work import Work
 from . import service
 from .mailer import MailSender, SmtpSender
 from .repository import DELIVERY_CHANNEL, SqlRepository
-from .service import DeliveryDesk, UnitOfWork
+from .service import MAILS_POSSIBLY_DOUBLED, DeliveryDesk, UnitOfWork
 
 log = logging.getLogger(__name__)
 
 
 def handover_deadline(timeout: float) -> timedelta:
     """Older hand-overs than this cannot belong to a live worker (its DATA would have timed
-    out), so their fate is unknown."""
-    return timedelta(seconds=max(60.0, 6 * timeout))
+    out and its hand-over been recorded), so they are handed over again."""
+    return timedelta(seconds=max(10.0, 6 * timeout))
 
 
 def delivery_desk(rt: Runtime) -> DeliveryDesk:
@@ -119,7 +124,9 @@ async def run_delivery_loop(rt: Runtime) -> None:
             try:
                 expired = await SqlRepository(rt.pool).expire_handovers(rt.clock.now() - deadline)
                 if expired:
-                    log.warning("%d deliveries unconfirmed after a stopped hand-over", expired)
+                    MAILS_POSSIBLY_DOUBLED.labels("stopped_hand_over").inc(expired)
+                    log.warning("%d deliveries sent again after a stopped hand-over", expired)
+                    wake_all()
             except Exception as error:
                 log.warning("delivery sweep: %r", error)
             await asyncio.sleep(deadline.total_seconds() / 2)

@@ -6,18 +6,36 @@ the server may hold the mail: ``begin`` (MAIL FROM, RCPT TO: nothing is delivere
 when it answers 250). If the connection breaks while we wait for that answer we cannot know
 whether the mail was accepted: ``Unconfirmed``.
 
-Header values are set through ``email.message.EmailMessage`` with the default policy, which
-refuses CR/LF in any header, so no name, subject or address can inject headers.
+Headers are structured objects (``email.message.EmailMessage``, ``email.policy.SMTP``,
+``headerregistry.Address`` for From and To), never formatted header lines. The standard
+library's own header classes are not enough on their own: they decode any encoded word found
+in a value (``=?utf-8?q?=0D=0ABcc:...?=`` becomes CR LF ``Bcc:``) and, before CPython 3.11.10
+/ 3.12.5, write the decoded line break out verbatim, so a name could inject headers even through
+an ``Address`` display name. The Subject and the display names therefore go through header
+classes of ours (registered in the policy's ``header_factory``) that take the value as literal
+text: whitespace and control characters (CR, LF, U+0085, U+2028, U+2029, ...) collapse to one
+space, and every word that is not plain ASCII, or that looks like an encoded word, is written
+as an RFC 2047 encoded word, so the receiver decodes exactly the text we meant.
 """
 
 from __future__ import annotations
 
+import base64
+import unicodedata
+from collections.abc import Iterable
+from email import policy as email_policy
+from email.errors import MessageDefect
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
-from email.utils import make_msgid
-from typing import Literal, Protocol
+from email.policy import Policy
+from email.utils import parseaddr
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import aiosmtplib
 from aiosmtplib.email import flatten_message
+
+if TYPE_CHECKING:
+    from email._header_value_parser import TokenList
 
 Security = Literal["none", "starttls", "tls"]
 
@@ -45,15 +63,162 @@ class MailSender(Protocol):
     async def close(self) -> None: ...
 
 
+# --- headers ---------------------------------------------------------------------------------
+
+MAX_LINE = 78  # RFC 5322's recommended line length, kept by every header we write
+_ATEXT = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
+)
+_VCHAR = frozenset(chr(c) for c in range(0x21, 0x7F))
+_EW_BYTES = 45  # UTF-8 bytes per encoded word: "=?utf-8?b?" + 60 base64 chars + "?=" = 72
+
+
+def header_text(value: str) -> str:
+    """A header value as one line of text: every run of whitespace, line breaks and other
+    control or format characters (CR, LF, TAB, U+0085, U+2028, U+2029, U+200B...) is one
+    space."""
+    cleaned = "".join(
+        " " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Zs") else c for c in value
+    )
+    return " ".join(cleaned.split())
+
+
+def _plain(word: str, allowed: frozenset[str]) -> bool:
+    """A word a receiver reads as written: allowed ASCII only, nothing an RFC 2047 decoder
+    would take for an encoded word, short enough to fit a line."""
+    return len(word) <= 40 and set(word) <= allowed and "=?" not in word and "?=" not in word
+
+
+def _encoded_words(text: str) -> list[str]:
+    """``text`` as RFC 2047 "B" encoded words, each within a line, split between characters."""
+    words: list[str] = []
+    chunk = b""
+    for char in text:
+        encoded = char.encode("utf-8")
+        if len(chunk) + len(encoded) > _EW_BYTES:
+            words.append(chunk.decode("utf-8"))
+            chunk = b""
+        chunk += encoded
+    words.append(chunk.decode("utf-8"))
+    return [f"=?utf-8?b?{base64.b64encode(w.encode()).decode('ascii')}?=" for w in words]
+
+
+def _tokens(text: str, allowed: frozenset[str]) -> list[str]:
+    """Plain words as they are; each run of other words as encoded words (the spaces inside a
+    run are encoded with it, since a decoder drops the space between two encoded words)."""
+    tokens: list[str] = []
+    run: list[str] = []
+    for word in text.split(" ") if text else []:
+        if _plain(word, allowed):
+            if run:
+                tokens += _encoded_words(" ".join(run))
+                run = []
+            tokens.append(word)
+        else:
+            run.append(word)
+    if run:
+        tokens += _encoded_words(" ".join(run))
+    return tokens
+
+
+def _fold(name: str, tokens: list[str], linesep: str) -> str:
+    """``Name: token token...`` folded at spaces so no line exceeds ``MAX_LINE``."""
+    lines = [f"{name}:"]
+    for token in tokens:
+        if len(lines[-1]) + 1 + len(token) > MAX_LINE and lines[-1] != f"{name}:":
+            lines.append("")
+        lines[-1] += f" {token}"
+    return linesep.join(lines) + linesep
+
+
+class LiteralTextHeader(BaseHeader):
+    """An unstructured header (Subject) whose value is literal text, never decoded."""
+
+    max_count = 1
+
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
+        kwds["decoded"] = header_text(str(value))
+        kwds["parse_tree"] = None
+
+    def fold(self, *, policy: Policy) -> str:
+        return _fold(self.name, _tokens(str(self), _VCHAR), policy.linesep)
+
+
+class SingleAddressHeader(BaseHeader):
+    """From or To: exactly one ``Address``, its display name literal text."""
+
+    max_count = 1
+
+    @classmethod
+    def parse(cls, value: Address, kwds: dict[str, Any]) -> None:
+        if not isinstance(value, Address):
+            raise TypeError("From and To take one email.headerregistry.Address")
+        address = mailbox(header_text(value.display_name), value.addr_spec)
+        kwds["decoded"] = str(address)
+        kwds["parse_tree"] = None
+        kwds["address"] = address
+
+    def init(
+        self,
+        name: str,
+        *,
+        parse_tree: TokenList,
+        defects: Iterable[MessageDefect],
+        address: Address | None = None,
+    ) -> None:
+        super().init(name, parse_tree=parse_tree, defects=defects)
+        if address is None:
+            raise TypeError("an address header needs its Address")
+        self.address = address
+
+    def fold(self, *, policy: Policy) -> str:
+        tokens = _tokens(self.address.display_name, _ATEXT)
+        spec = self.address.addr_spec
+        return _fold(self.name, [*tokens, f"<{spec}>"] if tokens else [spec], policy.linesep)
+
+
+def mailbox(display_name: str, addr_spec: str) -> Address:
+    """An address; ``ValueError`` unless ``addr_spec`` is one plain ASCII mailbox."""
+    if not addr_spec or not set(addr_spec) <= _VCHAR or "=?" in addr_spec:
+        raise ValueError("not a plain address")
+    address = Address(display_name=display_name, addr_spec=addr_spec)  # parses, or ValueError
+    if address.addr_spec != addr_spec or not address.domain:
+        raise ValueError("not a plain address")
+    return address
+
+
+def _registry() -> HeaderRegistry:
+    registry = HeaderRegistry()
+    registry.map_to_type("subject", LiteralTextHeader)
+    registry.map_to_type("from", SingleAddressHeader)
+    registry.map_to_type("to", SingleAddressHeader)
+    return registry
+
+
+# email.policy.SMTP (CRLF line ends) with our Subject, From and To classes.
+MAIL_POLICY = email_policy.SMTP.clone(header_factory=_registry())
+
+
+def message_id_for(delivery_id: object, domain: str = "subscription-platform") -> str:
+    """The Message-ID of a delivery, chosen once when it is queued and stored with it: every
+    copy of the mail, resends after a crash included, carries the same one."""
+    return f"<{delivery_id}@{domain}>"
+
+
 def compose(
-    *, sender: str, recipient: str, subject: str, text: str, html: str, message_key: str
+    *, sender: str, recipient: str, subject: str, text: str, html: str, message_id: str
 ) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = recipient
-    message["Subject"] = subject
-    # A stable Message-ID per delivery lets a receiving server drop a resend.
-    message["Message-ID"] = make_msgid(idstring=message_key, domain="subscription-platform")
+    """The mail, every header a structured value. ``sender`` may carry a display name
+    (``Name <address>``); ``ValueError`` for an address that is not one plain mailbox."""
+    message = EmailMessage(policy=MAIL_POLICY)
+    name, addr = parseaddr(sender)
+    message["From"] = mailbox(name, addr if name or "<" in sender else sender)
+    message["To"] = mailbox("", recipient)
+    message["Subject"] = header_text(subject)  # the policy refuses line breaks before ours
+    if not set(message_id) <= _VCHAR or not message_id.startswith("<"):
+        raise ValueError("not a Message-ID")
+    message["Message-ID"] = message_id
     message.set_content(text)
     message.add_alternative(html, subtype="html")
     return message
@@ -64,8 +229,25 @@ def _describe(error: aiosmtplib.SMTPResponseException) -> str:
     return f"{error.code} {error.message.split('<')[0].strip()}"[:200]
 
 
+# "Bad sequence of commands" (e.g. Postfix's "503 5.5.1 Error: nested MAIL command"): the
+# session, not the mail, is at fault. Transient, and the session is dropped.
+PROTOCOL_SEQUENCE = frozenset({503})
+
+
+def _refusal(error: aiosmtplib.SMTPResponseException) -> TransientFailure | PermanentFailure:
+    """A reply is permanent only when it is a 5xx about the mail itself: 4xx and
+    protocol-sequence replies are transient."""
+    if 500 <= error.code < 600 and error.code not in PROTOCOL_SEQUENCE:
+        return PermanentFailure(_describe(error))
+    return TransientFailure(_describe(error))
+
+
 class SmtpSender:
-    """One SMTP connection, opened on first use and reused until it breaks."""
+    """One SMTP connection, opened on first use and reused until it breaks.
+
+    A transaction left open by any error (the caller's included, e.g. a database error between
+    ``begin`` and ``finish``) is reset (RSET, or a new connection if that fails) before the
+    next MAIL FROM; a protocol-sequence reply drops the connection."""
 
     def __init__(
         self,
@@ -85,6 +267,7 @@ class SmtpSender:
         self.password = password
         self._smtp: aiosmtplib.SMTP | None = None
         self._mail_options: list[str] = []
+        self._open = False  # MAIL FROM sent and the transaction not finished or reset
 
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._smtp is not None and self._smtp.is_connected:
@@ -109,25 +292,33 @@ class SmtpSender:
             raise Unreachable(f"connect: {type(error).__name__}") from error
         self._mail_options = ["BODY=8BITMIME"] if smtp.supports_extension("8BITMIME") else []
         self._smtp = smtp
+        self._open = False
         return smtp
 
+    async def _refused(self, error: aiosmtplib.SMTPResponseException) -> Exception:
+        if error.code in PROTOCOL_SEQUENCE:
+            await self.close()  # the session's state is not what we think: start afresh
+        else:
+            await self.abort()
+        return _refusal(error)
+
     async def begin(self, sender: str, recipient: str) -> None:
+        if self._open:
+            await self.abort()  # an earlier hand-over stopped half-way
         smtp = await self._connected()
         try:
+            self._open = True
             await smtp.mail(sender, options=self._mail_options)
             await smtp.rcpt(recipient)
         except aiosmtplib.SMTPResponseException as error:
-            await self.abort()
-            if 500 <= error.code < 600:
-                raise PermanentFailure(_describe(error)) from error
-            raise TransientFailure(_describe(error)) from error
+            raise await self._refused(error) from error
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
             await self.close()
             raise Unreachable(f"envelope: {type(error).__name__}") from error
 
     async def finish(self, message: EmailMessage) -> None:
         smtp = self._smtp
-        if smtp is None or not smtp.is_connected:
+        if smtp is None or not smtp.is_connected or not self._open:
             # The connection dropped after MAIL/RCPT: a new one has no envelope, so DATA would be
             # refused (503) and look permanent. Nothing was handed over: try the mail again.
             await self.close()
@@ -137,23 +328,25 @@ class SmtpSender:
             await smtp.data(flatten_message(message, cte_type=cte))
         except aiosmtplib.SMTPResponseException as error:
             # The server answered: it did not take the mail.
-            if 500 <= error.code < 600:
-                raise PermanentFailure(_describe(error)) from error
-            raise TransientFailure(_describe(error)) from error
+            raise await self._refused(error) from error
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
             await self.close()
             raise Unconfirmed(f"data: {type(error).__name__}") from error
+        self._open = False
 
     async def abort(self) -> None:
-        """Drop a begun transaction (RSET) but keep the connection."""
+        """Drop a begun transaction (RSET) but keep the connection; a new one if RSET fails."""
         if self._smtp is None or not self._smtp.is_connected:
+            self._open = False
             return
         try:
             await self._smtp.rset()
+            self._open = False
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             await self.close()
 
     async def close(self) -> None:
+        self._open = False
         if self._smtp is not None:
             smtp, self._smtp = self._smtp, None
             if smtp.is_connected:

@@ -19,6 +19,7 @@ from shared.contracts import RolesChanged
 from shared.db import Conn
 
 from .domain import Account, Member, Recipient, RenderedMail
+from .mailer import message_id_for
 
 Db = Conn | asyncpg.Pool
 CONSUMER = "notifications"  # the Kafka consumer (inbox, deferred events)
@@ -42,6 +43,7 @@ class DueMail:
     body_text: str
     body_html: str
     attempts: int
+    message_id: str
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,6 @@ class Repository(Protocol):
     async def mark_failed(
         self, delivery_id: uuid.UUID, token: uuid.UUID, error: str, now: datetime
     ) -> bool: ...
-    async def mark_unconfirmed(
-        self, delivery_id: uuid.UUID, token: uuid.UUID, error: str
-    ) -> None: ...
     async def postpone(
         self,
         delivery_ids: list[uuid.UUID],
@@ -209,13 +208,14 @@ class SqlRepository:
     ) -> bool:
         """R12: the unique (event, address) key makes a second queueing of the same mail a
         no-op."""
+        delivery_id = uuid.uuid4()
         inserted = await self.db.fetchval(
             """INSERT INTO deliveries (id, event_id, event_type, account_id, recipient, roles,
                    template, language, subject, body_text, body_html, next_attempt_at,
-                   created_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+                   created_at, message_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)
                ON CONFLICT (event_id, recipient) DO NOTHING RETURNING true""",
-            uuid.uuid4(),
+            delivery_id,
             event_id,
             event_type,
             account_id,
@@ -227,6 +227,7 @@ class SqlRepository:
             mail.text,
             mail.html,
             now,
+            message_id_for(delivery_id),
         )
         return bool(inserted)
 
@@ -266,7 +267,7 @@ class SqlRepository:
                    ORDER BY next_attempt_at, created_at LIMIT $4
                    FOR UPDATE SKIP LOCKED)
                RETURNING id, event_id, event_type, account_id, recipient, roles, template,
-                         subject, body_text, body_html, attempts""",
+                         subject, body_text, body_html, attempts, message_id""",
             now,
             token,
             lease_until,
@@ -314,16 +315,6 @@ class SqlRepository:
         )
         return bool(updated)
 
-    async def mark_unconfirmed(self, delivery_id: uuid.UUID, token: uuid.UUID, error: str) -> None:
-        await self.db.execute(
-            """UPDATE deliveries SET status = 'unconfirmed', last_error = $3, claim_token = NULL,
-                   claimed_until = NULL
-               WHERE id = $1 AND claim_token = $2""",
-            delivery_id,
-            token,
-            error,
-        )
-
     async def postpone(
         self,
         delivery_ids: list[uuid.UUID],
@@ -347,11 +338,13 @@ class SqlRepository:
         )
 
     async def expire_handovers(self, older_than: datetime) -> int:
-        """A hand-over older than any SMTP timeout means its worker died: its fate is
-        unknown."""
+        """A hand-over older than any SMTP timeout means its worker died (or lost its database
+        before recording the answer): the mail may or may not have arrived, so it is handed
+        over again, due now, with the same Message-ID. Returns how many."""
         result = await self.db.execute(
-            """UPDATE deliveries SET status = 'unconfirmed',
-                   last_error = 'worker stopped during hand-over'
+            """UPDATE deliveries SET status = 'pending', next_attempt_at = handed_over_at,
+                   last_error = 'worker stopped during hand-over: sent again',
+                   claim_token = NULL, claimed_until = NULL, handed_over_at = NULL
                WHERE status = 'handing_over' AND handed_over_at < $1""",
             older_than,
         )

@@ -12,7 +12,8 @@ conversion is handled). Deciding to wait and releasing are serialised per accoun
 
 Handing over (``deliver_due``, ``hand_over``): each mail goes through MAIL FROM / RCPT TO, a
 committed ``handing_over`` mark, then DATA, and is recorded ``sent`` with ``EmailSent``; see
-``delivery.py`` for the whole protocol and why a mail is never sent twice.
+``delivery.py`` for the whole protocol, why no mail is lost, and the one window in which a mail
+can arrive twice (always with the same Message-ID).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
+
+from prometheus_client import Counter
 
 from shared.auth import Principal
 from shared.contracts import (
@@ -54,8 +57,16 @@ from .repository import OUTAGE, DueMail, LoggedMail, Repository
 
 log = logging.getLogger(__name__)
 
+MAILS_POSSIBLY_DOUBLED = Counter(
+    "platform_mails_possible_duplicates_total",
+    "Mails handed over again although the server may already hold them (same Message-ID), by"
+    " reason: unanswered_data (the connection broke during DATA), stopped_hand_over (a worker"
+    " died or lost its database after the hand-over mark).",
+    ["reason"],
+)
+
 UnitOfWork = Work[Repository]
-Outcome = Literal["sent", "failed", "postponed", "unreachable", "unconfirmed", "skipped"]
+Outcome = Literal["sent", "failed", "postponed", "unreachable", "resent", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -233,8 +244,8 @@ async def deliver_due(desk: DeliveryDesk, sender: MailSender, limit: int) -> int
 async def hand_over(
     desk: DeliveryDesk, sender: MailSender, mail: DueMail, token: uuid.UUID
 ) -> Outcome:
-    """One mail to the SMTP server, at most once (R12): envelope, a committed hand-over mark,
-    then DATA."""
+    """One mail to the SMTP server: envelope, a committed hand-over mark, then DATA. Any error
+    between envelope and DATA resets the SMTP session before it propagates."""
     try:
         message = compose(
             sender=desk.mail_from,
@@ -242,9 +253,9 @@ async def hand_over(
             subject=mail.subject,
             text=mail.body_text,
             html=mail.body_html,
-            message_key=str(mail.id),
+            message_id=mail.message_id,
         )
-    except ValueError:  # a header with CR/LF: refused, never sent
+    except ValueError:  # not one plain address: refused, never sent
         await desk.steps.mark_failed(mail.id, token, "invalid header value", desk.clock.now())
         log.error("delivery %s refused: invalid header value", mail.id)
         return "failed"
@@ -259,7 +270,12 @@ async def hand_over(
         await postpone(desk, [mail], token, str(error))
         return "unreachable" if isinstance(error, Unreachable) else "postponed"
 
-    if not await desk.steps.mark_handing_over(mail.id, token, desk.clock.now()):
+    try:
+        marked = await desk.steps.mark_handing_over(mail.id, token, desk.clock.now())
+    except BaseException:  # the database went away: no MAIL FROM may follow this one's open
+        await sender.abort()
+        raise
+    if not marked:
         await sender.abort()  # the lease ran out and another worker has it
         return "skipped"
     try:
@@ -273,9 +289,11 @@ async def hand_over(
         await postpone(desk, [mail], token, str(error))
         return "postponed"
     except Unconfirmed as error:
-        log.warning("delivery %s unconfirmed: %s", mail.id, error)
-        await desk.steps.mark_unconfirmed(mail.id, token, str(error))
-        return "unconfirmed"
+        # The server may hold the mail: nothing may be lost, so it goes again (same Message-ID).
+        log.warning("delivery %s unanswered, sent again later: %s", mail.id, error)
+        MAILS_POSSIBLY_DOUBLED.labels("unanswered_data").inc()
+        await postpone(desk, [mail], token, f"unanswered, sent again: {error}")
+        return "resent"
     await record_sent(desk, mail, token)
     return "sent"
 
@@ -308,8 +326,8 @@ async def record_refusal(desk: DeliveryDesk, mail: DueMail, token: uuid.UUID, re
 
 async def record_sent(desk: DeliveryDesk, mail: DueMail, token: uuid.UUID) -> None:
     """The server holds the mail: ``sent`` with ``EmailSent``, retried while the database is
-    away (until the hand-over deadline, after which the row reads ``unconfirmed``; a late
-    success still wins)."""
+    away (until the hand-over deadline, after which the sweep hands the mail over again with
+    its Message-ID, a possible duplicate, counted)."""
     pause = desk.outage_pause
     while True:
         try:

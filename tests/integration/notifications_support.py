@@ -155,13 +155,24 @@ class OwnMaildev:
 
 
 class RefusingSmtp:
-    """A minimal SMTP server: answers 550 to RCPT TO for addresses starting with "reject-",
-    accepts everything else, and counts every RCPT by address."""
+    """A minimal SMTP server that keeps the command sequence as a real one does.
+
+    Answers 550 to RCPT TO for addresses starting with "reject-" and accepts everything else;
+    a MAIL FROM inside an open transaction gets Postfix's "503 5.5.1 Error: nested MAIL
+    command". It records every RCPT by address, the raw bytes of every message it received
+    (``received``) and each session's commands (``sessions``). ``refuse_mail_503`` answers the
+    next so many MAIL FROMs with 503 (bad sequence); ``stall_data`` takes the next message and
+    never answers it (``stalled`` is set then), as a server would while its client dies."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.rcpts: list[str] = []
         self.accepted: list[str] = []
+        self.received: list[bytes] = []
+        self.sessions: list[list[str]] = []
+        self.refuse_mail_503 = 0
+        self.stall_data = False
+        self.stalled = asyncio.Event()
         self.server: asyncio.Server | None = None
 
     @property
@@ -182,29 +193,50 @@ class RefusingSmtp:
         def say(line: str) -> None:
             writer.write(f"{line}\r\n".encode())
 
+        commands: list[str] = []
+        self.sessions.append(commands)
         say("220 refusing.test ESMTP")
         recipient = ""
+        in_mail = False
         try:
             while line := await reader.readline():
                 command = line.decode().strip()
                 verb = command[:4].upper()
+                commands.append(verb)
                 if verb in ("EHLO", "HELO"):
                     say("250-refusing.test")
                     say("250 8BITMIME")
                 elif verb == "MAIL":
-                    say("250 OK")
+                    if self.refuse_mail_503 > 0:
+                        self.refuse_mail_503 -= 1
+                        say("503 5.5.1 Error: bad sequence of commands")
+                    elif in_mail:
+                        say("503 5.5.1 Error: nested MAIL command")
+                    else:
+                        in_mail = True
+                        say("250 OK")
                 elif verb == "RCPT":
                     recipient = command.split("<", 1)[1].split(">", 1)[0]
                     self.rcpts.append(recipient)
-                    if recipient.startswith("reject-"):
+                    if not in_mail:
+                        say("503 5.5.1 Error: need MAIL command")
+                    elif recipient.startswith("reject-"):
                         say(f"550 5.1.1 <{recipient}>: mailbox unavailable")
                     else:
                         say("250 OK")
                 elif verb == "DATA":
                     say("354 go ahead")
                     await writer.drain()
-                    while (await reader.readline()) not in (b".\r\n", b""):
-                        pass
+                    lines: list[bytes] = []
+                    while (data := await reader.readline()) not in (b".\r\n", b""):
+                        lines.append(data[1:] if data.startswith(b"..") else data)
+                    self.received.append(b"".join(lines))
+                    in_mail = False
+                    if self.stall_data:
+                        self.stall_data = False
+                        self.stalled.set()
+                        await reader.read()  # no answer, until the client goes away
+                        break
                     self.accepted.append(recipient)
                     say("250 OK queued")
                 elif verb == "QUIT":
@@ -212,6 +244,8 @@ class RefusingSmtp:
                     await writer.drain()
                     break
                 else:  # RSET, NOOP
+                    if verb == "RSET":
+                        in_mail = False
                     say("250 OK")
                 await writer.drain()
         finally:

@@ -1,22 +1,35 @@
-"""What a crash of the notifications process leaves behind, and what a restart does with it
-(R12: the same event never mails the same address twice)."""
+"""What a crash of the notifications process leaves behind, and what a restart does with it:
+nothing lost; a mail handed over again carries the same Message-ID, so a receiver recognises
+the repeat (R12), and a copy can be doubled only when the crash falls inside DATA."""
 
 from __future__ import annotations
 
+import asyncio
+import email
+import email.policy
 import uuid
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
+from shared.contracts import RolesChanged
 from tests.integration.notifications_support import (
     RefusingSmtp,
     address,
     count,
+    envelope,
     notifications_app,
     notifications_settings,
+    opening,
+    person,
+    publish,
 )
-from tests.support import Backing, deployment, wait_for
+from tests.notifications_samples import order_placed
+from tests.support import Backing, ServiceProcess, deployment, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +54,7 @@ async def insert_delivery(
         "status": status,
         "next_attempt_at": now - timedelta(minutes=5),
         "created_at": now - timedelta(minutes=5),
+        "message_id": f"<{delivery_id}@subscription-platform>",
         **columns,
     }
     names = ", ".join(values)
@@ -49,13 +63,13 @@ async def insert_delivery(
     return delivery_id
 
 
-async def test_r12_a_restart_resends_unstarted_mails_but_never_a_handed_over_one(
+async def test_r12_a_restart_sends_leased_and_stopped_hand_overs_with_their_message_ids(
     backing: Backing,
 ) -> None:
     """A worker died twice: once holding a lease on a mail it had not begun (that mail is sent
     after the lease runs out), once after recording the hand-over and before recording the
-    server's answer (that mail may have arrived: it becomes ``unconfirmed`` and is not sent
-    again). The window of doubt is that one DATA round trip plus one commit."""
+    server's answer (that mail may have arrived: it is handed over again, with its
+    Message-ID)."""
     leased, handed_over = address("leased"), address("handedover")
     async with RefusingSmtp() as smtp, deployment(backing, ("notifications",)) as dep:
         settings = notifications_settings(dep, smtp_url=smtp.smtp_url)
@@ -91,14 +105,83 @@ async def test_r12_a_restart_resends_unstarted_mails_but_never_a_handed_over_one
 
             await wait_for(leased_sent, what="the mail whose lease ran out")
 
-            async def lost_unconfirmed() -> bool:
+            async def resent() -> bool:
                 status = await pool.fetchval("SELECT status FROM deliveries WHERE id = $1", lost)
-                return bool(status == "unconfirmed")
+                return bool(status == "sent")
 
-            await wait_for(lost_unconfirmed, what="the stopped hand-over marked unconfirmed")
+            await wait_for(resent, what="the stopped hand-over handed over again")
             log = await pool.fetchrow(
                 "SELECT status, attempts FROM deliveries WHERE recipient = $1", leased
             )
             assert (log["status"], log["attempts"]) == ("sent", 1)
         assert count(smtp.accepted, leased) == 1
-        assert count(smtp.rcpts, handed_over) == 0  # never handed over a second time
+        assert count(smtp.accepted, handed_over) == 1
+        ids = {parsed(raw)["To"]: parsed(raw)["Message-ID"] for raw in smtp.received}
+        assert ids[handed_over] == f"<{lost}@subscription-platform>"
+
+
+def parsed(raw: bytes) -> EmailMessage:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+async def test_killed_inside_data_the_mail_is_resent_with_the_same_message_id(
+    backing: Backing, tmp_path: Path
+) -> None:
+    """Finding 7: notifications is SIGKILLed while the server holds a mail's DATA unanswered.
+    After the restart every mail is delivered; the one caught inside DATA arrives twice with one
+    Message-ID (the only possible duplicate, counted), so the distinct Message-IDs received
+    equal the mails queued."""
+    buyer = address("buyer")
+    account = uuid.uuid4()
+    roles = RolesChanged(buyer=person(buyer), primary_admin=person(buyer))
+    orders = [envelope(account, order_placed(f"ORD-K{n}", buyer)) for n in range(4)]
+    async with RefusingSmtp() as smtp, deployment(backing, ("notifications",)) as dep:
+        dep.extra_env.update(
+            {
+                "PLATFORM_SMTP_URL": smtp.smtp_url,
+                "PLATFORM_SMTP_TIMEOUT_SECONDS": "2",
+                "PLATFORM_DELIVERY_CONCURRENCY": "1",
+                "PLATFORM_DELIVERY_BATCH_SIZE": "1",
+            }
+        )
+        process = ServiceProcess(dep, "notifications", tmp_path)
+        smtp.stall_data = True  # the first mail's DATA is taken and never answered
+        process.start()
+        try:
+            await process.wait_ready()
+            await publish(backing, dep, *opening(account, roles), *orders)
+            await asyncio.wait_for(smtp.stalled.wait(), 60)
+            process.kill()
+            conn = await asyncpg.connect(dep.databases["notifications"])
+            try:
+                in_doubt = await conn.fetchval(
+                    "SELECT count(*) FROM deliveries WHERE status = 'handing_over'"
+                )
+                assert in_doubt == 1, "the kill came outside DATA and proves nothing"
+            finally:
+                await conn.close()
+            process.start()
+            await process.wait_ready()
+
+            async def all_sent() -> int:
+                conn = await asyncpg.connect(dep.databases["notifications"])
+                try:
+                    rows = await conn.fetch("SELECT status, message_id FROM deliveries")
+                finally:
+                    await conn.close()
+                return len(rows) if rows and {r["status"] for r in rows} == {"sent"} else 0
+
+            mails = await wait_for(all_sent, timeout=90, what="every mail sent after the restart")
+            async with httpx.AsyncClient() as client:
+                metrics = (await client.get(f"{dep.url('notifications')}/metrics")).text
+        finally:
+            process.stop()
+    assert mails == len(orders) + 1  # the order confirmations and the admin-appointed mail
+    ids = [str(parsed(raw)["Message-ID"]) for raw in smtp.received]
+    assert len(set(ids)) == mails  # every mail arrived; a repeat carries its first Message-ID
+    assert len(ids) == mails + 1  # the one caught inside DATA, and nothing else, twice
+    [doubled] = [i for i in set(ids) if ids.count(i) == 2]
+    assert ids[0] == doubled  # the stalled one
+    assert 'platform_mails_possible_duplicates_total{reason="stopped_hand_over"} 1.0' in metrics

@@ -95,7 +95,10 @@ async def test_parked_events_move_to_deferred_events_and_go_out_with_the_people(
         parked.model_dump_json(),
     )
 
-    assert await migrate(database, SPEC.migrations) == ["notifications/0003_deferred_events"]
+    assert await migrate(database, SPEC.migrations) == [
+        "notifications/0003_deferred_events",
+        "notifications/0004_message_ids_and_resends",
+    ]
     assert await database.fetchval("SELECT to_regclass('parked_events')") is None
     waiting = await database.fetch("SELECT consumer, event_id, cause FROM deferred_events")
     assert [tuple(r) for r in waiting] == [("notifications", parked.event_id, f"people:{account}")]

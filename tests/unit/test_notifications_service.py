@@ -195,6 +195,7 @@ class FakeRepository:
                 d.mail.text,
                 d.mail.html,
                 d.attempts,
+                f"<{d.id}@subscription-platform>",
             )
             for d in due[:limit]
         ]
@@ -224,11 +225,6 @@ class FakeRepository:
         d.attempts += 1 if d.status == "pending" else 0
         d.status, d.last_error, d.failed_at, d.claim_token = "failed", error, now, None
         return True
-
-    async def mark_unconfirmed(self, delivery_id: uuid.UUID, token: uuid.UUID, error: str) -> None:
-        d = self._held(delivery_id, token)
-        if d is not None:
-            d.status, d.last_error, d.claim_token = "unconfirmed", error, None
 
     async def postpone(
         self,
@@ -469,6 +465,7 @@ class ScriptedSender:
     at_rcpt: dict[str, Exception] = field(default_factory=dict)
     at_data: dict[str, Exception] = field(default_factory=dict)
     delivered: list[str] = field(default_factory=list)
+    message_ids: list[str] = field(default_factory=list)
     aborted: int = 0
     _current: str = ""
 
@@ -478,6 +475,7 @@ class ScriptedSender:
             raise self.at_rcpt[recipient]
 
     async def finish(self, message: EmailMessage) -> None:
+        self.message_ids.append(str(message["Message-ID"]))
         if self._current in self.at_data:
             raise self.at_data[self._current]
         self.delivered.append(str(message["To"]))
@@ -539,14 +537,24 @@ async def test_a_busy_server_postpones_with_backoff_and_unreachable_postpones_th
     assert busy.delivered == [PER]
 
 
-async def test_r12_a_broken_data_answer_is_unconfirmed_and_never_sent_again() -> None:
+async def test_a_broken_data_answer_is_sent_again_with_the_same_message_id_and_counted() -> None:
+    """Nothing lost: the server may or may not hold the mail, so it goes again (with backoff)
+    under the same Message-ID, and the possible duplicate is counted."""
     world = await queued()
     sender = ScriptedSender(at_data={KARI: Unconfirmed("data: OSError")})
+    doubled = service.MAILS_POSSIBLY_DOUBLED.labels("unanswered_data")
+    before = doubled._value.get()
 
     assert await service.deliver_due(world.desk(), sender, limit=10) == 1
     [delivery] = world.repo.deliveries
-    assert delivery.status == "unconfirmed" and world.events.emitted == []
-    assert await service.deliver_due(world.desk(), ScriptedSender(), limit=10) == 0
+    assert delivery.status == "pending" and world.events.emitted == []
+    assert doubled._value.get() == before + 1
+
+    world.clock.advance(domain.retry_delay(0))
+    again = ScriptedSender()
+    assert await service.deliver_due(world.desk(), again, limit=10) == 1
+    assert delivery.status == "sent" and again.delivered == [KARI]
+    assert sender.message_ids == again.message_ids == [f"<{delivery.id}@subscription-platform>"]
 
 
 async def test_r12_a_mail_whose_lease_ran_out_is_left_to_the_worker_holding_it() -> None:
