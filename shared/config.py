@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     timer_poll_seconds: float = 1.0
     timer_batch_size: int = 200
     log_level: str = "INFO"
+    startup_wait_seconds: float = Field(
+        120.0, description="How long start-up waits for PostgreSQL and Kafka to answer."
+    )
 
     def refusal(self) -> str | None:
         """Why this process must not start with these settings (None: it may)."""

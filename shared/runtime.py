@@ -14,14 +14,15 @@ import functools
 import importlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker
@@ -105,6 +106,26 @@ async def supervised(
             delay = min(delay * 2, 30.0)
 
 
+T = TypeVar("T")
+
+
+async def reachable(what: str, connect: Callable[[], Awaitable[T]], wait_seconds: float) -> T:
+    """Start-up waits for a dependency that is restarting (a broker, the database) instead of
+    exiting at once: tries again with backoff for ``wait_seconds``, saying so, then gives up
+    with the last error."""
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    delay = 0.5
+    while True:
+        try:
+            return await connect()
+        except (OSError, asyncpg.PostgresError, KafkaError) as error:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise
+            log.warning("%s not reachable yet (%s); trying again in %.1f s", what, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def runtime_of(request: Request) -> Runtime:
     runtime = request.app.state.runtime
     if not isinstance(runtime, Runtime):
@@ -118,11 +139,17 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await create_pool(settings.database_url, settings.database_pool_size)
+        pool = await reachable(
+            "PostgreSQL",
+            lambda: create_pool(settings.database_url, settings.database_pool_size),
+            settings.startup_wait_seconds,
+        )
         await migrate(pool, spec.migrations)
-        await ensure_topics(settings, topics)
+        await reachable(
+            "Kafka", lambda: ensure_topics(settings, topics), settings.startup_wait_seconds
+        )
         producer = make_producer(settings)
-        await producer.start()
+        await reachable("Kafka", producer.start, settings.startup_wait_seconds)
         broker = make_broker(settings)
         outbox = Outbox(spec.name, topics, clock)
         consumer = ConsumerRuntime(
