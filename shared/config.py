@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     delivery_batch_size: int = 20  # mails a worker claims at once
     timer_poll_seconds: float = 1.0
     timer_batch_size: int = 200
+    shutdown_step_seconds: float = 15.0  # each shutdown step's bound (shared.background)
     log_level: str = "INFO"
     startup_wait_seconds: float = Field(
         120.0, description="How long start-up waits for PostgreSQL and Kafka to answer."

@@ -19,6 +19,7 @@ from datetime import datetime
 import asyncpg
 from prometheus_client import Counter
 
+from shared.background import sleep_until_woken
 from shared.contracts import PRODUCER_OF, Contract, Envelope, new_envelope
 from shared.db import Conn
 from shared.time.clock import Clock
@@ -195,8 +196,7 @@ class OutboxRelay:
                     published = 0
                 if published >= self._batch_size:
                     continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+                await sleep_until_woken(self._wake, self._poll_seconds)
         finally:
             with contextlib.suppress(Exception):
                 await listener.remove_listener(NOTIFY_CHANNEL, self.wake)

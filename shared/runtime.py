@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from shared import asyncapi, guard, logs, metrics, problems
+from shared.background import ShutdownTimeout, cancel_all, within
 from shared.config import SERVICE_NAMES, Settings
 from shared.db import Conn, create_pool, migrate
 from shared.messaging import (
@@ -101,6 +102,9 @@ async def supervised(
         except asyncio.CancelledError:
             raise
         except Exception:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # being stopped: an error while cleaning up must not restart the loop
             log.exception("%s stopped; starting it again in %.0f s", name, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
@@ -124,6 +128,36 @@ async def reachable(what: str, connect: Callable[[], Awaitable[T]], wait_seconds
             log.warning("%s not reachable yet (%s); trying again in %.1f s", what, error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+async def shut_down(
+    tasks: list[asyncio.Task[None]],
+    broker: KafkaBroker,
+    producer: AIOKafkaProducer,
+    pool: asyncpg.Pool,
+    step_seconds: float,
+) -> None:
+    """Stop what the lifespan started, in reverse order, each step bounded (shared.background):
+    a step that hangs is reported and the later ones still run; a pool that cannot close in
+    time is terminated. Raises ``ShutdownTimeout`` naming every step that hung."""
+    failures: list[str] = []
+    try:
+        await cancel_all(tasks, step_seconds)
+    except ShutdownTimeout as error:
+        failures.append(str(error))
+    for what, step in (
+        ("the Kafka consumer (broker.stop)", broker.stop),
+        ("the Kafka producer (producer.stop)", producer.stop),
+        ("the database pool (pool.close)", pool.close),
+    ):
+        try:
+            await within(step_seconds, what, step())
+        except ShutdownTimeout as error:
+            failures.append(str(error))
+    if failures:
+        pool.terminate()
+        log.error("shutdown: %s", "; ".join(failures))
+        raise ShutdownTimeout("; ".join(failures))
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -204,22 +238,22 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
                 consumes=[topics.events(p) for p in spec.consumer.producers()],
                 probe=spec.pending_probe,
             )
-            tasks.append(asyncio.create_task(supervised("clock-agent", agent.run)))
+            tasks.append(
+                asyncio.create_task(supervised("clock-agent", agent.run), name="clock-agent")
+            )
         tasks += [
-            asyncio.create_task(supervised(loop.__name__, functools.partial(loop, runtime)))
+            asyncio.create_task(
+                supervised(loop.__name__, functools.partial(loop, runtime)), name=loop.__name__
+            )
             for loop in spec.background
         ]
         log.info("%s ready on port %d", spec.name, settings.port)
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await observer.close()
-            await broker.stop()
-            await producer.stop()
-            await pool.close()
+            with contextlib.suppress(ShutdownTimeout):  # only a reader of metrics
+                await within(settings.shutdown_step_seconds, "the metrics reader", observer.close())
+            await shut_down(tasks, broker, producer, pool, settings.shutdown_step_seconds)
 
     app = FastAPI(
         title=f"{spec.name} service",

@@ -30,6 +30,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.background import sleep_until_woken
 from shared.contracts import Contract, Envelope
 from shared.db import Conn
 from shared.outbox import Outbox
@@ -355,8 +356,7 @@ class TimerLoop:
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                     log.warning("timer loop: %r; retrying", error)
                     delay = self.poll_seconds
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                await sleep_until_woken(self._wake, delay)
         finally:
             with contextlib.suppress(Exception):
                 await listener.remove_listener(NOTIFY_CHANNEL, self.wake)

@@ -113,28 +113,42 @@ def database_url(server_dsn: str, name: str) -> str:
 
 
 async def create_database(server_dsn: str, name: str) -> str:
-    conn = await asyncpg.connect(server_dsn)
+    conn = await asyncpg.connect(server_dsn, timeout=30)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"', timeout=60)
     finally:
-        await conn.close()
+        await conn.close(timeout=5)
     return database_url(server_dsn, name)
 
 
-async def drop_database(server_dsn: str, name: str) -> None:
-    """Drop a test database. A backend PostgreSQL runs itself (autovacuum on a fresh database)
-    cannot be terminated by our role: then wait a little and try again; if it still fails, the
-    uniquely named database is left for the next clean-up rather than failing a passed test."""
-    conn = await asyncpg.connect(server_dsn)
+async def drop_database(server_dsn: str, name: str, seconds: float = 30.0) -> None:
+    """Drop a test database, never waiting past ``seconds`` (a teardown must not hang).
+
+    Its sessions are ended first (``pg_terminate_backend``, then ``WITH (FORCE)``). A backend
+    PostgreSQL runs itself (autovacuum on a fresh database) may not be ours to terminate: then
+    try again shortly; if time runs out, the uniquely named database is left for the next
+    clean-up rather than failing a passed test."""
+    deadline = time.monotonic() + seconds
+    conn = await asyncpg.connect(server_dsn, timeout=10)
     try:
-        for attempt in range(20):
+        attempt = 0
+        while time.monotonic() < deadline:
+            attempt += 1
+            left = max(1.0, deadline - time.monotonic())
             try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                await conn.execute(
+                    """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                       WHERE datname = $1 AND pid <> pg_backend_pid()
+                         AND backend_type = 'client backend'""",
+                    name,
+                    timeout=left,
+                )
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', timeout=left)
                 return
             except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
-                await asyncio.sleep(0.05 * (attempt + 1))
+                await asyncio.sleep(min(0.05 * attempt, 1.0))
     finally:
-        await conn.close()
+        await conn.close(timeout=5)
 
 
 def unique(prefix: str) -> str:

@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+from shared.background import sleep_until_woken
 from shared.runtime import Runtime
 from shared.unit_of_work import Work
 
@@ -83,8 +84,7 @@ async def _work(rt: Runtime, sender: MailSender, wake: asyncio.Event) -> None:
                     continue
             except Exception as error:  # database trouble: try again on the next tick
                 log.warning("delivery worker: %r", error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), rt.settings.delivery_poll_seconds)
+            await sleep_until_woken(wake, rt.settings.delivery_poll_seconds)
     finally:
         with contextlib.suppress(Exception):
             await sender.close()

@@ -13,6 +13,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 from shared.auth import Kind, issue_token
+from shared.background import within
 from shared.config import Settings
 from shared.contracts import Contract, Envelope, SubscriptionActivated, new_envelope
 from shared.runtime import create_app, load_spec
@@ -236,4 +237,4 @@ async def running_ordering(backing: Backing) -> AsyncIterator[Ordering]:
                 ) as client:
                     yield Ordering(client, app.state.runtime.pool, settings, clock, producer)
             finally:
-                await producer.stop()
+                await within(15, "the test's Kafka producer (producer.stop)", producer.stop())
