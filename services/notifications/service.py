@@ -57,6 +57,12 @@ from .repository import OUTAGE, DueMail, LoggedMail, Repository
 
 log = logging.getLogger(__name__)
 
+MAILS = Counter(
+    "platform_mails_total",
+    "Mails by outcome: sent (the server holds it), failed (refused for good), deferred (a 4xx or"
+    " no connection: tried again later).",
+    ["outcome"],
+)
 MAILS_POSSIBLY_DOUBLED = Counter(
     "platform_mails_possible_duplicates_total",
     "Mails handed over again although the server may already hold them (same Message-ID), by"
@@ -257,6 +263,7 @@ async def hand_over(
         )
     except ValueError:  # not one plain address: refused, never sent
         await desk.steps.mark_failed(mail.id, token, "invalid header value", desk.clock.now())
+        MAILS.labels("failed").inc()
         log.error("delivery %s refused: invalid header value", mail.id)
         return "failed"
     try:
@@ -305,6 +312,7 @@ async def postpone(
     now = desk.clock.now()
     retries = [now + domain.retry_delay(mail.attempts) for mail in mails]
     await desk.steps.postpone([mail.id for mail in mails], token, error, retries)
+    MAILS.labels("deferred").inc(len(mails))
 
 
 async def record_refusal(desk: DeliveryDesk, mail: DueMail, token: uuid.UUID, reason: str) -> None:
@@ -312,6 +320,7 @@ async def record_refusal(desk: DeliveryDesk, mail: DueMail, token: uuid.UUID, re
     retried."""
     async with desk.transaction() as uow:
         if await uow.repo.mark_failed(mail.id, token, reason, await uow.time.now()):
+            MAILS.labels("failed").inc()
             await uow.events.emit(
                 EmailFailed(
                     delivery_id=mail.id,
@@ -345,6 +354,7 @@ async def record_sent(desk: DeliveryDesk, mail: DueMail, token: uuid.UUID) -> No
                         ),
                         account_id=mail.account_id,
                     )
+                    MAILS.labels("sent").inc()
             return
         except OUTAGE as error:
             log.warning("delivery %s sent, recording it failed: %r", mail.id, error)
