@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
@@ -435,6 +436,18 @@ class UnknownEventType(ValueError):
     pass
 
 
+@dataclass(frozen=True)
+class Cause:
+    """What caused an event when the causing envelope is not at hand (only its ids were kept,
+    e.g. a mail sent long after the event that asked for it)."""
+
+    event_id: uuid.UUID
+    correlation_id: uuid.UUID
+
+
+Causation = Envelope | Cause
+
+
 def new_envelope(
     *,
     event: Contract,
@@ -444,7 +457,7 @@ def new_envelope(
     recorded_at: datetime,
     subscription_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
-    causation: Envelope | None = None,
+    causation: Causation | None = None,
 ) -> Envelope:
     """Wrap a payload; a caused event inherits its cause's correlation id."""
     event_type = type(event).__name__

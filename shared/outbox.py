@@ -20,7 +20,7 @@ import asyncpg
 from prometheus_client import Counter
 
 from shared.background import sleep_until_woken
-from shared.contracts import PRODUCER_OF, Contract, Envelope, new_envelope
+from shared.contracts import PRODUCER_OF, Causation, Contract, Envelope, new_envelope
 from shared.db import Conn
 from shared.time.clock import Clock
 from shared.topics import Topics
@@ -43,7 +43,7 @@ class Emission:
     account_id: uuid.UUID
     subscription_id: uuid.UUID | None = None
     occurred_at: datetime | None = None
-    causation: Envelope | None = None
+    causation: Causation | None = None
 
 
 @dataclass(frozen=True)

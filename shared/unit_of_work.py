@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
-from shared.contracts import Contract, Envelope, new_envelope
+from shared.contracts import Causation, Contract, Envelope, new_envelope
 from shared.db import Conn
 from shared.messaging import HandlerContext
 from shared.outbox import Emission, Outbox
@@ -36,6 +36,7 @@ class Events(Protocol):
         account_id: uuid.UUID,
         subscription_id: uuid.UUID | None = None,
         occurred_at: datetime | None = None,
+        causation: Causation | None = None,
     ) -> Envelope: ...
 
 
@@ -61,8 +62,11 @@ class OutboxEvents:
         account_id: uuid.UUID,
         subscription_id: uuid.UUID | None = None,
         occurred_at: datetime | None = None,
+        causation: Causation | None = None,
     ) -> Envelope:
-        emission = Emission(event, account_id, subscription_id, occurred_at, self.causation)
+        """``causation`` names the cause when it is not the consumed event (kept ids)."""
+        cause = causation or self.causation
+        emission = Emission(event, account_id, subscription_id, occurred_at, cause)
         (envelope,) = await self.outbox.emit_many(self.conn, [emission])
         return envelope
 
@@ -93,6 +97,7 @@ class RecordedEvents:
         account_id: uuid.UUID,
         subscription_id: uuid.UUID | None = None,
         occurred_at: datetime | None = None,
+        causation: Causation | None = None,
     ) -> Envelope:
         now = self.clock.now()
         envelope = new_envelope(
@@ -102,6 +107,7 @@ class RecordedEvents:
             subscription_id=subscription_id,
             occurred_at=occurred_at or now,
             recorded_at=now,
+            causation=causation,
         )
         self.emitted.append(envelope)
         return envelope

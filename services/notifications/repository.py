@@ -15,7 +15,7 @@ from typing import Protocol
 import asyncpg
 
 from shared import people
-from shared.contracts import RolesChanged
+from shared.contracts import Cause, RolesChanged
 from shared.db import Conn
 
 from .domain import Account, Member, Recipient, RenderedMail
@@ -44,6 +44,11 @@ class DueMail:
     body_html: str
     attempts: int
     message_id: str
+    correlation_id: uuid.UUID | None = None  # of the event that asked for the mail
+
+    def cause(self) -> Cause:
+        """The event that asked for this mail, as the cause of EmailSent / EmailFailed."""
+        return Cause(self.event_id, self.correlation_id or self.event_id)
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class Repository(Protocol):
         recipient: Recipient,
         mail: RenderedMail,
         now: datetime,
+        correlation_id: uuid.UUID | None = None,
     ) -> bool: ...
     async def wake_delivery_workers(self) -> None: ...
     async def deliveries_of(
@@ -205,6 +211,7 @@ class SqlRepository:
         recipient: Recipient,
         mail: RenderedMail,
         now: datetime,
+        correlation_id: uuid.UUID | None = None,
     ) -> bool:
         """R12: the unique (event, address) key makes a second queueing of the same mail a
         no-op."""
@@ -212,8 +219,8 @@ class SqlRepository:
         inserted = await self.db.fetchval(
             """INSERT INTO deliveries (id, event_id, event_type, account_id, recipient, roles,
                    template, language, subject, body_text, body_html, next_attempt_at,
-                   created_at, message_id)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)
+                   created_at, message_id, correlation_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14)
                ON CONFLICT (event_id, recipient) DO NOTHING RETURNING true""",
             delivery_id,
             event_id,
@@ -228,6 +235,7 @@ class SqlRepository:
             mail.html,
             now,
             message_id_for(delivery_id),
+            correlation_id,
         )
         return bool(inserted)
 
@@ -267,7 +275,7 @@ class SqlRepository:
                    ORDER BY next_attempt_at, created_at LIMIT $4
                    FOR UPDATE SKIP LOCKED)
                RETURNING id, event_id, event_type, account_id, recipient, roles, template,
-                         subject, body_text, body_html, attempts, message_id""",
+                         subject, body_text, body_html, attempts, message_id, correlation_id""",
             now,
             token,
             lease_until,

@@ -85,6 +85,7 @@ class RoutedEvent:
     subscription_id: uuid.UUID | None
     causation_id: uuid.UUID | None
     payload: Contract
+    correlation_id: uuid.UUID | None = None
 
     @classmethod
     def of(cls, envelope: Envelope, payload: Contract) -> RoutedEvent:
@@ -95,6 +96,7 @@ class RoutedEvent:
             envelope.subscription_id,
             envelope.causation_id,
             payload,
+            envelope.correlation_id,
         )
 
 
@@ -177,6 +179,7 @@ async def queue_mails(
             recipient=mail.recipient,
             mail=mail.mail,
             now=now,
+            correlation_id=event.correlation_id,
         )
     await uow.repo.wake_delivery_workers()
     return recorded
@@ -330,6 +333,7 @@ async def record_refusal(desk: DeliveryDesk, mail: DueMail, token: uuid.UUID, re
                     permanent=True,
                 ),
                 account_id=mail.account_id,
+                causation=mail.cause(),
             )
 
 
@@ -353,6 +357,7 @@ async def record_sent(desk: DeliveryDesk, mail: DueMail, token: uuid.UUID) -> No
                             subject=mail.subject,
                         ),
                         account_id=mail.account_id,
+                        causation=mail.cause(),
                     )
                     MAILS.labels("sent").inc()
             return

@@ -117,6 +117,7 @@ class FakeRepository:
         recipient: Recipient,
         mail: RenderedMail,
         now: datetime,
+        correlation_id: uuid.UUID | None = None,
     ) -> bool:
         address = recipient.email.lower()
         if any(d.event_id == event_id and d.recipient.email == address for d in self.deliveries):
