@@ -219,8 +219,8 @@ async def invoice_added_seats(uow: UnitOfWork, cause: Cause, added: SeatsAdded) 
 
 
 async def stop_renewal_retries(uow: UnitOfWork, cause: Cause) -> None:
-    """R24, R34, R36: a subscription cancelled (or with auto-renew turned off) is never charged
-    again: its R37 retries stop."""
+    """R24: auto-renew turned off is never charged again: a failed renewal's R37 retries stop.
+    A failed order, installment or co-term charge keeps its retries: that term is being used."""
     if cause.subscription_id is None:
         return
     for invoice_id in await uow.repo.open_renewal_invoices(cause.subscription_id):
@@ -228,11 +228,11 @@ async def stop_renewal_retries(uow: UnitOfWork, cause: Cause) -> None:
 
 
 async def stop_charging_cancelled(uow: UnitOfWork, cause: Cause) -> None:
-    """R34, R36, R39: Cancelled is final: no R37 retry, and no R20 installment of a term that
-    will not run is issued or charged (its timers are deleted; one being fired holds its row,
-    and this waits for it)."""
-    await stop_renewal_retries(uow, cause)
+    """R34, R36, R39: Cancelled is final: no R37 retry of any charge, and no R20 installment of
+    a term that will not run is issued or charged (its timers are deleted; one being fired holds
+    its row, and this waits for it)."""
     if cause.subscription_id is not None:
+        await uow.repo.cancel_subscription_timers(RETRY_TIMER, cause.subscription_id)
         await uow.repo.cancel_subscription_timers(INSTALLMENT_TIMER, cause.subscription_id)
 
 
@@ -330,8 +330,9 @@ async def credit_refund(uow: UnitOfWork, cause: Cause, refund: RefundApproved) -
 # --- timers --------------------------------------------------------------------------------------
 
 
-async def retry_renewal_charge(uow: UnitOfWork, due: RetryDue, due_at: datetime) -> None:
-    """R37: charge a failed renewal again, unless it was paid (or credited) meanwhile."""
+async def retry_charge(uow: UnitOfWork, due: RetryDue, due_at: datetime) -> None:
+    """R37: charge a failed card/PayPal invoice again (a renewal's, an order's, any), unless it
+    was paid (or credited) meanwhile."""
     invoice = await uow.repo.lock_invoice(due.invoice_id)
     if invoice is None or invoice.status != "issued":
         return

@@ -4,6 +4,12 @@ keep the original anniversary (R27), the expiry process and what each stage allo
 Decisions of ours, written down here because the sources are silent:
 - An invoice due on day D is unpaid once D has ended in the subscription's time zone: the
   expiry process starts at 00:00:00 local on D + 1 (R31).
+- A card/PayPal charge is due on its issue day (R21). One declined at issue (invoicing's
+  ``PaymentFailed``, attempt 1) makes its invoice unpaid on that day: a declined first purchase
+  (or installment, or co-term) is activated but starts R31 at 00:00 local the next day, exactly
+  like an unpaid invoice; invoicing retries it on the R37 days meanwhile, and a payment returns
+  it to Active (R32, R33). A declined renewal lapses at once (its renewal date has come, R37).
+  Invoicing alone decides which charges are retried; lifecycle trusts its events.
 - Stage lengths count local calendar days from the instant a stage began (a DST change does not
   move a boundary off midnight).
 - Reminders "N days before expiry" (R26) are due at 00:00 local on the day N days before the

@@ -37,6 +37,7 @@ from shared.contracts import (
     TrialConverted,
 )
 from shared.errors import not_found
+from shared.time.calendar import local_date
 from shared.timers import TimerRequest
 
 from . import domain
@@ -363,22 +364,38 @@ async def record_payment(uow: UnitOfWork, named: uuid.UUID | None, paid: Invoice
         await consequences.record(uow)
 
 
-async def renewal_charge_failed(
-    uow: UnitOfWork, named: uuid.UUID | None, failed: PaymentFailed
-) -> None:
-    """R37: a failed card/PayPal renewal charge puts the subscription into Expired (invoicing
-    retries the charge; a later payment reactivates)."""
-    if failed.purpose != "renewal":
-        return
+async def charge_failed(uow: UnitOfWork, named: uuid.UUID | None, failed: PaymentFailed) -> bool:
+    """A card/PayPal charge failed; invoicing retries it (R37, every purpose) and a later
+    payment reactivates (R32, R33).
+
+    - A renewal's: the renewal date has come, so the subscription is Expired at once (R37).
+    - Any other (the first purchase's, an installment's, a co-term's): the charge at issue failed
+      on the invoice's due date (R21: the issue day), so the invoice is unpaid and R31 starts
+      when that day ends, exactly as for an unpaid pay-by-invoice invoice (``invoice_overdue``)
+      [ours, issue 11: a declined first purchase is activated but lapses from its due date; it
+      never keeps a full term unpaid].
+
+    False when its subscription is not known yet (the caller keeps the event until it is)."""
     invoice = await uow.repo.get_invoice(failed.invoice_id)
     subscription_id = invoice.subscription_id if invoice else await subscription_for(uow, named)
     sub = await current(uow, subscription_id, failed.failed_at)
-    if sub is None or not domain.charge_failure_lapses(sub, failed.failed_at):
-        return
-    first = domain.lapse(sub.state, sub.renews_at, "payment_failed")
-    consequences = Consequences()
-    consequences.stage_steps(sub, domain.steps_until(sub.state, failed.failed_at, first))
-    await consequences.record(uow)
+    if sub is None:
+        return False
+    if failed.purpose == "renewal":
+        if domain.charge_failure_lapses(sub, failed.failed_at):
+            first = domain.lapse(sub.state, sub.renews_at, "payment_failed")
+            consequences = Consequences()
+            consequences.stage_steps(sub, domain.steps_until(sub.state, failed.failed_at, first))
+            await consequences.record(uow)
+        return True
+    if failed.attempt != 1 or domain.is_final(sub.stage):
+        return True  # a retry failing again: R31 is already on its way
+    due_date = invoice.due_date if invoice else local_date(failed.failed_at, sub.time_zone)
+    overdue_at = domain.invoice_overdue_at(due_date, sub.time_zone)
+    await uow.repo.schedule_timers(
+        [TimerRequest(INVOICE_OVERDUE, str(failed.invoice_id), overdue_at, sub.account_id, None)]
+    )
+    return True
 
 
 async def refund(
@@ -464,7 +481,8 @@ async def remind_of_renewal(
 
 async def invoice_overdue(uow: UnitOfWork, invoice_id: uuid.UUID, due_at: datetime) -> None:
     """R31: an invoice still unpaid when its due date has ended starts the expiry process
-    (unless the expiry date came first)."""
+    (unless the expiry date came first): a pay-by-invoice invoice (net 30, R21), or a card/PayPal
+    charge declined at issue (its due date is the issue day)."""
     invoice = await uow.repo.get_invoice(invoice_id)
     if invoice is None or invoice.paid_at is not None:
         return

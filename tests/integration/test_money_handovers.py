@@ -1,5 +1,5 @@
-"""Money across the seams (issue 11, defects 2-4): what one service hands over, the next one bills
-exactly, and nothing is left neither refused nor charged.
+"""Money across the seams (issue 11, defects 1-4 and 7): what one service hands over, the next
+one bills exactly, and nothing is left neither refused nor charged.
 
 Every event crossing a boundary is the producer's own: ordering runs in-process and places orders
 and quotes through its HTTP door, lifecycle runs in-process and answers ordering's events, and the
@@ -22,14 +22,16 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.invoicing.billing import INSTALLMENT_TIMER
+from shared.runtime import create_app, load_spec
+from shared.time.calendar import local_midnight
 from shared.topics import Topics
-from tests.integration.conftest import in_process
-from tests.integration.ordering_helpers import Ordering, running_ordering, user
+from tests.integration.ordering_helpers import Ordering, SettableClock, running_ordering, user
 from tests.support import Backing, deployment, wait_for
 
 pytestmark = pytest.mark.integration
 
 Body = tuple[str, bytes]  # (event type, the envelope as written to the outbox)
+INVOICE_EVENTS = ("InvoiceIssued", "PaymentFailed", "PaymentSucceeded", "InvoicePaid")
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Downstream:
     pool: asyncpg.Pool
     producer: AIOKafkaProducer
     topics: Topics
+    clock: SettableClock  # real time until a test sets it (and sets it back)
 
     async def feed(self, producer: str, account: uuid.UUID, bodies: list[Body]) -> None:
         for _, body in bodies:
@@ -66,13 +69,16 @@ class Downstream:
 
 @contextlib.asynccontextmanager
 async def running(backing: Backing, service: str) -> AsyncIterator[Downstream]:
-    async with deployment(backing, (service,)) as dep, in_process(dep, service) as app:
-        producer = AIOKafkaProducer(bootstrap_servers=backing.kafka, enable_idempotence=True)
-        await producer.start()
-        try:
-            yield Downstream(app.state.runtime.pool, producer, Topics(dep.prefix))
-        finally:
-            await producer.stop()
+    clock = SettableClock()
+    async with deployment(backing, (service,)) as dep:
+        app = create_app(load_spec(service), dep.settings(service), clock)
+        async with app.router.lifespan_context(app):
+            producer = AIOKafkaProducer(bootstrap_servers=backing.kafka, enable_idempotence=True)
+            await producer.start()
+            try:
+                yield Downstream(app.state.runtime.pool, producer, Topics(dep.prefix), clock)
+            finally:
+                await producer.stop()
 
 
 @pytest.fixture(scope="module")
@@ -276,3 +282,74 @@ async def test_r20_r39_a_refunded_three_year_subscription_gets_no_more_installme
     await invoicing.feed("ordering", account, only(events, "RefundApproved"))
     await invoicing.wait_emitted("CreditNoteIssued", account)
     assert await pending_installments(invoicing, subscription) == 0
+
+
+# --- defect 1: a declined first purchase does not keep a free term (R31, R37) ----------------
+
+
+async def invoicing_events(invoicing: Downstream, account: uuid.UUID, *types: str) -> list[Body]:
+    rows = await invoicing.pool.fetch(
+        """SELECT event_type, body FROM outbox
+           WHERE message_key = $1 AND event_type = ANY($2::text[]) ORDER BY id""",
+        str(account),
+        list(types),
+    )
+    return [(str(r["event_type"]), bytes(r["body"])) for r in rows]
+
+
+def at(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp)
+
+
+async def test_r31_r37_a_declined_first_purchase_lapses_from_its_due_date_and_is_retried(
+    ordering: Ordering, invoicing: Downstream, lifecycle: Downstream
+) -> None:
+    """A direct order by a declining card: invoicing retries the order charge on the R37 days
+    (one rule for every card/PayPal charge), and lifecycle, told by invoicing's PaymentFailed
+    that the invoice is unpaid on its due date (the issue day, R21), starts the R31 process when
+    that day ends: Expired (R32), not a full paid term."""
+    account, buyer, _ = await ordering.open_account("NOK")
+    placed = await ordering.order(account, buyer, payment_token="tok_decline")
+    subscription = uuid.UUID(placed["subscription_id"])
+    events = await ordering_events(ordering, account)
+    await invoicing.feed("ordering", account, events)
+    [issued] = await invoicing.wait_emitted("InvoiceIssued", account)
+    [failed] = await invoicing.wait_emitted("PaymentFailed", account)
+    first_failed_at = at(failed["payload"]["failed_at"])
+    assert failed["payload"]["purpose"] == "order"
+    assert at(failed["payload"]["next_attempt_at"]) == first_failed_at + timedelta(days=1)
+
+    await lifecycle.feed("ordering", account, events)
+    await lifecycle.feed(
+        "invoicing", account, await invoicing_events(invoicing, account, *INVOICE_EVENTS)
+    )
+    await lifecycle.wait_emitted("SubscriptionActivated", account)
+    invoice_id = issued["payload"]["invoice_id"]
+
+    async def overdue_timer() -> datetime | None:
+        due: datetime | None = await lifecycle.pool.fetchval(
+            "SELECT due_at FROM timers WHERE kind = 'invoice-overdue' AND timer_key = $1",
+            invoice_id,
+        )
+        return due
+
+    overdue_at = await wait_for(overdue_timer, what="lifecycle's R31 timer of the invoice")
+    due_date = datetime.fromisoformat(issued["payload"]["due_date"]).date()
+    assert overdue_at == local_midnight(due_date + timedelta(days=1), "Europe/Oslo")
+    assert await lifecycle.emitted("StageChanged", account) == []  # Active until the due date ends
+
+    try:
+        lifecycle.clock.at = overdue_at + timedelta(seconds=1)
+        [expired] = await lifecycle.wait_emitted("StageChanged", account)
+        assert expired["subscription_id"] == str(subscription)
+        assert expired["payload"]["to_stage"] == "expired"
+        assert expired["payload"]["reason"] == "invoice_unpaid"
+        assert at(expired["payload"]["effective_at"]) == overdue_at
+
+        invoicing.clock.at = at(failed["payload"]["next_attempt_at"]) + timedelta(seconds=1)
+        retried = (await invoicing.wait_emitted("PaymentFailed", account, count=2))[1]
+        assert retried["payload"]["attempt"] == 2
+        assert at(retried["payload"]["next_attempt_at"]) == first_failed_at + timedelta(days=3)
+    finally:
+        lifecycle.clock.at = invoicing.clock.at = None
+    assert await invoicing.emitted("PaymentSucceeded", account) == []
