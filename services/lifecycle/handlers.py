@@ -106,7 +106,10 @@ async def invoice_issued(ctx: HandlerContext, issued: InvoiceIssued) -> None:
 
 @consumer.on(InvoicePaid)
 async def invoice_paid(ctx: HandlerContext, paid: InvoicePaid) -> None:
-    await service.record_payment(unit_of_work(ctx), ctx.envelope.subscription_id, paid)
+    named = ctx.envelope.subscription_id
+    known = await service.record_payment(unit_of_work(ctx), named, paid)
+    if not known and named is not None:
+        raise WaitForCause(waiting_for(named), "InvoicePaid read before its OrderPlaced")
 
 
 @consumer.on(PaymentFailed)

@@ -157,8 +157,8 @@ async def remember_roles(uow: UnitOfWork, account_id: uuid.UUID, snapshot: Roles
 
 async def activate(uow: UnitOfWork, account_id: uuid.UUID, order: OrderPlaced) -> bool:
     """Activate the subscription with its term dates in the purchase's time zone (R23); a
-    trial is an active trial (R17). False when it was activated already."""
-    dates = domain.term_dates(order.placed_at, order.term, order.time_zone)
+    trial is an active trial of 30 days (R17 [ours]). False when it was activated already."""
+    dates = domain.first_term_dates(order.placed_at, order.term, order.time_zone, trial=order.trial)
     activated_at = await uow.time.now(account_id)  # business time: its test clock, if any
     sub = Subscription(
         id=order.subscription_id,
@@ -209,7 +209,7 @@ async def convert_trial(
 ) -> None:
     """R17: the same subscription, now paid; its paid term starts at the conversion."""
     sub = await current(uow, subscription_id, converted.converted_at)
-    if sub is None or not sub.trial or domain.is_final(sub.stage):
+    if sub is None or not domain.converts(sub, converted.converted_at):
         return
     term = domain.converted_term(sub, converted.term, converted.seats, converted.converted_at)
     await uow.repo.start_term(sub.id, term)
@@ -231,7 +231,7 @@ async def convert_trial(
         ),
         await uow.time.now(sub.account_id),  # business time: its test clock, if any
     )
-    if domain.may_reactivate(sub.stage):
+    if sub.stage != "active":  # its end was applied before the conversion made in time
         consequences.reactivated(sub, converted.converted_at, "trial_converted", paid)
     consequences.term_timers(paid, converted.converted_at)
     await consequences.record(uow)
@@ -330,38 +330,41 @@ async def record_invoice(uow: UnitOfWork, named: uuid.UUID | None, issued: Invoi
     return True
 
 
-async def record_payment(uow: UnitOfWork, named: uuid.UUID | None, paid: InvoicePaid) -> None:
+async def record_payment(uow: UnitOfWork, named: uuid.UUID | None, paid: InvoicePaid) -> bool:
     """A paid renewal renews (R25); payment during Expired or Suspended reactivates (R32,
-    R33) unless the subscription is Cancelled (R34) or another invoice is overdue (R31)."""
+    R33) unless the subscription is Cancelled (R34) or another invoice is overdue (R31).
+    False when its subscription is not known yet: the payment waits for it, so a first purchase
+    paid before its order was read still cancels the R31 timer of a declined first charge."""
     invoice = await uow.repo.get_invoice(paid.invoice_id)
     subscription_id = (
         invoice.subscription_id if invoice else await subscription_for(uow, named, paid.renewal_id)
     )
     if subscription_id is None:
-        return
+        return False
     if invoice is not None:
         await uow.repo.mark_invoice_paid(paid.invoice_id, paid.paid_at)
         await uow.repo.cancel_timers([(INVOICE_OVERDUE, str(paid.invoice_id))])
     sub = await current(uow, subscription_id, paid.paid_at)
     if sub is None:
-        return
+        return False
     if domain.refuses_after_cancellation(sub, paid.paid_at):
         log.warning("payment of %s refused: %s is cancelled (R34)", paid.invoice_id, sub.id)
-        return
+        return True
     renewal_id = paid.renewal_id or (invoice.renewal_id if invoice else None)
     renewal = await uow.repo.get_renewal(renewal_id) if renewal_id else None
     if renewal is not None and renewal.renewed_at is None:
         await renew(uow, sub, renewal, paid.paid_at, "renewal_paid")
-        return
+        return True
     unpaid = await uow.repo.unpaid_invoice_dues(sub.id, paid.paid_at)
     if domain.another_invoice_overdue(unpaid, sub.time_zone, paid.paid_at):
-        return  # R31: paying this one is not enough
+        return True  # R31: paying this one is not enough
     if domain.reactivates_on_payment(sub, paid.paid_at):
         await uow.repo.reactivate(sub.id, paid.paid_at, "invoice_paid")
         consequences = Consequences()
         consequences.reactivated(sub, paid.paid_at, "invoice_paid", sub)
         consequences.term_timers(sub, paid.paid_at)
         await consequences.record(uow)
+    return True
 
 
 async def charge_failed(uow: UnitOfWork, named: uuid.UUID | None, failed: PaymentFailed) -> bool:

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
 
 from services.invoicing.billing import INSTALLMENT_TIMER
 from shared.runtime import create_app, load_spec
@@ -42,6 +44,7 @@ class Downstream:
     producer: AIOKafkaProducer
     topics: Topics
     clock: SettableClock  # real time until a test sets it (and sets it back)
+    app: FastAPI
 
     async def feed(self, producer: str, account: uuid.UUID, bodies: list[Body]) -> None:
         for _, body in bodies:
@@ -76,7 +79,7 @@ async def running(backing: Backing, service: str) -> AsyncIterator[Downstream]:
             producer = AIOKafkaProducer(bootstrap_servers=backing.kafka, enable_idempotence=True)
             await producer.start()
             try:
-                yield Downstream(app.state.runtime.pool, producer, Topics(dep.prefix), clock)
+                yield Downstream(app.state.runtime.pool, producer, Topics(dep.prefix), clock, app)
             finally:
                 await producer.stop()
 
@@ -353,3 +356,55 @@ async def test_r31_r37_a_declined_first_purchase_lapses_from_its_due_date_and_is
     finally:
         lifecycle.clock.at = invoicing.clock.at = None
     assert await invoicing.emitted("PaymentSucceeded", account) == []
+
+
+# --- defect 7: a trial is a short look, not a free term (R17) ---------------------------------
+
+
+async def test_r17_a_trial_has_a_bounded_size_and_length_and_ends_without_the_grace_stages(
+    ordering: Ordering, invoicing: Downstream, lifecycle: Downstream
+) -> None:
+    """Ordering refuses a trial above 5 seats; lifecycle gives an annual trial 30 days (not a
+    year), and at its end the trial is Cancelled with no access, never Expired with 15 more
+    days of it (R32 is for paid terms). Nothing is invoiced (R17)."""
+    account, buyer, _ = await ordering.open_account("NOK")
+    body = {"offering": "autocad", "term": "three_year", "seats": 6, "payment_method": "card"}
+    refused = await ordering.call(
+        "POST", f"/v1/accounts/{account}/orders", user(buyer), {**body, "trial": True}
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["type"].endswith("trial-too-large")
+    assert only(await ordering_events(ordering, account), "OrderPlaced") == []
+
+    placed = await ordering.order(account, buyer, term="annual", seats=5, trial=True)
+    events = await ordering_events(ordering, account)
+    await invoicing.feed("ordering", account, events)
+    await lifecycle.feed("ordering", account, events)
+    [activated] = await lifecycle.wait_emitted("SubscriptionActivated", account)
+    started = at(activated["payload"]["starts_at"])
+    renews_at = at(activated["payload"]["renews_at"])
+    start_day = started.astimezone(ZoneInfo("Europe/Oslo")).date()
+    assert renews_at == local_midnight(start_day + timedelta(days=30), "Europe/Oslo")
+    assert activated["payload"]["trial"] is True
+
+    try:
+        lifecycle.clock.at = renews_at + timedelta(seconds=1)
+        [ended] = await lifecycle.wait_emitted("StageChanged", account)
+    finally:
+        lifecycle.clock.at = None
+    assert ended["subscription_id"] == placed["subscription_id"]
+    assert (ended["payload"]["from_stage"], ended["payload"]["to_stage"]) == ("active", "cancelled")
+    assert ended["payload"]["reason"] == "trial_ended"
+    assert ended["payload"]["entitlements"]["product_access"] == "none"
+    assert at(ended["payload"]["effective_at"]) == renews_at
+
+    async def invoicing_knows_it() -> bool:
+        return bool(
+            await invoicing.pool.fetchval(
+                "SELECT true FROM subscriptions WHERE id = $1",
+                uuid.UUID(placed["subscription_id"]),
+            )
+        )
+
+    await wait_for(invoicing_knows_it, what="invoicing handled the trial's OrderPlaced")
+    assert await invoicing.emitted("InvoiceIssued", account) == []

@@ -555,3 +555,34 @@ async def test_r31_r32_a_declined_first_purchase_lapses_when_its_due_date_ends(
     assert not await service.charge_failed(
         lc.uow, uuid.uuid4(), declined.model_copy(update={"invoice_id": uuid.uuid4()})
     )
+
+
+async def test_r17_a_trial_lasts_30_days_ends_cancelled_and_a_timely_conversion_still_counts(
+    lc: Lifecycle,
+) -> None:
+    """Issue 11, defect 7: an annual trial ends 30 local days after its start day, straight to
+    Cancelled (no Expired grace); a conversion made before the end but read after it converts
+    in place all the same (business time decides)."""
+    sub = await lc.place(term="annual", trial=True, seats=5)
+    ends = oslo(date(2024, 7, 10))
+    assert lc.sub(sub).renews_at == ends
+    await service.at_renewal_dates(lc.uow, [(sub, ends)])
+    assert (lc.sub(sub).stage, lc.sub(sub).stage_reason) == ("cancelled", "trial_ended")
+    [ended] = lc.payloads("StageChanged")
+    assert ended["entitlements"]["product_access"] == "none"
+    conversion = TrialConverted(
+        order_id=uuid.uuid4(),
+        order_number="ORD-8",
+        term="annual",
+        seats=5,
+        payment_method="card",
+        converted_at=ends - SECOND,
+    )
+    await service.convert_trial(lc.uow, sub, conversion)
+    assert (lc.sub(sub).stage, lc.sub(sub).trial) == ("active", False)
+    assert lc.payloads("SubscriptionReactivated")[0]["reason"] == "trial_converted"
+    late = conversion.model_copy(update={"order_id": uuid.uuid4(), "converted_at": ends})
+    other = await lc.place(term="annual", trial=True)
+    await service.at_renewal_dates(lc.uow, [(other, ends)])
+    await service.convert_trial(lc.uow, other, late)
+    assert (lc.sub(other).stage, lc.sub(other).trial) == ("cancelled", True)  # too late
