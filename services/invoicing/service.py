@@ -24,6 +24,7 @@ from shared.contracts import (
     CreditNoteIssued,
     InvoiceLine,
     OrderPlaced,
+    PaymentMethod,
     RefundApproved,
     RefundProcessed,
     RenewalDue,
@@ -172,8 +173,9 @@ async def remember_requested_renewal(
     uow: UnitOfWork, cause: Cause, request: RenewalRequested
 ) -> None:
     """R27: a manual or late renewal. Lifecycle answers it with ``RenewalDue`` (the period and
-    its dates are lifecycle's), which is what gets billed; here we only keep how to charge it.
-    Billing the request too would charge the renewal twice."""
+    its dates are lifecycle's), which is what gets billed; here we keep how to charge it, and a
+    renewal invoice left open by a declined charge (R37) is charged again now with it. Billing
+    the request too would charge the renewal twice."""
     sub = await subscription_of(uow, cause)
     changes: dict[str, Any] = {
         "channel": request.channel,
@@ -182,6 +184,33 @@ async def remember_requested_renewal(
     if request.payment_token is not None:
         changes["payment_token"] = request.payment_token
     await uow.repo.update_subscription(sub.id, **changes)
+    if domain.charged_at_issue(request.payment_method):
+        token = request.payment_token or sub.payment_token
+        for invoice_id in await uow.repo.open_renewal_invoices(sub.id):
+            await charge_again_with(uow, cause, invoice_id, request.payment_method, token)
+
+
+async def charge_again_with(
+    uow: UnitOfWork, cause: Cause, invoice_id: uuid.UUID, method: PaymentMethod, token: str | None
+) -> None:
+    """R27, R37 [ours, issue 11]: a renewal whose charge was declined, renewed late with a card
+    or PayPal, is charged at once with the method just given; its remaining retries use it too
+    (the invoice now carries it). The same invoice, never a second one: the RenewalDue lifecycle
+    answers the request with names the same renewal, which is invoiced already."""
+    invoice = await uow.repo.lock_invoice(invoice_id)
+    if invoice is None or invoice.status != "issued":
+        return  # paid (or credited) meanwhile
+    await uow.repo.set_invoice_payment(invoice.id, method, token)
+    invoice = dataclasses.replace(invoice, payment_method=method, payment_token=token)
+    attempts = await uow.repo.charge_attempts(invoice.id)
+    failed = [a.attempted_at for a in attempts if not a.succeeded]
+    await charge_invoice(
+        uow,
+        await business_time(uow, cause),
+        invoice,
+        attempt=len(attempts) + 1,
+        first_failed_at=min(failed) if failed else None,
+    )
 
 
 async def invoice_added_seats(uow: UnitOfWork, cause: Cause, added: SeatsAdded) -> None:

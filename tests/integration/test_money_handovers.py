@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
@@ -408,3 +409,108 @@ async def test_r17_a_trial_has_a_bounded_size_and_length_and_ends_without_the_gr
 
     await wait_for(invoicing_knows_it, what="invoicing handled the trial's OrderPlaced")
     assert await invoicing.emitted("InvoiceIssued", account) == []
+
+
+# --- defect 5: a late renewal after a failed renewal charge charges the new method (R27, R37) -
+
+
+async def lifecycle_events(lifecycle: Downstream, account: uuid.UUID, *types: str) -> list[Body]:
+    rows = await lifecycle.pool.fetch(
+        """SELECT event_type, body FROM outbox
+           WHERE message_key = $1 AND event_type = ANY($2::text[]) ORDER BY id""",
+        str(account),
+        list(types),
+    )
+    return [(str(r["event_type"]), bytes(r["body"])) for r in rows]
+
+
+async def test_r27_r37_a_late_renewal_after_a_declined_renewal_charges_its_new_card_once(
+    ordering: Ordering, invoicing: Downstream, lifecycle: Downstream
+) -> None:
+    """The renewal charge is declined (Expired, retries on the old card); the buyer renews late
+    with a new card: the open renewal invoice is charged with it at once, the subscription is
+    Active again, and there is exactly one renewal invoice and no retry left."""
+    account, buyer, _ = await ordering.open_account("NOK")
+    placed = await ordering.order(account, buyer, payment_token="tok_decline")
+    subscription = placed["subscription_id"]
+    await invoicing.feed("ordering", account, await ordering_events(ordering, account))
+    [order_invoice] = await invoicing.wait_emitted("InvoiceIssued", account)
+    await invoicing.wait_emitted("PaymentFailed", account)
+    # The order is paid by bank transfer (the operator's door); the card on file still declines.
+    operator = ordering.auth(("operator", uuid.uuid4()))
+    transport = httpx.ASGITransport(app=invoicing.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://invoicing") as client:
+        paid = await client.post(
+            f"/v1/operator/invoices/{order_invoice['payload']['invoice_id']}/bank-payments",
+            json={"amount": order_invoice["payload"]["gross_total"], "reference": "transfer"},
+            headers={**operator, "Idempotency-Key": str(uuid.uuid4())},
+        )
+    assert paid.status_code == 201, paid.text
+    await invoicing.wait_emitted("InvoicePaid", account)
+    await lifecycle.feed("ordering", account, await ordering_events(ordering, account))
+    await lifecycle.feed(
+        "invoicing", account, await invoicing_events(invoicing, account, *INVOICE_EVENTS)
+    )
+    [activated] = await lifecycle.wait_emitted("SubscriptionActivated", account)
+    renews_at = at(activated["payload"]["renews_at"])
+    try:
+        for clock in (lifecycle.clock, invoicing.clock, ordering.clock):
+            clock.at = renews_at + timedelta(hours=1)
+        [due] = await lifecycle.wait_emitted("RenewalDue", account)
+        await invoicing.feed("lifecycle", account, [("RenewalDue", json.dumps(due).encode())])
+        failures = await invoicing.wait_emitted("PaymentFailed", account, count=2)
+        assert failures[-1]["payload"]["purpose"] == "renewal"
+        await lifecycle.feed(
+            "invoicing",
+            account,
+            only(
+                await invoicing_events(invoicing, account, *INVOICE_EVENTS),
+                "InvoiceIssued",
+                "PaymentFailed",
+            ),
+        )
+        [expired] = await lifecycle.wait_emitted("StageChanged", account)
+        assert expired["payload"]["to_stage"] == "expired"
+        for _, body in await lifecycle_events(
+            lifecycle, account, "SubscriptionActivated", "StageChanged"
+        ):
+            await ordering.producer.send_and_wait(
+                ordering.topics.events("lifecycle"), value=body, key=str(account).encode()
+            )
+        await ordering.wait_projection(uuid.UUID(subscription), "stage", "expired")
+
+        for clock in (lifecycle.clock, invoicing.clock, ordering.clock):
+            clock.at = renews_at + timedelta(days=2)
+        late = await ordering.call(
+            "POST",
+            f"/v1/subscriptions/{subscription}/renewals",
+            user(buyer),
+            {"payment_method": "card", "payment_token": "tok_success"},
+        )
+        assert late.status_code == 201, late.text
+        requested = only(await ordering_events(ordering, account), "RenewalRequested")
+        await invoicing.feed("ordering", account, requested)
+        await lifecycle.feed("ordering", account, requested)
+        dues = await lifecycle.wait_emitted("RenewalDue", account, count=2)
+        assert dues[1]["payload"]["renewal_id"] == dues[0]["payload"]["renewal_id"]
+        await invoicing.feed("lifecycle", account, [("RenewalDue", json.dumps(dues[1]).encode())])
+        [_, renewal_paid] = await invoicing.wait_emitted("InvoicePaid", account, count=2)
+    finally:
+        for clock in (lifecycle.clock, invoicing.clock, ordering.clock):
+            clock.at = None
+    assert renewal_paid["payload"]["purpose"] == "renewal"
+    issued = await invoicing.emitted("InvoiceIssued", account)
+    assert [i["payload"]["purpose"] for i in issued] == ["order", "renewal"]
+    assert renewal_paid["payload"]["invoice_id"] == issued[1]["payload"]["invoice_id"]
+    [succeeded] = [
+        s
+        for s in await invoicing.emitted("PaymentSucceeded", account)
+        if s["payload"]["method"] == "card"
+    ]
+    assert Decimal(succeeded["payload"]["amount"]) == Decimal(issued[1]["payload"]["gross_total"])
+    retries = await invoicing.pool.fetchval(
+        "SELECT count(*) FROM timers WHERE kind = 'renewal_charge_retry' AND status = 'pending'"
+        " AND timer_key = $1",
+        issued[1]["payload"]["invoice_id"],
+    )
+    assert retries == 0
