@@ -5,8 +5,9 @@ Consumes: AccountOpened, RolesChanged (payers, R7), OrderPlaced (not trials, R17
 RenewalDue (R25), RenewalRequested (R27), SeatsAdded (R30), RefundApproved (R39).
 Publishes: InvoiceIssued, PaymentSucceeded, PaymentFailed (R37 attempt and next attempt),
 InvoicePaid (purpose, renewal id), CreditNoteIssued, RefundProcessed.
-Timers: ``renewal_charge_retry`` (R37: days 1, 3, 7, 14), ``installment`` (R20: first and second
-anniversary), ``fx_quarter`` (R19: 1 Jan, 1 Apr, 1 Jul, 1 Oct, 00:00 UTC).
+Timers: ``renewal_charge_retry`` (R37: days 1, 3, 7, 14, for every card/PayPal charge),
+``installment`` (R20: first and second anniversary), ``fx_quarter`` (R19: 1 Jan, 1 Apr, 1 Jul,
+1 Oct, 00:00 UTC).
 
 HTTP (``/v1``): ``GET accounts/{id}/invoices``, ``GET invoices/{id}``, ``GET invoices/{id}.pdf``,
 ``PATCH invoices/{id}`` (R22), ``GET invoices/{id}/po-document``,

@@ -36,7 +36,7 @@ from .models import ChargeAttempt, Invoice, Payment, Repository, Subscription, T
 UnitOfWork = Work[Repository]
 
 INVOICE_SERIES = "INV"
-RETRY_TIMER = "renewal_charge_retry"  # R37
+RETRY_TIMER = "renewal_charge_retry"  # R37, for every card/PayPal charge (name kept: stored rows)
 INSTALLMENT_TIMER = "installment"  # R20
 INVOICE_ID_NAMESPACE = uuid.UUID("6f1d7a52-4a0e-4c59-9d0b-3c7e2f1b8a11")
 
@@ -214,9 +214,11 @@ async def fail_charge(
     first_failed_at: datetime | None = None,
     retry: bool = True,
 ) -> None:
-    """PaymentFailed; a renewal charge is retried on the R37 schedule (days 1, 3, 7, 14)."""
+    """PaymentFailed; every card/PayPal charge is retried on the R37 schedule (days 1, 3, 7,
+    14). Lifecycle reads the first failure as "unpaid on its due date" (R31) and decides the
+    stage from it; notifications tells the buyer the next attempt."""
     first = first_failed_at or when.at
-    next_at = domain.next_charge_attempt_at(invoice.purpose, first, attempt) if retry else None
+    next_at = domain.next_charge_attempt_at(first, attempt) if retry else None
     if next_at is not None:
         account = await uow.repo.get_account(invoice.account_id)
         payload = RetryDue(invoice.id, attempt + 1, first, invoice.subscription_id).payload()

@@ -50,7 +50,7 @@ class Billed:
 
 @dataclass(frozen=True)
 class RetryDue:
-    """R37: the next charge attempt of a failed renewal invoice (a durable timer's payload)."""
+    """R37: the next charge attempt of a failed card/PayPal invoice (a durable timer's payload)."""
 
     invoice_id: uuid.UUID
     attempt: int

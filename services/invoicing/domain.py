@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from shared.contracts import InvoiceLine, InvoicePurpose, PaymentMethod, PricedLine, Term
+from shared.contracts import InvoiceLine, PaymentMethod, PricedLine, Term
 from shared.errors import Conflict, Forbidden, Invalid
 from shared.time.calendar import add_months, local_date, local_midnight
 
@@ -28,7 +28,10 @@ TERM_MONTHS: dict[Term, int] = {"monthly": 1, "annual": 12, "three_year": 36}
 MAX_PAYERS_ON_INVOICE = 5  # R7
 INSTALLMENTS_FROM = date(2024, 9, 16)  # R20
 INSTALLMENT_COUNT = 3  # R20: at the transaction, first and second anniversary
-RENEWAL_RETRY_DAYS = (1, 3, 7, 14)  # R37 [ours]: days after the first failed renewal charge
+# R37 [ours]: days after the first failed charge. Every card/PayPal charge is retried on these
+# days, the first purchase's, an installment's and a co-term's as a renewal's (issue 11): an
+# unpaid charge runs the R31 process from its due date, and the retries fall inside Expired.
+CHARGE_RETRY_DAYS = (1, 3, 7, 14)
 # R39: business days until a refund reaches the payer. Card: the public "5-7 business days",
 # taken at its upper end so the date is a promise we keep [ours]; PayPal and bank [ours].
 REFUND_SETTLEMENT_BUSINESS_DAYS: dict[PaymentMethod, int] = {"card": 7, "paypal": 3, "invoice": 10}
@@ -293,16 +296,15 @@ def charged_at_issue(method: PaymentMethod) -> bool:
     return method != "invoice"  # R21, R25
 
 
-def next_charge_attempt_at(
-    purpose: InvoicePurpose, first_failed_at: datetime, failed_attempt: int
-) -> datetime | None:
-    """R37: a failed renewal charge is retried 1, 3, 7 and 14 days after the first failure.
+def next_charge_attempt_at(first_failed_at: datetime, failed_attempt: int) -> datetime | None:
+    """R37: a failed charge is retried 1, 3, 7 and 14 days after the first failure, whatever it
+    pays for [ours: the order's, an installment's and a co-term's too, so a declined first
+    purchase is not left unpaid with nobody trying again (issue 11)].
 
-    ``failed_attempt`` 1 is the charge at issue; attempts 2-5 are the retries. Other purposes
-    are not retried (the buyer pays another way)."""
-    if purpose != "renewal" or failed_attempt > len(RENEWAL_RETRY_DAYS):
+    ``failed_attempt`` 1 is the charge at issue; attempts 2-5 are the retries."""
+    if failed_attempt > len(CHARGE_RETRY_DAYS):
         return None
-    return first_failed_at + timedelta(days=RENEWAL_RETRY_DAYS[failed_attempt - 1])
+    return first_failed_at + timedelta(days=CHARGE_RETRY_DAYS[failed_attempt - 1])
 
 
 def invoice_payers(payer_emails: list[str]) -> list[str]:

@@ -108,9 +108,9 @@ def timer_unit_of_work(ctx: TimerContext) -> UnitOfWork:
     return UnitOfWork.on(PostgresRepository(ctx.conn), ctx.conn, ctx.outbox, ctx.clock)
 
 
-async def retry_renewal_charge(ctx: TimerContext) -> None:
+async def retry_charge(ctx: TimerContext) -> None:
     due = RetryDue.from_payload(ctx.timer.payload)
-    await service.retry_renewal_charge(timer_unit_of_work(ctx), due, ctx.timer.due_at)
+    await service.retry_charge(timer_unit_of_work(ctx), due, ctx.timer.due_at)
 
 
 async def issue_installment(ctx: TimerContext) -> None:
@@ -138,7 +138,7 @@ def retried_through_outages(handler: TimerHandler) -> TimerHandler:
 
 
 TIMERS: dict[str, TimerHandler] = {
-    RETRY_TIMER: retried_through_outages(retry_renewal_charge),
+    RETRY_TIMER: retried_through_outages(retry_charge),
     INSTALLMENT_TIMER: retried_through_outages(issue_installment),
     FX_TIMER: fx_quarter,
 }

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from shared import people, timers
-from shared.contracts import AccountOpened, InvoiceLine, OrderPlaced, RolesChanged
+from shared.contracts import AccountOpened, InvoiceLine, OrderPlaced, PaymentMethod, RolesChanged
 from shared.db import Conn
 
 from .exchange_rates import AppliedRate
@@ -369,6 +369,26 @@ class PostgresRepository:
             a.failure_reason,
             a.reference,
             a.attempted_at,
+        )
+
+    async def charge_attempts(self, invoice_id: uuid.UUID) -> list[ChargeAttempt]:
+        """The invoice's charge attempts, in order."""
+        records = await self.conn.fetch(
+            """SELECT invoice_id, attempt, succeeded, failure_reason, reference, attempted_at
+               FROM charge_attempts WHERE invoice_id = $1 ORDER BY attempt""",
+            invoice_id,
+        )
+        return [ChargeAttempt(**dict(r)) for r in records]
+
+    async def set_invoice_payment(
+        self, invoice_id: uuid.UUID, method: PaymentMethod, token: str | None
+    ) -> None:
+        """The method (and gateway token) an open invoice is charged with from now on."""
+        await self.conn.execute(
+            "UPDATE invoices SET payment_method = $2, payment_token = $3 WHERE id = $1",
+            invoice_id,
+            method,
+            token,
         )
 
     async def record_payment(self, payment: Payment) -> None:

@@ -24,6 +24,7 @@ from shared.contracts import (
     CreditNoteIssued,
     InvoiceLine,
     OrderPlaced,
+    PaymentMethod,
     RefundApproved,
     RefundProcessed,
     RenewalDue,
@@ -172,8 +173,9 @@ async def remember_requested_renewal(
     uow: UnitOfWork, cause: Cause, request: RenewalRequested
 ) -> None:
     """R27: a manual or late renewal. Lifecycle answers it with ``RenewalDue`` (the period and
-    its dates are lifecycle's), which is what gets billed; here we only keep how to charge it.
-    Billing the request too would charge the renewal twice."""
+    its dates are lifecycle's), which is what gets billed; here we keep how to charge it, and a
+    renewal invoice left open by a declined charge (R37) is charged again now with it. Billing
+    the request too would charge the renewal twice."""
     sub = await subscription_of(uow, cause)
     changes: dict[str, Any] = {
         "channel": request.channel,
@@ -182,6 +184,33 @@ async def remember_requested_renewal(
     if request.payment_token is not None:
         changes["payment_token"] = request.payment_token
     await uow.repo.update_subscription(sub.id, **changes)
+    if domain.charged_at_issue(request.payment_method):
+        token = request.payment_token or sub.payment_token
+        for invoice_id in await uow.repo.open_renewal_invoices(sub.id):
+            await charge_again_with(uow, cause, invoice_id, request.payment_method, token)
+
+
+async def charge_again_with(
+    uow: UnitOfWork, cause: Cause, invoice_id: uuid.UUID, method: PaymentMethod, token: str | None
+) -> None:
+    """R27, R37 [ours, issue 11]: a renewal whose charge was declined, renewed late with a card
+    or PayPal, is charged at once with the method just given; its remaining retries use it too
+    (the invoice now carries it). The same invoice, never a second one: the RenewalDue lifecycle
+    answers the request with names the same renewal, which is invoiced already."""
+    invoice = await uow.repo.lock_invoice(invoice_id)
+    if invoice is None or invoice.status != "issued":
+        return  # paid (or credited) meanwhile
+    await uow.repo.set_invoice_payment(invoice.id, method, token)
+    invoice = dataclasses.replace(invoice, payment_method=method, payment_token=token)
+    attempts = await uow.repo.charge_attempts(invoice.id)
+    failed = [a.attempted_at for a in attempts if not a.succeeded]
+    await charge_invoice(
+        uow,
+        await business_time(uow, cause),
+        invoice,
+        attempt=len(attempts) + 1,
+        first_failed_at=min(failed) if failed else None,
+    )
 
 
 async def invoice_added_seats(uow: UnitOfWork, cause: Cause, added: SeatsAdded) -> None:
@@ -219,8 +248,8 @@ async def invoice_added_seats(uow: UnitOfWork, cause: Cause, added: SeatsAdded) 
 
 
 async def stop_renewal_retries(uow: UnitOfWork, cause: Cause) -> None:
-    """R24, R34, R36: a subscription cancelled (or with auto-renew turned off) is never charged
-    again: its R37 retries stop."""
+    """R24: auto-renew turned off is never charged again: a failed renewal's R37 retries stop.
+    A failed order, installment or co-term charge keeps its retries: that term is being used."""
     if cause.subscription_id is None:
         return
     for invoice_id in await uow.repo.open_renewal_invoices(cause.subscription_id):
@@ -228,11 +257,11 @@ async def stop_renewal_retries(uow: UnitOfWork, cause: Cause) -> None:
 
 
 async def stop_charging_cancelled(uow: UnitOfWork, cause: Cause) -> None:
-    """R34, R36, R39: Cancelled is final: no R37 retry, and no R20 installment of a term that
-    will not run is issued or charged (its timers are deleted; one being fired holds its row,
-    and this waits for it)."""
-    await stop_renewal_retries(uow, cause)
+    """R34, R36, R39: Cancelled is final: no R37 retry of any charge, and no R20 installment of
+    a term that will not run is issued or charged (its timers are deleted; one being fired holds
+    its row, and this waits for it)."""
     if cause.subscription_id is not None:
+        await uow.repo.cancel_subscription_timers(RETRY_TIMER, cause.subscription_id)
         await uow.repo.cancel_subscription_timers(INSTALLMENT_TIMER, cause.subscription_id)
 
 
@@ -330,8 +359,9 @@ async def credit_refund(uow: UnitOfWork, cause: Cause, refund: RefundApproved) -
 # --- timers --------------------------------------------------------------------------------------
 
 
-async def retry_renewal_charge(uow: UnitOfWork, due: RetryDue, due_at: datetime) -> None:
-    """R37: charge a failed renewal again, unless it was paid (or credited) meanwhile."""
+async def retry_charge(uow: UnitOfWork, due: RetryDue, due_at: datetime) -> None:
+    """R37: charge a failed card/PayPal invoice again (a renewal's, an order's, any), unless it
+    was paid (or credited) meanwhile."""
     invoice = await uow.repo.lock_invoice(due.invoice_id)
     if invoice is None or invoice.status != "issued":
         return

@@ -4,6 +4,12 @@ keep the original anniversary (R27), the expiry process and what each stage allo
 Decisions of ours, written down here because the sources are silent:
 - An invoice due on day D is unpaid once D has ended in the subscription's time zone: the
   expiry process starts at 00:00:00 local on D + 1 (R31).
+- A card/PayPal charge is due on its issue day (R21). One declined at issue (invoicing's
+  ``PaymentFailed``, attempt 1) makes its invoice unpaid on that day: a declined first purchase
+  (or installment, or co-term) is activated but starts R31 at 00:00 local the next day, exactly
+  like an unpaid invoice; invoicing retries it on the R37 days meanwhile, and a payment returns
+  it to Active (R32, R33). A declined renewal lapses at once (its renewal date has come, R37).
+  Invoicing alone decides which charges are retried; lifecycle trusts its events.
 - Stage lengths count local calendar days from the instant a stage began (a DST change does not
   move a boundary off midnight).
 - Reminders "N days before expiry" (R26) are due at 00:00 local on the day N days before the
@@ -11,8 +17,13 @@ Decisions of ours, written down here because the sources are silent:
 - The late-renewal windows of R27 (45 days annual/three-year, 30 monthly) are exactly Expired
   (15) + Suspended (30 or 15): renewing or paying is accepted while the subscription is Expired
   or Suspended and refused once it is Cancelled.
-- A trial never renews itself (nothing to charge): at its end it lapses like auto-renew off.
-- A trial converted (R17) starts its paid term at the conversion, same subscription id.
+- A trial (R17) lasts 30 days from its local start day, whatever term was ordered (ordering
+  caps it at 5 seats), never renews itself (nothing to charge), and at its end goes straight to
+  Cancelled (reason ``trial_ended``): the Expired and Suspended grace of R32/R33 is for paid
+  terms, so a trial never gets 15 more days of full access. Issue 11, defect 7.
+- A trial converted (R17) starts its paid term at the conversion, same subscription id; a
+  conversion made before the trial ended converts it even when the end was applied first
+  (business time decides, as for payments in R33).
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from shared.time.calendar import add_local_days, add_months, local_date, local_m
 TERM_MONTHS: dict[Term, int] = {"monthly": 1, "annual": 12, "three_year": 36}
 REMINDER_DAYS: Final = (45, 30, 4)  # R26, when auto-renew is off
 RENEWAL_WINDOW_DAYS: Final = 90  # R26, R29
+TRIAL_DAYS: Final = 30  # R17 [ours]: a trial's length, whatever the term ordered
 _DATA = Path(__file__).parent
 
 
@@ -74,6 +86,21 @@ def term_dates(purchased_at: datetime, term: Term, time_zone: str) -> TermDates:
         starts_at=purchased_at,
         renews_at=renews_at,
         expires_at=renews_at - timedelta(seconds=1),
+    )
+
+
+def first_term_dates(
+    purchased_at: datetime, term: Term, time_zone: str, *, trial: bool
+) -> TermDates:
+    """R23 for a purchase; R17 [ours]: a trial ends ``TRIAL_DAYS`` local days after its start
+    day (at local midnight), not after the term it was ordered with."""
+    if not trial:
+        return term_dates(purchased_at, term, time_zone)
+    ends_at = local_midnight(
+        local_date(purchased_at, time_zone) + timedelta(days=TRIAL_DAYS), time_zone
+    )
+    return TermDates(
+        starts_at=purchased_at, renews_at=ends_at, expires_at=ends_at - timedelta(seconds=1)
     )
 
 
@@ -163,7 +190,10 @@ def renews_itself(state: SubscriptionState) -> bool:
 
 
 def lapse(state: SubscriptionState, at: datetime, reason: str) -> StageStep:
-    """R31: Active -> Expired (15 days, R32); R36: no-grace offerings go straight to Cancelled."""
+    """R31: Active -> Expired (15 days, R32); R36: no-grace offerings go straight to Cancelled;
+    R17 [ours]: so does a trial at its end (nothing was paid, no grace is owed)."""
+    if state.trial:
+        return StageStep("active", "cancelled", at, "trial_ended", None)
     if skips_expiry_process(state.offering):
         return StageStep("active", "cancelled", at, reason, None)
     ends = add_local_days(at, EXPIRED_DAYS, state.time_zone)
@@ -239,6 +269,20 @@ def paid_before_cancellation(
         and reason == "suspended_period_ended"
         and cancelled_at is not None
         and paid_at < cancelled_at
+    )
+
+
+def converts(sub: Subscription, at: datetime) -> bool:
+    """R17: a trial converts in place while it runs; a conversion made before its end converts
+    it even when the end was applied first (the events travel apart)."""
+    if not sub.trial:
+        return False
+    if not is_final(sub.stage):
+        return True
+    return (
+        sub.stage_reason == "trial_ended"
+        and sub.stage_changed_at is not None
+        and at < sub.stage_changed_at
     )
 
 

@@ -1,8 +1,9 @@
 """Lifecycle's Kafka entrance and its timers: each event or due timer is one call of
 ``service.py`` on a unit of work built from the handler's transaction.
 
-An ``InvoiceIssued`` can be read before the ``OrderPlaced`` of its subscription (Kafka orders
-events per topic, not across topics): it waits for its cause (``WaitForCause``, kept in
+An ``InvoiceIssued`` (or the ``PaymentFailed`` of a first purchase's declined card) can be read
+before the ``OrderPlaced`` of its subscription (Kafka orders events per topic, not across
+topics): it waits for its cause (``WaitForCause``, kept in
 ``deferred_events``) and is applied when the activation releases ``subscription:<id>``, so an
 unpaid invoice still starts R31's clock.
 """
@@ -105,12 +106,18 @@ async def invoice_issued(ctx: HandlerContext, issued: InvoiceIssued) -> None:
 
 @consumer.on(InvoicePaid)
 async def invoice_paid(ctx: HandlerContext, paid: InvoicePaid) -> None:
-    await service.record_payment(unit_of_work(ctx), ctx.envelope.subscription_id, paid)
+    named = ctx.envelope.subscription_id
+    known = await service.record_payment(unit_of_work(ctx), named, paid)
+    if not known and named is not None:
+        raise WaitForCause(waiting_for(named), "InvoicePaid read before its OrderPlaced")
 
 
 @consumer.on(PaymentFailed)
-async def renewal_charge_failed(ctx: HandlerContext, failed: PaymentFailed) -> None:
-    await service.renewal_charge_failed(unit_of_work(ctx), ctx.envelope.subscription_id, failed)
+async def charge_failed(ctx: HandlerContext, failed: PaymentFailed) -> None:
+    named = ctx.envelope.subscription_id
+    known = await service.charge_failed(unit_of_work(ctx), named, failed)
+    if not known and named is not None:
+        raise WaitForCause(waiting_for(named), "PaymentFailed read before its OrderPlaced")
 
 
 @consumer.on(RefundApproved)

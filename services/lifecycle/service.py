@@ -37,6 +37,7 @@ from shared.contracts import (
     TrialConverted,
 )
 from shared.errors import not_found
+from shared.time.calendar import local_date
 from shared.timers import TimerRequest
 
 from . import domain
@@ -156,8 +157,8 @@ async def remember_roles(uow: UnitOfWork, account_id: uuid.UUID, snapshot: Roles
 
 async def activate(uow: UnitOfWork, account_id: uuid.UUID, order: OrderPlaced) -> bool:
     """Activate the subscription with its term dates in the purchase's time zone (R23); a
-    trial is an active trial (R17). False when it was activated already."""
-    dates = domain.term_dates(order.placed_at, order.term, order.time_zone)
+    trial is an active trial of 30 days (R17 [ours]). False when it was activated already."""
+    dates = domain.first_term_dates(order.placed_at, order.term, order.time_zone, trial=order.trial)
     activated_at = await uow.time.now(account_id)  # business time: its test clock, if any
     sub = Subscription(
         id=order.subscription_id,
@@ -208,7 +209,7 @@ async def convert_trial(
 ) -> None:
     """R17: the same subscription, now paid; its paid term starts at the conversion."""
     sub = await current(uow, subscription_id, converted.converted_at)
-    if sub is None or not sub.trial or domain.is_final(sub.stage):
+    if sub is None or not domain.converts(sub, converted.converted_at):
         return
     term = domain.converted_term(sub, converted.term, converted.seats, converted.converted_at)
     await uow.repo.start_term(sub.id, term)
@@ -230,7 +231,7 @@ async def convert_trial(
         ),
         await uow.time.now(sub.account_id),  # business time: its test clock, if any
     )
-    if domain.may_reactivate(sub.stage):
+    if sub.stage != "active":  # its end was applied before the conversion made in time
         consequences.reactivated(sub, converted.converted_at, "trial_converted", paid)
     consequences.term_timers(paid, converted.converted_at)
     await consequences.record(uow)
@@ -329,56 +330,75 @@ async def record_invoice(uow: UnitOfWork, named: uuid.UUID | None, issued: Invoi
     return True
 
 
-async def record_payment(uow: UnitOfWork, named: uuid.UUID | None, paid: InvoicePaid) -> None:
+async def record_payment(uow: UnitOfWork, named: uuid.UUID | None, paid: InvoicePaid) -> bool:
     """A paid renewal renews (R25); payment during Expired or Suspended reactivates (R32,
-    R33) unless the subscription is Cancelled (R34) or another invoice is overdue (R31)."""
+    R33) unless the subscription is Cancelled (R34) or another invoice is overdue (R31).
+    False when its subscription is not known yet: the payment waits for it, so a first purchase
+    paid before its order was read still cancels the R31 timer of a declined first charge."""
     invoice = await uow.repo.get_invoice(paid.invoice_id)
     subscription_id = (
         invoice.subscription_id if invoice else await subscription_for(uow, named, paid.renewal_id)
     )
     if subscription_id is None:
-        return
+        return False
     if invoice is not None:
         await uow.repo.mark_invoice_paid(paid.invoice_id, paid.paid_at)
         await uow.repo.cancel_timers([(INVOICE_OVERDUE, str(paid.invoice_id))])
     sub = await current(uow, subscription_id, paid.paid_at)
     if sub is None:
-        return
+        return False
     if domain.refuses_after_cancellation(sub, paid.paid_at):
         log.warning("payment of %s refused: %s is cancelled (R34)", paid.invoice_id, sub.id)
-        return
+        return True
     renewal_id = paid.renewal_id or (invoice.renewal_id if invoice else None)
     renewal = await uow.repo.get_renewal(renewal_id) if renewal_id else None
     if renewal is not None and renewal.renewed_at is None:
         await renew(uow, sub, renewal, paid.paid_at, "renewal_paid")
-        return
+        return True
     unpaid = await uow.repo.unpaid_invoice_dues(sub.id, paid.paid_at)
     if domain.another_invoice_overdue(unpaid, sub.time_zone, paid.paid_at):
-        return  # R31: paying this one is not enough
+        return True  # R31: paying this one is not enough
     if domain.reactivates_on_payment(sub, paid.paid_at):
         await uow.repo.reactivate(sub.id, paid.paid_at, "invoice_paid")
         consequences = Consequences()
         consequences.reactivated(sub, paid.paid_at, "invoice_paid", sub)
         consequences.term_timers(sub, paid.paid_at)
         await consequences.record(uow)
+    return True
 
 
-async def renewal_charge_failed(
-    uow: UnitOfWork, named: uuid.UUID | None, failed: PaymentFailed
-) -> None:
-    """R37: a failed card/PayPal renewal charge puts the subscription into Expired (invoicing
-    retries the charge; a later payment reactivates)."""
-    if failed.purpose != "renewal":
-        return
+async def charge_failed(uow: UnitOfWork, named: uuid.UUID | None, failed: PaymentFailed) -> bool:
+    """A card/PayPal charge failed; invoicing retries it (R37, every purpose) and a later
+    payment reactivates (R32, R33).
+
+    - A renewal's: the renewal date has come, so the subscription is Expired at once (R37).
+    - Any other (the first purchase's, an installment's, a co-term's): the charge at issue failed
+      on the invoice's due date (R21: the issue day), so the invoice is unpaid and R31 starts
+      when that day ends, exactly as for an unpaid pay-by-invoice invoice (``invoice_overdue``)
+      [ours, issue 11: a declined first purchase is activated but lapses from its due date; it
+      never keeps a full term unpaid].
+
+    False when its subscription is not known yet (the caller keeps the event until it is)."""
     invoice = await uow.repo.get_invoice(failed.invoice_id)
     subscription_id = invoice.subscription_id if invoice else await subscription_for(uow, named)
     sub = await current(uow, subscription_id, failed.failed_at)
-    if sub is None or not domain.charge_failure_lapses(sub, failed.failed_at):
-        return
-    first = domain.lapse(sub.state, sub.renews_at, "payment_failed")
-    consequences = Consequences()
-    consequences.stage_steps(sub, domain.steps_until(sub.state, failed.failed_at, first))
-    await consequences.record(uow)
+    if sub is None:
+        return False
+    if failed.purpose == "renewal":
+        if domain.charge_failure_lapses(sub, failed.failed_at):
+            first = domain.lapse(sub.state, sub.renews_at, "payment_failed")
+            consequences = Consequences()
+            consequences.stage_steps(sub, domain.steps_until(sub.state, failed.failed_at, first))
+            await consequences.record(uow)
+        return True
+    if failed.attempt != 1 or domain.is_final(sub.stage):
+        return True  # a retry failing again: R31 is already on its way
+    due_date = invoice.due_date if invoice else local_date(failed.failed_at, sub.time_zone)
+    overdue_at = domain.invoice_overdue_at(due_date, sub.time_zone)
+    await uow.repo.schedule_timers(
+        [TimerRequest(INVOICE_OVERDUE, str(failed.invoice_id), overdue_at, sub.account_id, None)]
+    )
+    return True
 
 
 async def refund(
@@ -464,7 +484,8 @@ async def remind_of_renewal(
 
 async def invoice_overdue(uow: UnitOfWork, invoice_id: uuid.UUID, due_at: datetime) -> None:
     """R31: an invoice still unpaid when its due date has ended starts the expiry process
-    (unless the expiry date came first)."""
+    (unless the expiry date came first): a pay-by-invoice invoice (net 30, R21), or a card/PayPal
+    charge declined at issue (its due date is the issue day)."""
     invoice = await uow.repo.get_invoice(invoice_id)
     if invoice is None or invoice.paid_at is not None:
         return

@@ -29,6 +29,9 @@ from .catalogue import price as price
 
 PAYER_LIMIT = 5  # R6
 CARD_LIMIT_USD = Decimal("25000")  # R15 [public]
+# R17 [ours]: a trial is a look at the product, not a free term: at most 5 seats (its length, 30
+# days whatever the term ordered, is lifecycle's, which dates every term).
+TRIAL_MAX_SEATS = 5
 RENEWAL_WINDOW_DAYS = 90  # R26, R29: local calendar days, as lifecycle counts them
 LATE_RENEWAL_DAYS: dict[str, int] = {"monthly": 30, "annual": 45, "three_year": 45}  # R27
 REFUND_DAYS: dict[str, int] = {"monthly": 15, "annual": 30, "three_year": 30}  # R38
@@ -545,12 +548,33 @@ def coterm_period(sub: Subscription, now: datetime) -> tuple[datetime, datetime]
     return now, at
 
 
-def check_convertible(sub: Subscription) -> None:
-    """R17: a trial converts in place, once."""
+def check_trial_size(seats: int) -> None:
+    """R17 [ours]: a trial has at most ``TRIAL_MAX_SEATS`` seats; more are bought, not tried."""
+    if seats > TRIAL_MAX_SEATS:
+        raise Invalid(
+            "trial-too-large",
+            "Too many seats for a trial",
+            f"A trial has at most {TRIAL_MAX_SEATS} seats (R17); buy the subscription instead.",
+            limit=TRIAL_MAX_SEATS,
+            rule="R17",
+            errors=[{"field": "seats", "message": f"at most {TRIAL_MAX_SEATS} for a trial"}],
+        )
+
+
+def check_convertible(sub: Subscription, now: datetime) -> None:
+    """R17: a trial converts in place, once, while it runs: its end is lifecycle's
+    (``SubscriptionActivated``: 30 days [ours]); after it, a new purchase."""
     check_changeable(sub)
     if not sub.trial:
         raise Conflict(
             "not-a-trial", "Not a trial", "Only a trial can be converted (R17).", rule="R17"
+        )
+    if sub.renews_at is not None and now >= sub.renews_at:
+        raise Conflict(
+            "trial-ended",
+            "The trial has ended",
+            "The trial has ended and cannot be converted; buy a new subscription (R17).",
+            rule="R17",
         )
 
 

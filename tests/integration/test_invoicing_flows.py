@@ -388,8 +388,14 @@ async def test_r37_a_failed_renewal_charge_is_retried_on_days_1_3_7_and_14(
     inv = invoicing
     account = await open_account(inv)
     sub, _ = await subscribed(inv, account, token="tok_decline")
-    [order_failed] = await wait_emitted(inv, account, "PaymentFailed", purpose="order")
-    assert order_failed["next_attempt_at"] is None  # only renewals are retried (R37)
+    # (ordered a year before the clock's now: the order's own retries may already be firing)
+    order_failed = (await wait_emitted(inv, account, "PaymentFailed", purpose="order"))[0]
+    assert order_failed["attempt"] == 1
+    # Issue 11, defect 1: the order's charge is retried on the same days as a renewal's (R37).
+    order_failed_at = datetime.fromisoformat(order_failed["failed_at"])
+    assert datetime.fromisoformat(order_failed["next_attempt_at"]) == order_failed_at + timedelta(
+        days=1
+    )
     due = renewal_due()
     await send(
         inv,

@@ -1,5 +1,5 @@
-"""Money across the seams (issue 11, defects 2-4): what one service hands over, the next one bills
-exactly, and nothing is left neither refused nor charged.
+"""Money across the seams (issue 11, defects 1-4 and 7): what one service hands over, the next
+one bills exactly, and nothing is left neither refused nor charged.
 
 Every event crossing a boundary is the producer's own: ordering runs in-process and places orders
 and quotes through its HTTP door, lifecycle runs in-process and answers ordering's events, and the
@@ -16,20 +16,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
 
 from services.invoicing.billing import INSTALLMENT_TIMER
+from shared.runtime import create_app, load_spec
+from shared.time.calendar import local_midnight
 from shared.topics import Topics
-from tests.integration.conftest import in_process
-from tests.integration.ordering_helpers import Ordering, running_ordering, user
+from tests.integration.ordering_helpers import Ordering, SettableClock, running_ordering, user
 from tests.support import Backing, deployment, wait_for
 
 pytestmark = pytest.mark.integration
 
 Body = tuple[str, bytes]  # (event type, the envelope as written to the outbox)
+INVOICE_EVENTS = ("InvoiceIssued", "PaymentFailed", "PaymentSucceeded", "InvoicePaid")
 
 
 @dataclass
@@ -39,6 +44,8 @@ class Downstream:
     pool: asyncpg.Pool
     producer: AIOKafkaProducer
     topics: Topics
+    clock: SettableClock  # real time until a test sets it (and sets it back)
+    app: FastAPI
 
     async def feed(self, producer: str, account: uuid.UUID, bodies: list[Body]) -> None:
         for _, body in bodies:
@@ -66,13 +73,16 @@ class Downstream:
 
 @contextlib.asynccontextmanager
 async def running(backing: Backing, service: str) -> AsyncIterator[Downstream]:
-    async with deployment(backing, (service,)) as dep, in_process(dep, service) as app:
-        producer = AIOKafkaProducer(bootstrap_servers=backing.kafka, enable_idempotence=True)
-        await producer.start()
-        try:
-            yield Downstream(app.state.runtime.pool, producer, Topics(dep.prefix))
-        finally:
-            await producer.stop()
+    clock = SettableClock()
+    async with deployment(backing, (service,)) as dep:
+        app = create_app(load_spec(service), dep.settings(service), clock)
+        async with app.router.lifespan_context(app):
+            producer = AIOKafkaProducer(bootstrap_servers=backing.kafka, enable_idempotence=True)
+            await producer.start()
+            try:
+                yield Downstream(app.state.runtime.pool, producer, Topics(dep.prefix), clock, app)
+            finally:
+                await producer.stop()
 
 
 @pytest.fixture(scope="module")
@@ -276,3 +286,231 @@ async def test_r20_r39_a_refunded_three_year_subscription_gets_no_more_installme
     await invoicing.feed("ordering", account, only(events, "RefundApproved"))
     await invoicing.wait_emitted("CreditNoteIssued", account)
     assert await pending_installments(invoicing, subscription) == 0
+
+
+# --- defect 1: a declined first purchase does not keep a free term (R31, R37) ----------------
+
+
+async def invoicing_events(invoicing: Downstream, account: uuid.UUID, *types: str) -> list[Body]:
+    rows = await invoicing.pool.fetch(
+        """SELECT event_type, body FROM outbox
+           WHERE message_key = $1 AND event_type = ANY($2::text[]) ORDER BY id""",
+        str(account),
+        list(types),
+    )
+    return [(str(r["event_type"]), bytes(r["body"])) for r in rows]
+
+
+def at(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp)
+
+
+async def test_r31_r37_a_declined_first_purchase_lapses_from_its_due_date_and_is_retried(
+    ordering: Ordering, invoicing: Downstream, lifecycle: Downstream
+) -> None:
+    """A direct order by a declining card: invoicing retries the order charge on the R37 days
+    (one rule for every card/PayPal charge), and lifecycle, told by invoicing's PaymentFailed
+    that the invoice is unpaid on its due date (the issue day, R21), starts the R31 process when
+    that day ends: Expired (R32), not a full paid term."""
+    account, buyer, _ = await ordering.open_account("NOK")
+    placed = await ordering.order(account, buyer, payment_token="tok_decline")
+    subscription = uuid.UUID(placed["subscription_id"])
+    events = await ordering_events(ordering, account)
+    await invoicing.feed("ordering", account, events)
+    [issued] = await invoicing.wait_emitted("InvoiceIssued", account)
+    [failed] = await invoicing.wait_emitted("PaymentFailed", account)
+    first_failed_at = at(failed["payload"]["failed_at"])
+    assert failed["payload"]["purpose"] == "order"
+    assert at(failed["payload"]["next_attempt_at"]) == first_failed_at + timedelta(days=1)
+
+    await lifecycle.feed("ordering", account, events)
+    await lifecycle.feed(
+        "invoicing", account, await invoicing_events(invoicing, account, *INVOICE_EVENTS)
+    )
+    await lifecycle.wait_emitted("SubscriptionActivated", account)
+    invoice_id = issued["payload"]["invoice_id"]
+
+    async def overdue_timer() -> datetime | None:
+        due: datetime | None = await lifecycle.pool.fetchval(
+            "SELECT due_at FROM timers WHERE kind = 'invoice-overdue' AND timer_key = $1",
+            invoice_id,
+        )
+        return due
+
+    overdue_at = await wait_for(overdue_timer, what="lifecycle's R31 timer of the invoice")
+    due_date = datetime.fromisoformat(issued["payload"]["due_date"]).date()
+    assert overdue_at == local_midnight(due_date + timedelta(days=1), "Europe/Oslo")
+    assert await lifecycle.emitted("StageChanged", account) == []  # Active until the due date ends
+
+    try:
+        lifecycle.clock.at = overdue_at + timedelta(seconds=1)
+        [expired] = await lifecycle.wait_emitted("StageChanged", account)
+        assert expired["subscription_id"] == str(subscription)
+        assert expired["payload"]["to_stage"] == "expired"
+        assert expired["payload"]["reason"] == "invoice_unpaid"
+        assert at(expired["payload"]["effective_at"]) == overdue_at
+
+        invoicing.clock.at = at(failed["payload"]["next_attempt_at"]) + timedelta(seconds=1)
+        retried = (await invoicing.wait_emitted("PaymentFailed", account, count=2))[1]
+        assert retried["payload"]["attempt"] == 2
+        assert at(retried["payload"]["next_attempt_at"]) == first_failed_at + timedelta(days=3)
+    finally:
+        lifecycle.clock.at = invoicing.clock.at = None
+    assert await invoicing.emitted("PaymentSucceeded", account) == []
+
+
+# --- defect 7: a trial is a short look, not a free term (R17) ---------------------------------
+
+
+async def test_r17_a_trial_has_a_bounded_size_and_length_and_ends_without_the_grace_stages(
+    ordering: Ordering, invoicing: Downstream, lifecycle: Downstream
+) -> None:
+    """Ordering refuses a trial above 5 seats; lifecycle gives an annual trial 30 days (not a
+    year), and at its end the trial is Cancelled with no access, never Expired with 15 more
+    days of it (R32 is for paid terms). Nothing is invoiced (R17)."""
+    account, buyer, _ = await ordering.open_account("NOK")
+    body = {"offering": "autocad", "term": "three_year", "seats": 6, "payment_method": "card"}
+    refused = await ordering.call(
+        "POST", f"/v1/accounts/{account}/orders", user(buyer), {**body, "trial": True}
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["type"].endswith("trial-too-large")
+    assert only(await ordering_events(ordering, account), "OrderPlaced") == []
+
+    placed = await ordering.order(account, buyer, term="annual", seats=5, trial=True)
+    events = await ordering_events(ordering, account)
+    await invoicing.feed("ordering", account, events)
+    await lifecycle.feed("ordering", account, events)
+    [activated] = await lifecycle.wait_emitted("SubscriptionActivated", account)
+    started = at(activated["payload"]["starts_at"])
+    renews_at = at(activated["payload"]["renews_at"])
+    start_day = started.astimezone(ZoneInfo("Europe/Oslo")).date()
+    assert renews_at == local_midnight(start_day + timedelta(days=30), "Europe/Oslo")
+    assert activated["payload"]["trial"] is True
+
+    try:
+        lifecycle.clock.at = renews_at + timedelta(seconds=1)
+        [ended] = await lifecycle.wait_emitted("StageChanged", account)
+    finally:
+        lifecycle.clock.at = None
+    assert ended["subscription_id"] == placed["subscription_id"]
+    assert (ended["payload"]["from_stage"], ended["payload"]["to_stage"]) == ("active", "cancelled")
+    assert ended["payload"]["reason"] == "trial_ended"
+    assert ended["payload"]["entitlements"]["product_access"] == "none"
+    assert at(ended["payload"]["effective_at"]) == renews_at
+
+    async def invoicing_knows_it() -> bool:
+        return bool(
+            await invoicing.pool.fetchval(
+                "SELECT true FROM subscriptions WHERE id = $1",
+                uuid.UUID(placed["subscription_id"]),
+            )
+        )
+
+    await wait_for(invoicing_knows_it, what="invoicing handled the trial's OrderPlaced")
+    assert await invoicing.emitted("InvoiceIssued", account) == []
+
+
+# --- defect 5: a late renewal after a failed renewal charge charges the new method (R27, R37) -
+
+
+async def lifecycle_events(lifecycle: Downstream, account: uuid.UUID, *types: str) -> list[Body]:
+    rows = await lifecycle.pool.fetch(
+        """SELECT event_type, body FROM outbox
+           WHERE message_key = $1 AND event_type = ANY($2::text[]) ORDER BY id""",
+        str(account),
+        list(types),
+    )
+    return [(str(r["event_type"]), bytes(r["body"])) for r in rows]
+
+
+async def test_r27_r37_a_late_renewal_after_a_declined_renewal_charges_its_new_card_once(
+    ordering: Ordering, invoicing: Downstream, lifecycle: Downstream
+) -> None:
+    """The renewal charge is declined (Expired, retries on the old card); the buyer renews late
+    with a new card: the open renewal invoice is charged with it at once, the subscription is
+    Active again, and there is exactly one renewal invoice and no retry left."""
+    account, buyer, _ = await ordering.open_account("NOK")
+    placed = await ordering.order(account, buyer, payment_token="tok_decline")
+    subscription = placed["subscription_id"]
+    await invoicing.feed("ordering", account, await ordering_events(ordering, account))
+    [order_invoice] = await invoicing.wait_emitted("InvoiceIssued", account)
+    await invoicing.wait_emitted("PaymentFailed", account)
+    # The order is paid by bank transfer (the operator's door); the card on file still declines.
+    operator = ordering.auth(("operator", uuid.uuid4()))
+    transport = httpx.ASGITransport(app=invoicing.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://invoicing") as client:
+        paid = await client.post(
+            f"/v1/operator/invoices/{order_invoice['payload']['invoice_id']}/bank-payments",
+            json={"amount": order_invoice["payload"]["gross_total"], "reference": "transfer"},
+            headers={**operator, "Idempotency-Key": str(uuid.uuid4())},
+        )
+    assert paid.status_code == 201, paid.text
+    await invoicing.wait_emitted("InvoicePaid", account)
+    await lifecycle.feed("ordering", account, await ordering_events(ordering, account))
+    await lifecycle.feed(
+        "invoicing", account, await invoicing_events(invoicing, account, *INVOICE_EVENTS)
+    )
+    [activated] = await lifecycle.wait_emitted("SubscriptionActivated", account)
+    renews_at = at(activated["payload"]["renews_at"])
+    try:
+        for clock in (lifecycle.clock, invoicing.clock, ordering.clock):
+            clock.at = renews_at + timedelta(hours=1)
+        [due] = await lifecycle.wait_emitted("RenewalDue", account)
+        await invoicing.feed("lifecycle", account, [("RenewalDue", json.dumps(due).encode())])
+        failures = await invoicing.wait_emitted("PaymentFailed", account, count=2)
+        assert failures[-1]["payload"]["purpose"] == "renewal"
+        await lifecycle.feed(
+            "invoicing",
+            account,
+            only(
+                await invoicing_events(invoicing, account, *INVOICE_EVENTS),
+                "InvoiceIssued",
+                "PaymentFailed",
+            ),
+        )
+        [expired] = await lifecycle.wait_emitted("StageChanged", account)
+        assert expired["payload"]["to_stage"] == "expired"
+        for _, body in await lifecycle_events(
+            lifecycle, account, "SubscriptionActivated", "StageChanged"
+        ):
+            await ordering.producer.send_and_wait(
+                ordering.topics.events("lifecycle"), value=body, key=str(account).encode()
+            )
+        await ordering.wait_projection(uuid.UUID(subscription), "stage", "expired")
+
+        for clock in (lifecycle.clock, invoicing.clock, ordering.clock):
+            clock.at = renews_at + timedelta(days=2)
+        late = await ordering.call(
+            "POST",
+            f"/v1/subscriptions/{subscription}/renewals",
+            user(buyer),
+            {"payment_method": "card", "payment_token": "tok_success"},
+        )
+        assert late.status_code == 201, late.text
+        requested = only(await ordering_events(ordering, account), "RenewalRequested")
+        await invoicing.feed("ordering", account, requested)
+        await lifecycle.feed("ordering", account, requested)
+        dues = await lifecycle.wait_emitted("RenewalDue", account, count=2)
+        assert dues[1]["payload"]["renewal_id"] == dues[0]["payload"]["renewal_id"]
+        await invoicing.feed("lifecycle", account, [("RenewalDue", json.dumps(dues[1]).encode())])
+        [_, renewal_paid] = await invoicing.wait_emitted("InvoicePaid", account, count=2)
+    finally:
+        for clock in (lifecycle.clock, invoicing.clock, ordering.clock):
+            clock.at = None
+    assert renewal_paid["payload"]["purpose"] == "renewal"
+    issued = await invoicing.emitted("InvoiceIssued", account)
+    assert [i["payload"]["purpose"] for i in issued] == ["order", "renewal"]
+    assert renewal_paid["payload"]["invoice_id"] == issued[1]["payload"]["invoice_id"]
+    [succeeded] = [
+        s
+        for s in await invoicing.emitted("PaymentSucceeded", account)
+        if s["payload"]["method"] == "card"
+    ]
+    assert Decimal(succeeded["payload"]["amount"]) == Decimal(issued[1]["payload"]["gross_total"])
+    retries = await invoicing.pool.fetchval(
+        "SELECT count(*) FROM timers WHERE kind = 'renewal_charge_retry' AND status = 'pending'"
+        " AND timer_key = $1",
+        issued[1]["payload"]["invoice_id"],
+    )
+    assert retries == 0

@@ -79,14 +79,12 @@ def test_r21_card_and_paypal_are_charged_at_issue_invoice_is_not() -> None:
     assert not domain.charged_at_issue("invoice")
 
 
-def test_r37_a_failed_renewal_charge_is_retried_on_days_1_3_7_14() -> None:
+def test_r37_a_failed_charge_of_any_purpose_is_retried_on_days_1_3_7_14() -> None:
+    """Issue 11, defect 1: an order's charge is retried like a renewal's (it used not to be)."""
     failed = datetime(2026, 5, 1, 0, 0, tzinfo=UTC)
-    retries = [
-        domain.next_charge_attempt_at("renewal", failed, attempt) for attempt in (1, 2, 3, 4)
-    ]
+    retries = [domain.next_charge_attempt_at(failed, attempt) for attempt in (1, 2, 3, 4)]
     assert [(r - failed).days for r in retries if r] == [1, 3, 7, 14]
-    assert domain.next_charge_attempt_at("renewal", failed, 5) is None
-    assert domain.next_charge_attempt_at("order", failed, 1) is None
+    assert domain.next_charge_attempt_at(failed, 5) is None
 
 
 def test_r39_refunds_settle_in_business_days_by_method() -> None:

@@ -34,8 +34,10 @@ from shared.contracts import (
     AccountOpened,
     InvoiceLine,
     OrderPlaced,
+    PaymentMethod,
     RefundApproved,
     RenewalDue,
+    RenewalRequested,
     RolesChanged,
     TrialConverted,
 )
@@ -220,6 +222,18 @@ class InMemoryRepository:
 
     async def record_charge_attempt(self, attempt: ChargeAttempt) -> None:
         self.attempts.append(attempt)
+
+    async def charge_attempts(self, invoice_id: uuid.UUID) -> list[ChargeAttempt]:
+        return sorted(
+            (a for a in self.attempts if a.invoice_id == invoice_id), key=lambda a: a.attempt
+        )
+
+    async def set_invoice_payment(
+        self, invoice_id: uuid.UUID, method: PaymentMethod, token: str | None
+    ) -> None:
+        self.invoices[invoice_id] = dataclasses.replace(
+            self.invoices[invoice_id], payment_method=method, payment_token=token
+        )
 
     async def record_payment(self, payment: Payment) -> None:
         self.payments[payment.invoice_id] = payment
@@ -475,17 +489,22 @@ async def test_r37_a_declined_renewal_is_retried_a_day_later_and_stops_once_paid
         1,
         "card_declined",
     )
-    [retry] = [t for t in world.repo.timers.values() if t.kind == RETRY_TIMER]
+    invoice_id = uuid.UUID(failed["invoice_id"])
+    # (the declined order has its own retry since issue 11: only the renewal's is looked at)
+    [retry] = [
+        t for t in world.repo.timers.values() if t.kind == RETRY_TIMER and t.key == str(invoice_id)
+    ]
     assert retry.due_at == NOW + timedelta(days=1)
     # The card is fixed; the retry charges it and the retry timer is gone.
-    invoice_id = uuid.UUID(failed["invoice_id"])
     world.repo.invoices[invoice_id] = dataclasses.replace(
         world.repo.invoices[invoice_id], payment_token="tok_success"
     )
     due = RetryDue(invoice_id, 2, NOW)
-    await service.retry_renewal_charge(world.uow, due, retry.due_at)
+    await service.retry_charge(world.uow, due, retry.due_at)
     assert world.repo.invoices[invoice_id].status == "paid"
-    assert not [t for t in world.repo.timers.values() if t.kind == RETRY_TIMER]
+    assert not [
+        t for t in world.repo.timers.values() if t.kind == RETRY_TIMER and t.key == str(invoice_id)
+    ]
 
 
 async def test_r20_a_three_year_term_pays_its_first_installment_and_schedules_two(
@@ -626,3 +645,33 @@ async def test_r19_a_recomputed_quarter_prices_the_next_invoice(world: World) ->
     await world.ordered(payment_method="invoice")
     [invoice] = world.repo.invoices.values()
     assert invoice.exchange_rate == direct[-1].rate  # June's, in force on 1 June
+
+
+async def test_r27_r37_a_late_renewal_charges_the_declined_renewal_invoice_with_its_new_card(
+    world: World,
+) -> None:
+    """Issue 11, defect 5: the open renewal invoice is charged at once with the token the late
+    renewal brings (attempt 2), no second invoice, no retry left."""
+    order = await world.ordered(payment_token="tok_decline")
+    await service.invoice_renewal(world.uow, world.cause(order.subscription_id), renewal_due())
+    failed = world.payloads("PaymentFailed")[-1]
+    invoice_id = uuid.UUID(failed["invoice_id"])
+    late = RenewalRequested(
+        request_id=uuid.uuid4(),
+        kind="late",
+        offering="autocad",
+        term="annual",
+        seats=1,
+        payment_method="card",
+        channel="direct",
+        requested_at=NOW + timedelta(days=2),
+        payment_token="tok_success",
+    )
+    await service.remember_requested_renewal(world.uow, world.cause(order.subscription_id), late)
+    renewal = world.repo.invoices[invoice_id]
+    assert (renewal.status, renewal.payment_token) == ("paid", "tok_success")
+    assert [a.attempt for a in await world.repo.charge_attempts(invoice_id)] == [1, 2]
+    assert [i.purpose for i in world.repo.invoices.values()].count("renewal") == 1
+    assert not [
+        t for t in world.repo.timers.values() if t.kind == RETRY_TIMER and t.key == str(invoice_id)
+    ]

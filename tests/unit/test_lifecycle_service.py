@@ -366,7 +366,7 @@ async def test_r37_r33_failed_charge_lapses_and_a_later_payment_reactivates(
         failed_at=failed_at,
         purpose="renewal",
     )
-    await service.renewal_charge_failed(lc.uow, sub, failed)
+    await service.charge_failed(lc.uow, sub, failed)
     assert (lc.sub(sub).stage, lc.sub(sub).stage_reason) == ("expired", "payment_failed")
     await lc.pay(sub, invoice, oslo(date(2025, 7, 1)))  # R33: Suspended by then
     assert lc.sub(sub).stage == "active"
@@ -391,7 +391,7 @@ async def test_r34_payment_after_cancellation_is_refused(lc: Lifecycle) -> None:
         failed_at=oslo(date(2025, 6, 10)),
         purpose="renewal",
     )
-    await service.renewal_charge_failed(lc.uow, sub, failed)
+    await service.charge_failed(lc.uow, sub, failed)
     closed = oslo(date(2025, 7, 25))
     await lc.pay(sub, invoice, closed + SECOND)  # caught up to Cancelled first
     assert lc.sub(sub).stage == "cancelled"
@@ -521,3 +521,68 @@ async def test_test_clocks_are_for_operators_and_only_move_forward(lc: Lifecycle
     with pytest.raises(Invalid) as back:
         await test_clocks.advance_test_clock(lc.uow, operator, clock.id, Advance(to=t0))
     assert back.value.slug == "clock-forward-only"
+
+
+async def test_r31_r32_a_declined_first_purchase_lapses_when_its_due_date_ends(
+    lc: Lifecycle,
+) -> None:
+    """Issue 11, defect 1: the order's card is declined at issue (due that day, R21); R31 starts
+    at the end of that day, a retry that pays returns it to Active (R32), and a failed retry
+    changes nothing more. An unknown subscription answers False (the event waits for it)."""
+    sub = await lc.place(auto_renew=True)
+    order_invoice = await lc.issue(sub, date(2024, 6, 10), purpose="order")
+    declined = PaymentFailed(
+        invoice_id=order_invoice.invoice_id,
+        amount=Decimal("125.00"),
+        currency="NOK",
+        method="card",
+        reason="card_declined",
+        failed_at=BOUGHT,
+        purpose="order",
+    )
+    assert await service.charge_failed(lc.uow, sub, declined)
+    assert lc.sub(sub).stage == "active"
+    overdue = lc.repo.timers[(INVOICE_OVERDUE, str(order_invoice.invoice_id))]
+    assert overdue.due_at == oslo(date(2024, 6, 11))
+    await service.invoice_overdue(lc.uow, order_invoice.invoice_id, overdue.due_at)
+    assert (lc.sub(sub).stage, lc.sub(sub).stage_reason) == ("expired", "invoice_unpaid")
+    retry = declined.model_copy(update={"attempt": 2, "failed_at": oslo(date(2024, 6, 11))})
+    assert await service.charge_failed(lc.uow, sub, retry)
+    assert lc.sub(sub).stage == "expired"
+    await lc.pay(sub, order_invoice, oslo(date(2024, 6, 13)))  # the day-3 retry charged it
+    assert lc.sub(sub).stage == "active"
+    assert (INVOICE_OVERDUE, str(order_invoice.invoice_id)) not in lc.repo.timers
+    assert not await service.charge_failed(
+        lc.uow, uuid.uuid4(), declined.model_copy(update={"invoice_id": uuid.uuid4()})
+    )
+
+
+async def test_r17_a_trial_lasts_30_days_ends_cancelled_and_a_timely_conversion_still_counts(
+    lc: Lifecycle,
+) -> None:
+    """Issue 11, defect 7: an annual trial ends 30 local days after its start day, straight to
+    Cancelled (no Expired grace); a conversion made before the end but read after it converts
+    in place all the same (business time decides)."""
+    sub = await lc.place(term="annual", trial=True, seats=5)
+    ends = oslo(date(2024, 7, 10))
+    assert lc.sub(sub).renews_at == ends
+    await service.at_renewal_dates(lc.uow, [(sub, ends)])
+    assert (lc.sub(sub).stage, lc.sub(sub).stage_reason) == ("cancelled", "trial_ended")
+    [ended] = lc.payloads("StageChanged")
+    assert ended["entitlements"]["product_access"] == "none"
+    conversion = TrialConverted(
+        order_id=uuid.uuid4(),
+        order_number="ORD-8",
+        term="annual",
+        seats=5,
+        payment_method="card",
+        converted_at=ends - SECOND,
+    )
+    await service.convert_trial(lc.uow, sub, conversion)
+    assert (lc.sub(sub).stage, lc.sub(sub).trial) == ("active", False)
+    assert lc.payloads("SubscriptionReactivated")[0]["reason"] == "trial_converted"
+    late = conversion.model_copy(update={"order_id": uuid.uuid4(), "converted_at": ends})
+    other = await lc.place(term="annual", trial=True)
+    await service.at_renewal_dates(lc.uow, [(other, ends)])
+    await service.convert_trial(lc.uow, other, late)
+    assert (lc.sub(other).stage, lc.sub(other).trial) == ("cancelled", True)  # too late

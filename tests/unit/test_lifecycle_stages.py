@@ -98,7 +98,8 @@ def test_r36_no_grace_offerings_go_straight_to_cancelled_at_expiry() -> None:
 def test_r24_r25_auto_renew_on_does_not_lapse_at_the_renewal_date() -> None:
     """With auto-renew on the renewal date bills (R25); only the outcome can lapse it."""
     assert stage_at(state(auto_renew=True), RENEWS + timedelta(days=60)) == "active"
-    assert stage_at(state(auto_renew=True, trial=True), RENEWS) == "expired"  # trials don't bill
+    # trials don't bill; R17 [ours, issue 11]: a trial's end is Cancelled, no Expired grace
+    assert stage_at(state(auto_renew=True, trial=True), RENEWS) == "cancelled"
 
 
 def test_r31_whichever_comes_first_the_unpaid_invoice_or_the_expiry_date() -> None:

@@ -174,10 +174,25 @@ def test_quote_validity_dates_out_of_range_name_the_field() -> None:
 
 
 def test_r17_only_a_trial_converts_and_only_once() -> None:
-    domain.check_convertible(sub(trial=True))
+    domain.check_convertible(sub(trial=True), T0)
     with pytest.raises(DomainError) as refused:
-        domain.check_convertible(sub(trial=False))
+        domain.check_convertible(sub(trial=False), T0)
     assert slug(refused) == "not-a-trial"
+
+
+def test_r17_a_trial_converts_only_while_it_runs_and_has_at_most_five_seats() -> None:
+    """Issue 11, defect 7: the trial's end (lifecycle's renews_at) closes conversion; more than
+    5 seats is a purchase, not a trial."""
+    trial = sub(trial=True, renews_at=T0 + timedelta(days=30))
+    domain.check_convertible(trial, T0 + timedelta(days=30) - timedelta(seconds=1))
+    with pytest.raises(DomainError) as ended:
+        domain.check_convertible(trial, T0 + timedelta(days=30))
+    assert (slug(ended), ended.value.rule) == ("trial-ended", "R17")
+    domain.check_trial_size(domain.TRIAL_MAX_SEATS)
+    with pytest.raises(DomainError) as large:
+        domain.check_trial_size(domain.TRIAL_MAX_SEATS + 1)
+    assert (slug(large), large.value.rule) == ("trial-too-large", "R17")
+    assert large.value.extensions["errors"][0]["field"] == "seats"
 
 
 def test_unknown_offering_or_term_names_the_field() -> None:

@@ -116,9 +116,11 @@ async def _sell(
 async def place_order(
     uow: UnitOfWork, actor: Principal, account_id: uuid.UUID, command: schemas.PlaceOrder
 ) -> schemas.Order:
-    """A direct order (R16) or a trial (R17); R14, R15 and R34 apply (R15 [ours]: to a direct
-    order's list price as to a quote), except to a trial."""
+    """A direct order (R16) or a trial (R17: at most 5 seats [ours]); R14, R15 and R34 apply
+    (R15 [ours]: to a direct order's list price as to a quote), except to a trial."""
     domain.check_offering(command.offering, command.term)
+    if command.trial:
+        domain.check_trial_size(command.seats)
     account = await locked_account(uow, account_id)
     domain.check_order_payment(
         command.payment_method,

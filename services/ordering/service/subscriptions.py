@@ -60,7 +60,8 @@ async def convert_trial(
     account, subscription = await locked_with_account(uow, subscription_id)
     if command.term is not None:
         domain.check_offering(subscription.offering, command.term)
-    domain.check_convertible(subscription.for_rules())
+    now = await uow.time.now(account.id)
+    domain.check_convertible(subscription.for_rules(), now)
     term, seats = command.term or subscription.term, command.seats or subscription.seats
     domain.check_payment_method(
         command.payment_method,
@@ -69,7 +70,6 @@ async def convert_trial(
         usd_value=domain.price(subscription.offering, term, seats, account.currency).usd_value,
         prepay_only=account.prepay_only,
     )
-    now = await uow.time.now(account.id)
     order = await record_order(
         uow,
         subscription,
