@@ -394,8 +394,8 @@ LAPSED_ON_UNPAID_INVOICE = "invoice_unpaid"  # lifecycle's StageChanged reason (
 def lapsed_unpaid(to_stage: str, reason: str | None) -> bool | None:
     """R34: whether a subscription lapsed on an unpaid invoice, remembered until it is active
     again (False) or cancelled (the account then prepays); None: unchanged."""
-    if to_stage == "expired" and reason == LAPSED_ON_UNPAID_INVOICE:
-        return True
+    if to_stage in ("expired", "cancelled") and reason == LAPSED_ON_UNPAID_INVOICE:
+        return True  # R36: a no-grace offering goes from Active straight to Cancelled
     if to_stage == "active":
         return False
     return None

@@ -388,6 +388,35 @@ async def test_r34_after_a_cancellation_on_unpaid_credit_the_account_prepays(
     assert (prepay.slug, prepay.rule) == ("prepayment-required", "R34")
 
 
+async def test_r34_r36_a_no_grace_offering_cancelled_on_unpaid_credit_makes_the_account_prepay(
+    world: World,
+) -> None:
+    """Issue 11, defect 6: lifecycle's own rule takes a no-grace offering (R36) from Active
+    straight to Cancelled on an unpaid invoice; ordering must still require prepayment."""
+    from services.lifecycle import domain as lifecycle
+
+    account_id, buyer = await opened(world)
+    placed = await service.place_order(world.uow, buyer, account_id, order(offering="docs"))
+    state = lifecycle.SubscriptionState(
+        stage="active",
+        term="annual",
+        offering="docs",
+        time_zone="Europe/Oslo",
+        auto_renew=True,
+        trial=False,
+        renews_at=RENEWS,
+    )
+    step = lifecycle.lapse(state, T0, "invoice_unpaid")  # what lifecycle really decides
+    assert (step.from_stage, step.to_stage) == ("active", "cancelled")
+    cancelled = stage_changed(step.from_stage, step.to_stage, step.reason)
+    await service.record_stage_change(world.uow, placed.subscription_id, cancelled)
+    assert world.repo.accounts[account_id].prepay_only
+    prepay = await refused(
+        service.place_order(world.uow, buyer, account_id, order(payment_method="invoice"))
+    )
+    assert (prepay.slug, prepay.rule) == ("prepayment-required", "R34")
+
+
 async def test_r16_a_partner_quotes_and_the_buyer_accepts_once(world: World) -> None:
     account_id, buyer = await opened(world)
     partner = Principal(uuid.uuid4(), "partner", None)
