@@ -107,6 +107,8 @@ async def issue_invoice(
         return None
     number = domain.invoice_number(INVOICE_SERIES, await uow.repo.next_in_series(INVOICE_SERIES))
     payers = domain.invoice_payers(await uow.repo.payer_emails(billed.account_id))
+    account = await uow.repo.get_account(billed.account_id)
+    prepay_only = account.prepay_only if account is not None else False
     invoice = Invoice(
         id=uuid.uuid5(INVOICE_ID_NAMESPACE, source_key),
         invoice_number=number,
@@ -130,7 +132,9 @@ async def issue_invoice(
         tax_exempt_reason=draft.tax_exempt_reason,
         payer_emails=payers,
         issued_at=when.at,
-        due_date=domain.due_date(when.at, billed.time_zone, billed.payment_method),
+        due_date=domain.due_date(
+            when.at, billed.time_zone, billed.payment_method, prepay_only=prepay_only
+        ),
         paid_at=None,
         po_number=po.po_number if po else None,
         notes=po.notes if po else None,

@@ -284,12 +284,24 @@ def installment_due_dates(transaction_at: datetime, time_zone: str) -> list[date
 # --- R21, R25, R37: due dates and charges -----------------------------------------------------
 
 
-def due_date(issued_at: datetime, time_zone: str, method: PaymentMethod) -> date:
-    """R21: pay-by-invoice is due 30 days after issue; card and PayPal are charged at issue."""
+def due_date(
+    issued_at: datetime, time_zone: str, method: PaymentMethod, prepay_only: bool = False
+) -> date:
+    """R21: pay-by-invoice is due 30 days after issue; card and PayPal are charged at issue.
+    R34: an account that must prepay gets no credit: an invoice is due the day it is issued."""
     issue_day = local_date(issued_at, time_zone)
-    if method == "invoice":
+    if method == "invoice" and not prepay_only:
         return issue_day + timedelta(days=PAY_BY_INVOICE_NET_DAYS)
     return issue_day
+
+
+LAPSED_ON_UNPAID_INVOICE = "invoice_unpaid"  # lifecycle's StageChanged reason (R31)
+
+
+def cancelled_on_unpaid_credit(reason: str | None) -> bool:
+    """R34: a cancellation that followed an unpaid invoice (through Expired and Suspended, or at
+    once for a no-grace offering, R36) makes the account prepay."""
+    return reason == LAPSED_ON_UNPAID_INVOICE
 
 
 def charged_at_issue(method: PaymentMethod) -> bool:

@@ -23,7 +23,7 @@ from shared.messaging import EventConsumer, HandlerContext
 from shared.runtime import Runtime
 from shared.timers import RetryLater, TimerContext, TimerHandler
 
-from . import service
+from . import domain, service
 from .billing import INSTALLMENT_TIMER, RETRY_TIMER, UnitOfWork
 from .commands import Cause, InstallmentDue, RetryDue
 from .gateway import GatewayUnavailable
@@ -85,7 +85,11 @@ async def stop_charging_when_cancelled(ctx: HandlerContext, change: StageChanged
     """R34, R36, R39: a cancelled subscription (lapsed, or refunded) is never charged again:
     its R37 retries and its pending R20 installments stop."""
     if change.to_stage == "cancelled":
-        await service.stop_charging_cancelled(unit_of_work(ctx), cause_of(ctx))
+        await service.stop_charging_cancelled(
+            unit_of_work(ctx),
+            cause_of(ctx),
+            lapsed_unpaid=domain.cancelled_on_unpaid_credit(change.reason),
+        )
 
 
 @consumer.on(AutoRenewChanged)

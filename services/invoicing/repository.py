@@ -80,6 +80,9 @@ class PostgresRepository:
         )
         return _typed(Account, record)
 
+    async def require_prepayment(self, account_id: uuid.UUID) -> None:
+        await self.conn.execute("UPDATE accounts SET prepay_only = true WHERE id = $1", account_id)
+
     async def upsert_account(self, account_id: uuid.UUID, opened: AccountOpened) -> None:
         await self.conn.execute(
             """INSERT INTO accounts (id, country, currency, language, time_zone,

@@ -256,10 +256,16 @@ async def stop_renewal_retries(uow: UnitOfWork, cause: Cause) -> None:
         await uow.repo.cancel_timer(RETRY_TIMER, str(invoice_id))
 
 
-async def stop_charging_cancelled(uow: UnitOfWork, cause: Cause) -> None:
+async def stop_charging_cancelled(
+    uow: UnitOfWork, cause: Cause, *, lapsed_unpaid: bool = False
+) -> None:
     """R34, R36, R39: Cancelled is final: no R37 retry of any charge, and no R20 installment of
     a term that will not run is issued or charged (its timers are deleted; one being fired holds
-    its row, and this waits for it)."""
+    its row, and this waits for it). Cancelled on an unpaid invoice (lifecycle's reason, R31,
+    also for a no-grace offering, R36), the account prepays from then on (R34): its later
+    invoices are due at issue."""
+    if lapsed_unpaid:
+        await uow.repo.require_prepayment(cause.account_id)
     if cause.subscription_id is not None:
         await uow.repo.cancel_subscription_timers(RETRY_TIMER, cause.subscription_id)
         await uow.repo.cancel_subscription_timers(INSTALLMENT_TIMER, cause.subscription_id)

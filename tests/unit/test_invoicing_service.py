@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from services.invoicing import service
+from services.invoicing import domain, service
 from services.invoicing.billing import INSTALLMENT_TIMER, RETRY_TIMER, UnitOfWork
 from services.invoicing.commands import BankTransfer, Cause, RetryDue
 from services.invoicing.domain import PurchaseOrder
@@ -82,6 +82,9 @@ class InMemoryRepository:
 
     async def get_account(self, account_id: uuid.UUID) -> Account | None:
         return self.accounts.get(account_id)
+
+    async def require_prepayment(self, account_id: uuid.UUID) -> None:
+        self.accounts[account_id] = dataclasses.replace(self.accounts[account_id], prepay_only=True)
 
     async def upsert_account(self, account_id: uuid.UUID, opened: AccountOpened) -> None:
         self.accounts[account_id] = Account(
@@ -464,6 +467,25 @@ async def test_an_event_before_its_order_waits_for_the_subscription(world: World
         await service.invoice_renewal(world.uow, world.cause(unknown), renewal_due())
     assert waiting.value.cause == f"subscription:{unknown}"
     assert world.events.types() == []
+
+
+async def test_r34_r36_after_a_cancellation_on_unpaid_credit_other_renewals_are_due_at_issue(
+    world: World,
+) -> None:
+    """Issue 11, defect 6: the account's other subscriptions no longer renew on 30 days' credit
+    once one was cancelled on an unpaid invoice (also straight from Active, R36)."""
+    lapsed = await world.ordered(payment_method="invoice")
+    other = await world.ordered(payment_method="invoice")
+    assert domain.cancelled_on_unpaid_credit("invoice_unpaid")
+    assert not domain.cancelled_on_unpaid_credit("suspended_period_ended")
+    await service.stop_charging_cancelled(
+        world.uow, world.cause(lapsed.subscription_id), lapsed_unpaid=True
+    )
+    due = renewal_due(method="invoice")
+    await service.invoice_renewal(world.uow, world.cause(other.subscription_id), due)
+    [renewal] = [i for i in world.repo.invoices.values() if i.purpose == "renewal"]
+    assert renewal.due_date == renewal.issued_at.date()  # prepay: no credit (R34)
+    assert renewal.due_date.isoformat() == "2026-06-01"
 
 
 async def test_r25_r22_a_renewal_carries_the_po_given_before_it(world: World) -> None:
