@@ -13,8 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from datetime import date
 from typing import Any
 
 from shared import people
@@ -44,7 +43,6 @@ from .billing import (
     billed_from,
     business_time,
     charge_invoice,
-    draft_term,
     emit,
     issue_invoice,
     money,
@@ -53,7 +51,7 @@ from .billing import (
     subscription_of,
     tax_exemption,
 )
-from .commands import BankTransfer, Billed, BillingTime, Cause, InstallmentDue, RetryDue
+from .commands import BankTransfer, Billed, BillingTime, Cause
 from .domain import PurchaseOrder
 from .gateway import gateway_for
 from .models import (
@@ -63,14 +61,21 @@ from .models import (
     MarketRate,
     Payment,
     StoredLine,
-    Timer,
 )
 from .pdf import PrintedDocument
 
+# The timer use cases live in scheduled.py; one service API for the doors and the handlers.
+from .scheduled import FX_TIMER as FX_TIMER
+from .scheduled import issue_installment as issue_installment
+from .scheduled import recompute_exchange_rates as recompute_exchange_rates
+from .scheduled import recompute_quarter as recompute_quarter
+from .scheduled import retry_charge as retry_charge
+from .scheduled import schedule_exchange_rates as schedule_exchange_rates
+
 log = logging.getLogger(__name__)
 
+
 CREDIT_NOTE_SERIES = "CN"
-FX_TIMER = "fx_quarter"  # R19
 
 
 # --- consumed events -----------------------------------------------------------------------------
@@ -360,86 +365,6 @@ async def credit_refund(uow: UnitOfWork, cause: Cause, refund: RefundApproved) -
         expected_settlement_date=note.expected_settlement_date,
     )
     await emit(uow, when, processed, cause.account_id, cause.subscription_id)
-
-
-# --- timers --------------------------------------------------------------------------------------
-
-
-async def retry_charge(uow: UnitOfWork, due: RetryDue, due_at: datetime) -> None:
-    """R37: charge a failed card/PayPal invoice again (a renewal's, an order's, any), unless it
-    was paid (or credited) meanwhile."""
-    invoice = await uow.repo.lock_invoice(due.invoice_id)
-    if invoice is None or invoice.status != "issued":
-        return
-    await charge_invoice(
-        uow,
-        BillingTime(due_at, due_at),
-        invoice,
-        attempt=due.attempt,
-        first_failed_at=due.first_failed_at,
-    )
-
-
-async def issue_installment(uow: UnitOfWork, due: InstallmentDue, due_at: datetime) -> None:
-    """R20: installment 2 or 3 of a three-year term, on its anniversary."""
-    billed = due.billed
-    sub = (
-        await uow.repo.get_subscription(billed.subscription_id) if billed.subscription_id else None
-    )
-    billed = dataclasses.replace(billed, payment_token=sub.payment_token if sub else None)
-    when = BillingTime(due_at, due_at)
-    rate = (
-        due.rate
-        if due.rate is not None
-        else await rate_in_force(uow, billed.currency, billed.channel, when.at)
-    )
-    draft = await draft_term(uow, billed, rate, due.installment)
-    await issue_invoice(
-        uow,
-        when,
-        billed,
-        source_key=f"installment:{due.origin}:{due.installment}",
-        purpose="installment",
-        draft=draft,
-        installment=due.installment,
-        renewal_id=due.renewal_id,
-    )
-
-
-async def recompute_exchange_rates(uow: UnitOfWork, quarter: date, computed_at: datetime) -> int:
-    """R19: the applied rates of ``quarter`` from the latest market rates before it."""
-    starts = datetime.combine(quarter, time(0), tzinfo=UTC)
-    inserted = 0
-    for currency in domain.price_book()["initial_rates_from_base"]:
-        if domain.is_base_currency(currency):
-            continue
-        market = await uow.repo.latest_market_rate(currency, quarter)
-        if market is None:
-            continue  # no market data: the applied rate stays as it was
-        previous: dict[str, Decimal] = {}
-        for channel in ("direct", "partner"):
-            found = await uow.repo.applied_rate_before(currency, channel, starts, inclusive=False)
-            previous[channel] = domain.applied_rate(currency, found)
-        rates = exchange_rates.quarterly_rates(
-            quarter, market, previous["direct"], previous["partner"]
-        )
-        inserted += await uow.repo.insert_applied_rates(currency, quarter, rates, computed_at)
-    return inserted
-
-
-async def schedule_exchange_rates(uow: UnitOfWork, at: datetime) -> None:
-    """R19: the recomputation of the quarter that starts after ``at`` is scheduled (once)."""
-    starts = exchange_rates.next_quarter_start(at)
-    key = starts.date().isoformat()
-    if not await uow.repo.timer_known(FX_TIMER, key):
-        await uow.repo.schedule_timer(Timer(kind=FX_TIMER, key=key, due_at=starts))
-
-
-async def recompute_quarter(uow: UnitOfWork, due_at: datetime) -> None:
-    """R19: at each quarter start; then the next quarter's timer."""
-    quarter = due_at.astimezone(UTC).date()
-    await recompute_exchange_rates(uow, quarter, await uow.time.now())
-    await schedule_exchange_rates(uow, due_at)
 
 
 # --- HTTP: reads and writes ----------------------------------------------------------------------
