@@ -266,18 +266,25 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
     app.add_middleware(metrics.HttpMetrics)
     app.add_middleware(logs.RequestId)  # outermost: every line of the request carries its id
     app.include_router(spec.router)
-    app.include_router(_operations_router(spec, topics))
+    app.include_router(_operations_router(spec, topics, settings))
     app.openapi = functools.partial(problems.contract, app)  # type: ignore[method-assign]
     return app
 
 
-def _operations_router(spec: ServiceSpec, topics: Topics) -> APIRouter:
+def _operations_router(spec: ServiceSpec, topics: Topics, settings: Settings) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
     @router.get("/asyncapi.json", summary="The events this service publishes and consumes")
     async def event_contract() -> dict[str, Any]:
-        """An AsyncAPI 3.0 document built from the event catalogue."""
-        return asyncapi.document(spec.name, topics, spec.consumer.producers())
+        """An AsyncAPI 3.1 document built from the event catalogue."""
+        return asyncapi.document(
+            spec.name,
+            topics,
+            spec.consumer.producers(),
+            handles=spec.consumer.handlers,
+            servers=settings.kafka_servers,
+            group=topics.group(spec.consumer.name),
+        )
 
     @router.get("/health", summary="Is the process alive?")
     async def health() -> dict[str, str]:
