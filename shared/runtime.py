@@ -29,7 +29,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from shared import asyncapi, guard, logs, metrics, problems
+from shared import asyncapi, docs, guard, logs, metrics, problems
 from shared.background import ShutdownTimeout, cancel_all, within
 from shared.config import SERVICE_NAMES, Settings
 from shared.db import Conn, create_pool, migrate
@@ -260,7 +260,10 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
         version="1",
         lifespan=lifespan,
         description=f"The {spec.name} service of the subscription platform.",
+        docs_url=None,  # shared.docs serves /docs and /redoc from installed assets
+        redoc_url=None,
     )
+    docs.install(app)
     guard.install(app)  # size and authentication before parsing
     problems.install(app)  # added after the guard, so outside it: it catches what it raises
     app.add_middleware(metrics.HttpMetrics)
