@@ -29,7 +29,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from shared import asyncapi, guard, logs, metrics, problems
+from shared import asyncapi, docs, guard, logs, metrics, problems
 from shared.background import ShutdownTimeout, cancel_all, within
 from shared.config import SERVICE_NAMES, Settings
 from shared.db import Conn, create_pool, migrate
@@ -260,24 +260,34 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
         version="1",
         lifespan=lifespan,
         description=f"The {spec.name} service of the subscription platform.",
+        docs_url=None,  # shared.docs serves /docs and /redoc from installed assets
+        redoc_url=None,
     )
+    docs.install(app)
     guard.install(app)  # size and authentication before parsing
     problems.install(app)  # added after the guard, so outside it: it catches what it raises
     app.add_middleware(metrics.HttpMetrics)
     app.add_middleware(logs.RequestId)  # outermost: every line of the request carries its id
     app.include_router(spec.router)
-    app.include_router(_operations_router(spec, topics))
+    app.include_router(_operations_router(spec, topics, settings))
     app.openapi = functools.partial(problems.contract, app)  # type: ignore[method-assign]
     return app
 
 
-def _operations_router(spec: ServiceSpec, topics: Topics) -> APIRouter:
+def _operations_router(spec: ServiceSpec, topics: Topics, settings: Settings) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
     @router.get("/asyncapi.json", summary="The events this service publishes and consumes")
     async def event_contract() -> dict[str, Any]:
-        """An AsyncAPI 3.0 document built from the event catalogue."""
-        return asyncapi.document(spec.name, topics, spec.consumer.producers())
+        """An AsyncAPI 3.1 document built from the event catalogue."""
+        return asyncapi.document(
+            spec.name,
+            topics,
+            spec.consumer.producers(),
+            handles=spec.consumer.handlers,
+            servers=settings.kafka_servers,
+            group=topics.group(spec.consumer.name),
+        )
 
     @router.get("/health", summary="Is the process alive?")
     async def health() -> dict[str, str]:
