@@ -1,4 +1,4 @@
-.PHONY: demo test up down status start stop lint chaos
+.PHONY: demo test up down status start stop lint chaos images compose-up compose-smoke compose-down
 
 demo:            ## bring everything up and play a subscription's whole life on a test clock
 	scripts/bootstrap
@@ -32,3 +32,16 @@ chaos:           ## the fault-injection suite, long form: 300 orders through cra
 	eval "$$(deploy/local/stack env)"; export KAFKA_BOOTSTRAP_SERVERS POSTGRES_DSN SMTP_URL MAIL_API_URL; \
 	CHAOS_ORDERS=$${CHAOS_ORDERS:-300} CHAOS_CONCURRENCY=$${CHAOS_CONCURRENCY:-8} \
 	.venv/bin/pytest -s -p no:cacheprovider tests/chaos
+
+images:          ## as root: podman + Docker API + compose plugin, then the local images (cached)
+	deploy/images/setup-engine
+	deploy/images/build
+
+compose-up:      ## as root: the whole platform in containers here (engine, images, compose), all healthy
+	deploy/images/compose up
+
+compose-smoke:   ## as root: compose up on ports 180xx, a purchase through it (tests/compose), down
+	deploy/images/compose smoke
+
+compose-down:
+	deploy/images/compose down

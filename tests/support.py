@@ -292,14 +292,18 @@ class MailCatcher:
         async with httpx.AsyncClient(timeout=5) as client:
             if self.kind == "mailpit":
                 data = (await client.get(f"{self.base}/api/v1/messages?limit=1000")).json()
-                return [
-                    {
-                        "to": [a["Address"] for a in m.get("To") or []],
-                        "subject": m.get("Subject", ""),
-                        "text": m.get("Snippet", ""),
-                    }
-                    for m in data.get("messages", [])
-                ]
+                found = []
+                for m in data.get("messages", []):
+                    # The list carries a 250-character Snippet; the whole text is per message.
+                    full = (await client.get(f"{self.base}/api/v1/message/{m['ID']}")).json()
+                    found.append(
+                        {
+                            "to": [a["Address"] for a in full.get("To") or []],
+                            "subject": full.get("Subject", ""),
+                            "text": full.get("Text", ""),
+                        }
+                    )
+                return found
             data = (await client.get(f"{self.base}/email")).json()
             return [
                 {
