@@ -1,4 +1,4 @@
-.PHONY: demo test up down status start stop lint chaos images compose-up compose-smoke compose-down
+.PHONY: demo test up down status start stop lint chaos images compose-up compose-smoke compose-down test-containers
 
 demo:            ## bring everything up and play a subscription's whole life on a test clock
 	scripts/bootstrap
@@ -45,3 +45,6 @@ compose-smoke:   ## as root: compose up on ports 180xx, a purchase through it (t
 
 compose-down:
 	deploy/images/compose down
+
+test-containers: ## as root: images, compose smoke, integration + e2e purchase on testcontainers (part of make test)
+	scripts/test-containers
