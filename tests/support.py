@@ -42,8 +42,13 @@ class Backing:
 
 
 def _docker_answers() -> bool:
-    if not shutil.which("docker"):
-        return False
+    if not shutil.which("docker"):  # no CLI: ask the API itself (DOCKER_HOST or the default)
+        try:
+            import docker  # type: ignore[import-untyped]
+
+            return bool(docker.from_env(timeout=5).ping())
+        except Exception:
+            return False
     try:
         done = subprocess.run(["docker", "info"], capture_output=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
