@@ -1,4 +1,4 @@
-.PHONY: demo test up down status start stop lint chaos observe
+.PHONY: demo test up down status start stop lint chaos observe images compose-up compose-smoke compose-down test-containers
 
 demo:            ## bring everything up and play a subscription's whole life on a test clock
 	scripts/bootstrap
@@ -35,3 +35,19 @@ chaos:           ## the fault-injection suite, long form: 300 orders through cra
 
 observe:         ## a local Prometheus scraping the services (make start), alert rules loaded: :9090
 	scripts/observe
+
+images:          ## as root: podman + Docker API + compose plugin, then the local images (cached)
+	deploy/images/setup-engine
+	deploy/images/build
+
+compose-up:      ## as root: the whole platform in containers here (engine, images, compose), all healthy
+	deploy/images/compose up
+
+compose-smoke:   ## as root: compose up on ports 180xx, a purchase through it (tests/compose), down
+	deploy/images/compose smoke
+
+compose-down:
+	deploy/images/compose down
+
+test-containers: ## as root: images, compose smoke, integration + e2e purchase on testcontainers (part of make test)
+	scripts/test-containers

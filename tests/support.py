@@ -42,8 +42,13 @@ class Backing:
 
 
 def _docker_answers() -> bool:
-    if not shutil.which("docker"):
-        return False
+    if not shutil.which("docker"):  # no CLI: ask the API itself (DOCKER_HOST or the default)
+        try:
+            import docker  # type: ignore[import-untyped]
+
+            return bool(docker.from_env(timeout=5).ping())
+        except Exception:
+            return False
     try:
         done = subprocess.run(["docker", "info"], capture_output=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
@@ -81,29 +86,85 @@ def find_backing() -> tuple[Backing, Callable[[], None]]:
 
 
 def _containers() -> tuple[Backing, Callable[[], None]]:  # pragma: no cover - needs Docker
+    """Kafka, PostgreSQL and Mailpit as containers: the official images unless KAFKA_IMAGE,
+    POSTGRES_IMAGE, MAILPIT_IMAGE name others (``deploy/images/build env``: built here without a
+    registry). Kafka is configured as in deploy/docker-compose.yml, its external listener
+    advertised on a host port chosen before start."""
     from testcontainers.core.container import DockerContainer
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.postgres import PostgresContainer
+    from testcontainers.core.wait_strategies import (
+        ExecWaitStrategy,
+        HttpWaitStrategy,
+        LogMessageWaitStrategy,
+    )
 
-    kafka = KafkaContainer("apache/kafka:4.1.1").with_kraft()
-    postgres = PostgresContainer("postgres:16", username="platform", password="platform")
-    mail = DockerContainer("axllent/mailpit:v1.27").with_exposed_ports(1025, 8025)
-    for container in (kafka, postgres, mail):
-        container.start()
+    env = os.environ
+    kafka_port = free_port()
+    kafka = (
+        DockerContainer(env.get("KAFKA_IMAGE", "apache/kafka:4.1.1"))
+        .with_bind_ports(9094, kafka_port)
+        .with_envs(
+            KAFKA_NODE_ID="1",
+            KAFKA_PROCESS_ROLES="broker,controller",
+            KAFKA_LISTENERS="PLAINTEXT://:9092,CONTROLLER://:9093,EXTERNAL://:9094",
+            KAFKA_ADVERTISED_LISTENERS=(
+                f"PLAINTEXT://localhost:9092,EXTERNAL://127.0.0.1:{kafka_port}"
+            ),
+            KAFKA_LISTENER_SECURITY_PROTOCOL_MAP=(
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,EXTERNAL:PLAINTEXT"
+            ),
+            KAFKA_CONTROLLER_LISTENER_NAMES="CONTROLLER",
+            KAFKA_INTER_BROKER_LISTENER_NAME="PLAINTEXT",
+            KAFKA_CONTROLLER_QUORUM_VOTERS="1@localhost:9093",
+            KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_MIN_ISR="1",
+            KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR="1",
+            KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR="1",
+            KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS="0",
+            KAFKA_NUM_PARTITIONS="3",
+        )
+        .waiting_for(LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(120))
+    )
+    postgres = (
+        DockerContainer(env.get("POSTGRES_IMAGE", "postgres:16"))
+        .with_envs(POSTGRES_USER="platform", POSTGRES_PASSWORD="platform", POSTGRES_DB="postgres")
+        .with_command("postgres -c max_connections=200")
+        .with_exposed_ports(5432)
+        # Over TCP: while the init scripts run, the server listens on its Unix socket only.
+        .waiting_for(
+            ExecWaitStrategy(
+                ["pg_isready", "-h", "127.0.0.1", "-U", "platform", "-d", "postgres"]
+            ).with_startup_timeout(60)
+        )
+    )
+    mail = (
+        DockerContainer(env.get("MAILPIT_IMAGE", "axllent/mailpit:v1.27"))
+        .with_exposed_ports(1025, 8025)
+        .waiting_for(HttpWaitStrategy(8025, "/readyz").with_startup_timeout(60))
+    )
+    started: list[DockerContainer] = []
+
+    def stop() -> None:
+        for container in reversed(started):
+            with contextlib.suppress(Exception):
+                container.stop()
+
+    try:
+        for container in (kafka, postgres, mail):
+            started.append(container)
+            container.start()
+    except BaseException:
+        stop()
+        raise
     pg_host, pg_port = postgres.get_container_host_ip(), postgres.get_exposed_port(5432)
     mail_host = mail.get_container_host_ip()
     backing = Backing(
-        kafka=kafka.get_bootstrap_server(),
+        kafka=f"127.0.0.1:{kafka_port}",
         postgres_dsn=f"postgresql://platform:platform@{pg_host}:{pg_port}/postgres",
         smtp_url=f"smtp://{mail_host}:{mail.get_exposed_port(1025)}",
         mail_api=f"http://{mail_host}:{mail.get_exposed_port(8025)}",
         mail_kind="mailpit",
     )
-
-    def stop() -> None:
-        for container in (mail, postgres, kafka):
-            container.stop()
-
     return backing, stop
 
 
@@ -306,14 +367,18 @@ class MailCatcher:
         async with httpx.AsyncClient(timeout=5) as client:
             if self.kind == "mailpit":
                 data = (await client.get(f"{self.base}/api/v1/messages?limit=1000")).json()
-                return [
-                    {
-                        "to": [a["Address"] for a in m.get("To") or []],
-                        "subject": m.get("Subject", ""),
-                        "text": m.get("Snippet", ""),
-                    }
-                    for m in data.get("messages", [])
-                ]
+                found = []
+                for m in data.get("messages", []):
+                    # The list carries a 250-character Snippet; the whole text is per message.
+                    full = (await client.get(f"{self.base}/api/v1/message/{m['ID']}")).json()
+                    found.append(
+                        {
+                            "to": [a["Address"] for a in full.get("To") or []],
+                            "subject": full.get("Subject", ""),
+                            "text": full.get("Text", ""),
+                        }
+                    )
+                return found
             data = (await client.get(f"{self.base}/email")).json()
             return [
                 {

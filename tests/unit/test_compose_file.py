@@ -70,6 +70,8 @@ def published_ports(service: dict[str, Any]) -> list[tuple[int | None, int]]:
     syntax; the host port is None when Docker picks it."""
     pairs: list[tuple[int | None, int]] = []
     for entry in service.get("ports") or []:
+        if isinstance(entry, str):  # "${ORDERING_PORT:-8001}:8001": what an unset variable gives
+            entry = re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", entry)
         if isinstance(entry, dict):
             published = entry.get("published")
             pairs.append((int(published) if published else None, int(entry["target"])))
@@ -250,6 +252,22 @@ def test_app_healthcheck_probes_ready_on_its_http_port(
     test = " ".join(str(part) for part in services[name]["healthcheck"]["test"])
     assert "/ready" in test
     assert "PLATFORM_HTTP_PORT" in test
+
+
+def test_every_image_comes_from_a_variable_defaulting_to_the_official_one() -> None:
+    """Issue 13: with a registry the official images run; without one, deploy/images/build's
+    local images are named by the variables (`deploy/images/build env`)."""
+    text = COMPOSE_FILE.read_text()
+    images = dict(re.findall(r"image: \$\{(\w+):-([^}]+)\}", text))
+    assert images == {
+        "PLATFORM_IMAGE": "subscription-platform:latest",
+        "KAFKA_IMAGE": "apache/kafka:4.1.1",
+        "POSTGRES_IMAGE": "postgres:16",
+        "MAILPIT_IMAGE": "axllent/mailpit:v1.27",
+    }
+    assert len(re.findall(r"^\s*image:", text, re.MULTILINE)) == len(images)
+    assert "BASE_IMAGE: ${PYTHON_IMAGE:-python:3.11-slim}" in text
+    assert ("ARG", "BASE_IMAGE=python:3.11-slim") in dockerfile_instructions()
 
 
 def test_apps_share_one_image_built_from_deploy_dockerfile(
