@@ -121,6 +121,18 @@ def market_rates_from_csv(text: str) -> list[MarketRate]:
     """R19: a header ``currency,rate,as_of`` then one rate a line; any invalid line refuses the
     whole file (naming each line)."""
     reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _rates_of(reader)
+    except csv.Error as error:  # not CSV at all (a NUL byte, a broken quote): a 422, never a 500
+        raise Invalid(
+            "csv-invalid",
+            "The file is not CSV",
+            f"Line {reader.line_num}: {error}; nothing was stored.",
+            errors=[{"line": reader.line_num, "message": str(error)}],
+        ) from None
+
+
+def _rates_of(reader: csv.DictReader[str]) -> list[MarketRate]:
     if reader.fieldnames is None or {"currency", "rate", "as_of"} - set(reader.fieldnames):
         raise Invalid(
             "csv-header", "CSV header missing", "The first line must be currency,rate,as_of."

@@ -375,3 +375,18 @@ def test_r20_three_installments_add_up_to_the_three_year_price_exactly() -> None
     ]
     assert sum(parts) == full
     assert max(parts) - min(parts) <= D("0.01")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["currency,rate,as_of\nNOK,10\x00.5,2026-01-01\n", "currency,rate,as_of\n" + "x" * 200_000],
+    ids=["NUL byte", "a field over the csv limit"],
+)
+def test_r19_a_file_that_is_not_csv_is_refused_with_a_422_not_a_500(text: str) -> None:
+    """Found by the API fuzzer: csv.Error escaped as a 500."""
+    from services.invoicing.exchange_rates import market_rates_from_csv
+    from shared.errors import Invalid
+
+    with pytest.raises(Invalid) as refused:
+        market_rates_from_csv(text)
+    assert refused.value.slug == "csv-invalid"
