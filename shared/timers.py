@@ -30,6 +30,7 @@ from typing import Any
 
 import asyncpg
 
+from shared import tracing
 from shared.background import sleep_until_woken
 from shared.contracts import Contract, Envelope
 from shared.db import Conn
@@ -254,7 +255,15 @@ class TimerLoop:
         try:
             async with conn.transaction():
                 clock = self._clock_of(timers[0])
-                await handler(TimerBatchContext(conn, timers, self.outbox, clock))
+                with tracing.root_span(  # a timer starts a trace of its own
+                    self.outbox.producer,
+                    f"timer {timers[0].kind}",
+                    attributes={
+                        "platform.timer_kind": timers[0].kind,
+                        "platform.timers": len(timers),
+                    },
+                ):
+                    await handler(TimerBatchContext(conn, timers, self.outbox, clock))
                 await conn.execute(
                     """UPDATE timers t SET status = 'fired', fired_at = $3,
                            attempts = t.attempts + 1
@@ -294,7 +303,12 @@ class TimerLoop:
             if handler is None:
                 raise LookupError(f"no handler for timer kind {timer.kind!r}")
             async with conn.transaction():  # a savepoint: a failing timer undoes only itself
-                await handler(TimerContext(conn, timer, self.outbox, self._clock_of(timer)))
+                with tracing.root_span(  # a timer starts a trace of its own
+                    self.outbox.producer,
+                    f"timer {timer.kind}",
+                    attributes={"platform.timer_kind": timer.kind, "platform.timers": 1},
+                ):
+                    await handler(TimerContext(conn, timer, self.outbox, self._clock_of(timer)))
         except Exception as error:
             await self._failed(conn, timer, error)
             return
