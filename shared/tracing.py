@@ -132,15 +132,16 @@ def root_span(
     service: str,
     name: str,
     *,
-    cause: str | None = None,
+    causes: Sequence[str | None] = (),
     attributes: Mapping[str, Any] | None = None,
 ) -> Iterator[Span]:
-    """A span starting a trace of its own (a timer, a test-clock step), linked to ``cause``
-    (a traceparent) when one is known."""
+    """A span starting a trace of its own (a timer, a test-clock step), linked to each of
+    ``causes`` (traceparents, e.g. of the work that scheduled the timer) that is known."""
     links = []
-    caused_by = context_from(cause)
-    if caused_by is not None:
-        links.append(Link(trace.get_current_span(caused_by).get_span_context()))
+    for cause in dict.fromkeys(causes):  # once each, in order
+        caused_by = context_from(cause)
+        if caused_by is not None:
+            links.append(Link(trace.get_current_span(caused_by).get_span_context()))
     with tracer(service).start_as_current_span(
         name,
         context=otel_context.Context(),  # no parent: a new trace

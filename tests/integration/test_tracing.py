@@ -7,7 +7,10 @@ spans go to an in-memory exporter."""
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,9 +22,22 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from shared import tracing
+from shared.db import create_pool, migrate
+from shared.outbox import Outbox
+from shared.time.clock import FrozenClock
+from shared.timers import TimerContext, TimerLoop, schedule
+from shared.topics import Topics
 from tests.integration.conftest import in_process
 from tests.integration.ordering_helpers import Ordering, SettableClock
-from tests.support import Backing, Deployment, deployment, wait_for
+from tests.support import (
+    Backing,
+    Deployment,
+    create_database,
+    deployment,
+    drop_database,
+    unique,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +203,43 @@ def test_context_survives_a_stored_traceparent_and_tracing_is_off_without_one() 
     assert current is not None and current.split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
     assert tracing.traceparent_of(tracing.kafka_headers(parent)) == parent
     assert tracing.kafka_headers(None) == []
+
+
+async def test_a_timer_starts_its_own_trace_linked_to_the_work_that_scheduled_it(
+    backing: Backing, exported: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    name = unique("test_tracing_timers_")
+    pool = await create_pool(await create_database(backing.postgres_dsn, name), size=2)
+    try:
+        await migrate(pool, tmp_path)  # the shared migrations only
+        now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+        key = str(uuid.uuid4())
+        with tracing.span("lifecycle", "OrderPlaced process", parent="") as scheduling:
+            async with pool.acquire() as conn:
+                await schedule(conn, kind="expire", key=key, due_at=now - timedelta(seconds=1))
+        inside: list[str | None] = []
+
+        async def expire(ctx: TimerContext) -> None:
+            inside.append(tracing.current_traceparent())  # what its events would carry
+
+        loop = TimerLoop(
+            pool,
+            {"expire": expire},
+            outbox=Outbox("lifecycle", Topics("unused."), FrozenClock(now)),
+            clock=FrozenClock(now),
+        )
+        assert await loop.fire_due() == 1
+    finally:
+        await pool.close()
+        await drop_database(backing.postgres_dsn, name)
+
+    (fired,) = [s for s in exported.get_finished_spans() if s.name == "timer expire"]
+    assert fired.parent is None and fired.context is not None  # a trace of its own
+    cause = scheduling.get_span_context()
+    assert fired.context.trace_id != cause.trace_id
+    assert [(link.context.trace_id, link.context.span_id) for link in fired.links] == [
+        (cause.trace_id, cause.span_id)
+    ]
+    assert service_of(fired) == "lifecycle"
+    assert inside and inside[0] is not None
+    assert inside[0].split("-")[1] == f"{fired.context.trace_id:032x}"
