@@ -42,6 +42,7 @@ from faststream.middlewares import AckPolicy
 from prometheus_client import Counter
 from pydantic import ValidationError
 
+from shared import tracing
 from shared.config import Settings
 from shared.contracts import PRODUCER_OF, AccountOpened, Contract, Envelope, payload_model
 from shared.db import Conn
@@ -306,14 +307,33 @@ class ConsumerRuntime:
             await self.dead_letter(body, record, "unparseable", error, attempts=0)
             return "dead-lettered"
 
-        with bound(
-            event_id=envelope.event_id,
-            event_type=envelope.event_type,
-            correlation_id=envelope.correlation_id,
-            causation_id=envelope.causation_id,
-            account_id=envelope.account_id,
+        with (
+            bound(
+                event_id=envelope.event_id,
+                event_type=envelope.event_type,
+                correlation_id=envelope.correlation_id,
+                causation_id=envelope.causation_id,
+                account_id=envelope.account_id,
+            ),
+            tracing.span(
+                self.consumer.name,
+                f"{envelope.event_type} process",
+                kind=tracing.CONSUMER,
+                # the producer's context (shared.outbox); a new trace if the record has none
+                parent=tracing.traceparent_of(getattr(record, "headers", None)) or "",
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": str(getattr(record, "topic", "")),
+                    "messaging.consumer.group.name": self.consumer.name,
+                    "messaging.message.id": str(envelope.event_id),
+                    "platform.event_type": envelope.event_type,
+                },
+            ) as span,
         ):
-            return await self._attempts(handler, envelope, payload, body, record)
+            outcome = await self._attempts(handler, envelope, payload, body, record)
+            span.set_attribute("platform.outcome", outcome)
+            return outcome
 
     async def _attempts(
         self, handler: Handler[Any], envelope: Envelope, payload: Contract, body: bytes, record: Any

@@ -19,6 +19,7 @@ from datetime import datetime
 import asyncpg
 from prometheus_client import Counter
 
+from shared import tracing
 from shared.background import sleep_until_woken
 from shared.contracts import PRODUCER_OF, Causation, Contract, Envelope, new_envelope
 from shared.db import Conn
@@ -94,11 +95,19 @@ class Outbox:
             )
         topic = self.topics.events(self.producer)
         await _serialise_keys(conn, [e.account_id for e in envelopes])
+        traceparent = tracing.current_traceparent()  # the trace goes on with the event
         await conn.executemany(
-            """INSERT INTO outbox (event_id, topic, message_key, event_type, body)
-               VALUES ($1, $2, $3, $4, $5)""",
+            """INSERT INTO outbox (event_id, topic, message_key, event_type, body, traceparent)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
             [
-                (e.event_id, topic, str(e.account_id), e.event_type, e.model_dump_json().encode())
+                (
+                    e.event_id,
+                    topic,
+                    str(e.account_id),
+                    e.event_type,
+                    e.model_dump_json().encode(),
+                    traceparent,
+                )
                 for e in envelopes
             ],
         )
@@ -149,7 +158,7 @@ class OutboxRelay:
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RELAY_LOCK):
                 return 0
             rows = await conn.fetch(
-                """SELECT id, topic, message_key, event_type, body FROM outbox
+                """SELECT id, topic, message_key, event_type, body, traceparent FROM outbox
                    WHERE published_at IS NULL ORDER BY id LIMIT $1
                    FOR UPDATE SKIP LOCKED""",
                 self._batch_size,
@@ -165,7 +174,10 @@ class OutboxRelay:
                         row["topic"],
                         value=bytes(row["body"]),
                         key=row["message_key"].encode(),
-                        headers=[("event_type", row["event_type"].encode())],
+                        headers=[
+                            ("event_type", row["event_type"].encode()),
+                            *tracing.kafka_headers(row["traceparent"]),
+                        ],
                     )
                 )
             await asyncio.gather(*pending)

@@ -29,7 +29,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from shared import asyncapi, docs, guard, logs, metrics, problems
+from shared import asyncapi, docs, guard, logs, metrics, problems, tracing
 from shared.background import ShutdownTimeout, cancel_all, within
 from shared.config import SERVICE_NAMES, Settings
 from shared.db import Conn, create_pool, migrate
@@ -262,12 +262,16 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
         description=f"The {spec.name} service of the subscription platform.",
         docs_url=None,  # shared.docs serves /docs and /redoc from installed assets
         redoc_url=None,
+        # The server span is shared.tracing's (named by service, W3C context in and out);
+        # FastAPI's own would be a second, unnamed-service one.
+        telemetry={"tracing": False},
     )
     docs.install(app)
     guard.install(app)  # size and authentication before parsing
     problems.install(app)  # added after the guard, so outside it: it catches what it raises
     app.add_middleware(metrics.HttpMetrics)
-    app.add_middleware(logs.RequestId)  # outermost: every line of the request carries its id
+    app.add_middleware(logs.RequestId)  # every line of the request carries its id
+    app.add_middleware(tracing.TraceMiddleware, service=spec.name)  # outermost: the server span
     app.include_router(spec.router)
     app.include_router(_operations_router(spec, topics, settings))
     app.openapi = functools.partial(problems.contract, app)  # type: ignore[method-assign]
@@ -344,14 +348,18 @@ def serve(service: str, settings: Settings | None = None) -> None:
     if refusal:
         raise SystemExit(f"{service}: refusing to start. {refusal}")
     logs.configure(service, settings.log_level)
+    tracing.configure(service)  # exports over OTLP only when an endpoint is configured
     app = create_app(load_spec(service), settings)
-    uvicorn.run(
-        app,
-        host=settings.http_host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        log_config=None,  # uvicorn's loggers write through shared.logs (JSON lines)
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=settings.http_host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            log_config=None,  # uvicorn's loggers write through shared.logs (JSON lines)
+        )
+    finally:
+        tracing.shutdown()  # flush the spans still buffered
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 import asyncpg
 
+from shared import tracing
 from shared.background import sleep_until_woken
 from shared.contracts import Contract, Envelope
 from shared.db import Conn
@@ -55,6 +56,7 @@ class Timer:
     payload: dict[str, Any]
     attempts: int
     clock_now: datetime | None = None  # the test clock's time, for a timer that follows one
+    traceparent: str | None = None  # the trace that scheduled it: linked as the cause
 
 
 async def schedule(
@@ -74,21 +76,23 @@ async def schedule(
     if due_at.tzinfo is None:
         raise ValueError("timers need a timezone-aware due time")
     await conn.execute(
-        """INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload)
+        """INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload,
+                              traceparent)
            VALUES ($1, $2, $3,
                    COALESCE($4, (SELECT clock_id FROM account_clocks WHERE account_id = $3)),
-                   $5, $6::jsonb)
+                   $5, $6::jsonb, $7)
            ON CONFLICT (kind, timer_key) DO UPDATE SET
                due_at = EXCLUDED.due_at, payload = EXCLUDED.payload,
                account_id = EXCLUDED.account_id, clock_id = EXCLUDED.clock_id,
                status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL,
-               retry_at = NULL""",
+               retry_at = NULL, traceparent = EXCLUDED.traceparent""",
         kind,
         key,
         account_id,
         clock_id,
         due_at,
         json.dumps(payload or {}, default=str),
+        tracing.current_traceparent(),
     )
     await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
@@ -114,23 +118,25 @@ async def schedule_many(conn: Conn, requests: list[TimerRequest]) -> None:
         raise ValueError("timers need a timezone-aware due time")
     rows = list(latest.values())
     await conn.execute(
-        """INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload)
+        """INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload,
+                              traceparent)
            SELECT k, t, a,
                   COALESCE(c, (SELECT clock_id FROM account_clocks WHERE account_id = a)),
-                  d, p::jsonb
+                  d, p::jsonb, $7
            FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::timestamptz[],
                        $6::text[]) AS r(k, t, a, c, d, p)
            ON CONFLICT (kind, timer_key) DO UPDATE SET
                due_at = EXCLUDED.due_at, payload = EXCLUDED.payload,
                account_id = EXCLUDED.account_id, clock_id = EXCLUDED.clock_id,
                status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL,
-               retry_at = NULL""",
+               retry_at = NULL, traceparent = EXCLUDED.traceparent""",
         [r.kind for r in rows],
         [r.key for r in rows],
         [r.account_id for r in rows],
         [r.clock_id for r in rows],
         [r.due_at for r in rows],
         [json.dumps(r.payload or {}, default=str) for r in rows],
+        tracing.current_traceparent(),
     )
     await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
@@ -200,7 +206,7 @@ BatchTimerHandler = Callable[[TimerBatchContext], Awaitable[None]]
 
 _DUE = """
     SELECT t.id, t.kind, t.timer_key, t.account_id, t.clock_id, t.due_at, t.payload, t.attempts,
-           c.now AS clock_now
+           c.now AS clock_now, t.traceparent
     FROM timers t LEFT JOIN test_clock_times c ON c.clock_id = t.clock_id
     WHERE t.status = 'pending'
       AND (t.retry_at IS NULL OR t.retry_at <= $1)
@@ -254,7 +260,16 @@ class TimerLoop:
         try:
             async with conn.transaction():
                 clock = self._clock_of(timers[0])
-                await handler(TimerBatchContext(conn, timers, self.outbox, clock))
+                with tracing.root_span(  # a timer starts a trace of its own
+                    self.outbox.producer,
+                    f"timer {timers[0].kind}",
+                    causes=[t.traceparent for t in timers],
+                    attributes={
+                        "platform.timer_kind": timers[0].kind,
+                        "platform.timers": len(timers),
+                    },
+                ):
+                    await handler(TimerBatchContext(conn, timers, self.outbox, clock))
                 await conn.execute(
                     """UPDATE timers t SET status = 'fired', fired_at = $3,
                            attempts = t.attempts + 1
@@ -294,7 +309,13 @@ class TimerLoop:
             if handler is None:
                 raise LookupError(f"no handler for timer kind {timer.kind!r}")
             async with conn.transaction():  # a savepoint: a failing timer undoes only itself
-                await handler(TimerContext(conn, timer, self.outbox, self._clock_of(timer)))
+                with tracing.root_span(  # a timer starts a trace of its own
+                    self.outbox.producer,
+                    f"timer {timer.kind}",
+                    causes=[timer.traceparent],
+                    attributes={"platform.timer_kind": timer.kind, "platform.timers": 1},
+                ):
+                    await handler(TimerContext(conn, timer, self.outbox, self._clock_of(timer)))
         except Exception as error:
             await self._failed(conn, timer, error)
             return
@@ -386,4 +407,5 @@ def _timer(row: asyncpg.Record) -> Timer:
         payload=json.loads(payload) if isinstance(payload, str) else dict(payload),
         attempts=row["attempts"],
         clock_now=row["clock_now"],
+        traceparent=row["traceparent"],
     )

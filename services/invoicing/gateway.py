@@ -27,6 +27,7 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
+from shared import tracing
 from shared.contracts import PaymentMethod
 
 DEFAULT_TEST_TOKEN = "tok_success"  # noqa: S105 - a sandbox token, not a secret
@@ -182,14 +183,22 @@ class CountedGateway:
         )
 
     async def _counted(self, operation: str, call: Awaitable[ChargeResult]) -> ChargeResult:
-        try:
-            result = await call
-        except GatewayUnavailable:
-            GATEWAY_CALLS.labels(self.method, operation, "unavailable").inc()
-            raise
-        outcome = "succeeded" if result.succeeded else "declined"
-        GATEWAY_CALLS.labels(self.method, operation, outcome).inc()
-        return result
+        with tracing.span(
+            "invoicing",
+            f"gateway {operation}",
+            kind=tracing.CLIENT,
+            attributes={"platform.payment_method": self.method},
+        ) as span:
+            try:
+                result = await call
+            except GatewayUnavailable:
+                GATEWAY_CALLS.labels(self.method, operation, "unavailable").inc()
+                span.set_attribute("platform.outcome", "unavailable")
+                raise
+            outcome = "succeeded" if result.succeeded else "declined"
+            GATEWAY_CALLS.labels(self.method, operation, outcome).inc()
+            span.set_attribute("platform.outcome", outcome)
+            return result
 
 
 CARD_SANDBOX = SandboxGateway("card", "card_declined")

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import asyncpg
 
-from shared import people
+from shared import people, tracing
 from shared.contracts import Cause, RolesChanged
 from shared.db import Conn
 
@@ -45,6 +45,7 @@ class DueMail:
     attempts: int
     message_id: str
     correlation_id: uuid.UUID | None = None  # of the event that asked for the mail
+    traceparent: str | None = None  # the trace of the handler that queued it (shared.tracing)
 
     def cause(self) -> Cause:
         """The event that asked for this mail, as the cause of EmailSent / EmailFailed."""
@@ -219,8 +220,8 @@ class SqlRepository:
         inserted = await self.db.fetchval(
             """INSERT INTO deliveries (id, event_id, event_type, account_id, recipient, roles,
                    template, language, subject, body_text, body_html, next_attempt_at,
-                   created_at, message_id, correlation_id)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14)
+                   created_at, message_id, correlation_id, traceparent)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15)
                ON CONFLICT (event_id, recipient) DO NOTHING RETURNING true""",
             delivery_id,
             event_id,
@@ -236,6 +237,7 @@ class SqlRepository:
             now,
             message_id_for(delivery_id),
             correlation_id,
+            tracing.current_traceparent(),  # the SMTP hand-over continues this trace
         )
         return bool(inserted)
 
@@ -275,7 +277,8 @@ class SqlRepository:
                    ORDER BY next_attempt_at, created_at LIMIT $4
                    FOR UPDATE SKIP LOCKED)
                RETURNING id, event_id, event_type, account_id, recipient, roles, template,
-                         subject, body_text, body_html, attempts, message_id, correlation_id""",
+                         subject, body_text, body_html, attempts, message_id, correlation_id,
+                         traceparent""",
             now,
             token,
             lease_until,

@@ -29,6 +29,7 @@ from typing import Literal
 
 from prometheus_client import Counter
 
+from shared import tracing
 from shared.auth import Principal
 from shared.contracts import (
     AccountOpened,
@@ -254,7 +255,23 @@ async def hand_over(
     desk: DeliveryDesk, sender: MailSender, mail: DueMail, token: uuid.UUID
 ) -> Outcome:
     """One mail to the SMTP server: envelope, a committed hand-over mark, then DATA. Any error
-    between envelope and DATA resets the SMTP session before it propagates."""
+    between envelope and DATA resets the SMTP session before it propagates. A CLIENT span in
+    the trace of the handler that queued the mail (the EmailSent it emits goes on in it)."""
+    with tracing.span(
+        "notifications",
+        "smtp send",
+        kind=tracing.CLIENT,
+        parent=mail.traceparent or "",
+        attributes={"platform.delivery_id": str(mail.id), "platform.template": mail.template},
+    ) as span:
+        outcome = await _hand_over(desk, sender, mail, token)
+        span.set_attribute("platform.outcome", outcome)
+        return outcome
+
+
+async def _hand_over(
+    desk: DeliveryDesk, sender: MailSender, mail: DueMail, token: uuid.UUID
+) -> Outcome:
     try:
         message = compose(
             sender=desk.mail_from,

@@ -38,6 +38,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import AwareDatetime, BaseModel
 
+from shared import tracing
 from shared.db import Conn
 from shared.time.clock import Clock, FrozenClock
 
@@ -146,9 +147,17 @@ class ClockAgent:
 
     async def on_message(self, message: ClockMessage) -> None:
         if message.kind == "moved" and message.now is not None:
-            async with self.pool.acquire() as conn:
-                await set_clock_time(conn, message.clock_id, message.now)
-                await conn.execute("SELECT pg_notify('timers', '')")
+            with tracing.root_span(  # a test-clock step starts a trace of its own
+                self.service,
+                "test clock moved",
+                attributes={
+                    "platform.clock_id": str(message.clock_id),
+                    "platform.step": message.step,
+                },
+            ):
+                async with self.pool.acquire() as conn:
+                    await set_clock_time(conn, message.clock_id, message.now)
+                    await conn.execute("SELECT pg_notify('timers', '')")
             self.active[message.clock_id] = (message.step, message.now, 0)
         elif message.kind == "probe":
             current = self.active.get(message.clock_id)
