@@ -291,6 +291,23 @@ async def deployment(backing: Backing, services: tuple[str, ...]) -> AsyncIterat
         for name in names.values():
             with contextlib.suppress(Exception):
                 await drop_database(backing.postgres_dsn, name)
+        with contextlib.suppress(Exception):  # hygiene only: a broker that restarts stays quick
+            await asyncio.wait_for(delete_topics(backing.kafka, dep.prefix), 20)
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete the deployment's topics, so a long-lived local broker does not collect thousands
+    of them run after run (and take minutes to restart)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
 
 
 def free_port() -> int:
