@@ -260,10 +260,11 @@ async def test_a_broker_killed_under_load_loses_no_order_and_no_invoice(
         finally:
             await invoicing_pool.close()
 
-    # What the survivors hold: every order and every invoice announced (a retried send may
-    # repeat a record, never lose one).
-    placed = await _events(cluster.bootstrap, topics.events("ordering"), relayed["ordering"])
-    issued = await _events(cluster.bootstrap, topics.events("invoicing"), relayed["invoicing"])
+        # What the survivors hold: every order and every invoice announced (a retried send may
+        # repeat a record, never lose one). Read before the deployment ends (it deletes its
+        # topics).
+        placed = await _events(cluster.bootstrap, topics.events("ordering"), relayed["ordering"])
+        issued = await _events(cluster.bootstrap, topics.events("invoicing"), relayed["invoicing"])
     placed = [e for e in placed if e.event_type == "OrderPlaced"]
     issued = [e for e in issued if e.event_type == "InvoiceIssued"]
     assert len({e.payload["order_id"] for e in placed}) == ORDERS
