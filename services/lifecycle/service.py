@@ -108,6 +108,9 @@ async def announce_renewal(
             time_zone=sub.time_zone,
             period_starts_at=renewal.period_starts_at,
             period_ends_at=renewal.period_ends_at,
+            # R16, R27: a renewal bought through a partner's quote is billed as quoted.
+            quote_id=request.quote_id if request else None,
+            priced_lines=request.priced_lines if request else [],
         ),
         at,
     )
