@@ -135,7 +135,9 @@ async def test_r27_r16_r14_r32_renewal_by_partner_quote_inside_the_late_window(
     assert Decimal(str(renewal["net_total"])) == Decimal(str(second["net_amount"]))  # R16
     assert renewal["due_date"] == "2031-09-19"  # R21: net 30
 
-    await j.advance(local(2031, 10, 1), "past the old Suspended date")
+    # The lapsed term's Expired -> Suspended boundary (2031-08-27) no longer fires; the
+    # invoice is due 2031-09-19 (unpaid after it, R31 starts again: journey 3 proves that).
+    await j.advance(local(2031, 9, 1), "past the old Suspended date")
     assert (await j.subscription(account, sub_id))["stage"] == "active"
     assert len(await renewal_invoices(j, account)) == 1
 
@@ -168,6 +170,14 @@ async def test_r27_r26_r16_a_renewal_quote_accepted_before_the_renewal_date_rene
     [renewal] = await renewal_invoices(j, account)
     assert Decimal(str(renewal["net_total"])) == Decimal(str(quote["net_amount"]))  # R16
     assert renewal["payment_method"] == "invoice"
+    assert renewal["due_date"] == "2031-08-02"  # R21: net 30, before the renewal date
+    # The payers settle it by bank transfer before it falls due (unpaid, R31 would start).
+    await j.post(
+        "invoicing",
+        f"/v1/operator/invoices/{renewal['id']}/bank-payments",
+        j.operator,
+        {"amount": str(renewal["gross_total"]), "reference": "bank transfer"},
+    )
 
     await j.advance(local(2031, 8, 12, 0, 5), "the renewal date")
     assert len(await renewal_invoices(j, account)) == 1  # no auto-renewal invoice as well
