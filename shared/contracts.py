@@ -112,6 +112,11 @@ class QuoteIssued(Contract):
     currency: str
     net_amount: Decimal
     valid_until: date
+    # R27 [ours, issue 11]: a renewal quote renews this subscription of the account on its
+    # anniversary; it replaces the renewal quote named in ``replaces_quote_id`` (which can no
+    # longer be accepted). Added to v1 (None: a quote for a new subscription).
+    renews_subscription_id: uuid.UUID | None = None
+    replaces_quote_id: uuid.UUID | None = None
 
 
 class PricedLine(Contract):
@@ -205,6 +210,11 @@ class RenewalRequested(Contract):
     channel: Channel
     requested_at: AwareDatetime
     payment_token: str | None = None  # the gateway's token for card/PayPal (sandbox: tok_*)
+    # R16, R27 [ours, issue 11]: a renewal bought by accepting a partner's renewal quote: its
+    # priced lines as accepted, billed as they are (lifecycle carries them into RenewalDue).
+    # Added to v1 (empty: a renewal priced by invoicing, R19).
+    quote_id: uuid.UUID | None = None
+    priced_lines: list[PricedLine] = []
 
 
 @event("ordering")
@@ -367,6 +377,10 @@ class RenewalDue(Contract):
     time_zone: str
     period_starts_at: AwareDatetime
     period_ends_at: AwareDatetime  # the new expiry instant
+    # R16, R27: the priced lines of the accepted renewal quote (``RenewalRequested``) that asked
+    # for this renewal; invoicing bills them as they are. Added to v1 (empty: priced by invoicing).
+    quote_id: uuid.UUID | None = None
+    priced_lines: list[PricedLine] = []
 
 
 @event("lifecycle")

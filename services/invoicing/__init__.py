@@ -2,7 +2,8 @@
 R25, R30, R37, R39).
 
 Consumes: AccountOpened, RolesChanged (payers, R7), OrderPlaced (not trials, R17), TrialConverted,
-RenewalDue (R25), RenewalRequested (R27), SeatsAdded (R30), RefundApproved (R39).
+RenewalDue (R25; an accepted partner renewal quote's ``priced_lines`` billed as they are, R16,
+R27, one invoice per renewal id), RenewalRequested (R27), SeatsAdded (R30), RefundApproved (R39).
 Publishes: InvoiceIssued, PaymentSucceeded, PaymentFailed (R37 attempt and next attempt),
 InvoicePaid (purpose, renewal id), CreditNoteIssued, RefundProcessed.
 Timers: ``renewal_charge_retry`` (R37: days 1, 3, 7, 14, for every card/PayPal charge),

@@ -144,7 +144,10 @@ async def invoice_converted_trial(uow: UnitOfWork, cause: Cause, converted: Tria
 async def invoice_renewal(uow: UnitOfWork, cause: Cause, due: RenewalDue) -> None:
     """R25: the renewal invoice, issued on the renewal date; card/PayPal charged at issue (a
     failure starts the R37 retries), invoice accounts billed net 30. R22: PO details given
-    before the renewal date go onto it, once."""
+    before the renewal date go onto it, once. R16, R27: a renewal bought through a partner's
+    renewal quote is billed at its priced line as it is (R20: a three-year one in thirds of
+    it), never re-priced at the rate of the day. One invoice per renewal (its id): announced
+    again (auto-renew at the renewal date after a quote), it is not billed twice."""
     sub = await subscription_of(uow, cause)
     changes: dict[str, Any] = {
         "offering": due.offering,
@@ -165,7 +168,13 @@ async def invoice_renewal(uow: UnitOfWork, cause: Cause, due: RenewalDue) -> Non
     await bill_term(
         uow,
         await business_time(uow, cause),
-        billed_from(sub, **changes, order_id=None, time_zone=due.time_zone),
+        billed_from(
+            sub,
+            **changes,
+            order_id=None,
+            time_zone=due.time_zone,
+            quoted_unit_price=domain.quoted_unit_price(due.priced_lines, due.offering, due.term),
+        ),
         source_key=f"renewal:{due.renewal_id}",
         purpose="renewal",
         transaction_at=due.period_starts_at,

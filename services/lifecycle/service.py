@@ -93,7 +93,8 @@ async def announce_renewal(
     request: RenewalRequested | None = None,
 ) -> None:
     """R25: ``RenewalDue`` for the term that starts at the renewal date, with the pending term
-    change (R28) and product switch (R29) applied; invoicing bills it."""
+    change (R28) and product switch (R29) applied; invoicing bills it. A renewal requested by
+    accepting a partner's renewal quote (R27) carries the quote's priced lines on (R16)."""
     renewal, billing = domain.announced_renewal(sub, at, request)
     await uow.repo.upsert_renewal(renewal)
     consequences.announce(
@@ -108,6 +109,9 @@ async def announce_renewal(
             time_zone=sub.time_zone,
             period_starts_at=renewal.period_starts_at,
             period_ends_at=renewal.period_ends_at,
+            # R16, R27: a renewal bought through a partner's quote is billed as quoted.
+            quote_id=request.quote_id if request else None,
+            priced_lines=request.priced_lines if request else [],
         ),
         at,
     )

@@ -253,9 +253,23 @@ def quote_valid_until(requested: date | None, now: datetime, time_zone: str) -> 
 
 
 def check_quote_acceptable(
-    valid_until: date, accepted: bool, now: datetime, time_zone: str
+    valid_until: date,
+    accepted: bool,
+    now: datetime,
+    time_zone: str,
+    superseded_by: uuid.UUID | None = None,
 ) -> None:
-    """R16: a quote is accepted once, while it is valid (its last day included)."""
+    """R16: a quote is accepted once, while it is valid (its last day included); R27 [ours]: a
+    renewal quote replaced by a later one for the same subscription is not accepted."""
+    if superseded_by is not None and not accepted:
+        raise Conflict(
+            "quote-superseded",
+            "The quote was replaced",
+            f"The partner issued a new renewal quote ({superseded_by}) for this subscription;"
+            " accept that one (R27).",
+            superseded_by=str(superseded_by),
+            rule="R27",
+        )
     if accepted:
         raise Conflict(
             "quote-already-accepted",
@@ -296,9 +310,21 @@ class Subscription:
     renews_at: datetime | None = None
     expires_at: datetime | None = None
     refunded_at: datetime | None = None
+    renewal_charge_failed: bool = False  # R37: its renewal invoice is open
 
 
 LAPSED_ON_UNPAID_INVOICE = "invoice_unpaid"  # lifecycle's StageChanged reason (R31)
+LAPSED_ON_FAILED_CHARGE = "payment_failed"  # lifecycle's StageChanged reason (R37)
+
+
+def renewal_charge_failed(to_stage: str, reason: str | None) -> bool | None:
+    """R37: whether the subscription lapsed because its renewal charge was declined (so its
+    renewal invoice is open and retried), remembered until it is active again; None: unchanged."""
+    if to_stage == "expired" and reason == LAPSED_ON_FAILED_CHARGE:
+        return True
+    if to_stage in ("active", "cancelled"):
+        return False
+    return None
 
 
 def lapsed_unpaid(to_stage: str, reason: str | None) -> bool | None:
@@ -409,6 +435,59 @@ def renewal_kind(sub: Subscription, now: datetime) -> Literal["manual", "late"]:
         window_closes_at=closes.isoformat(),
         rule="R27",
     )
+
+
+def renewal_quote_kind(
+    sub: Subscription, renews_as: str, offering: str, now: datetime
+) -> tuple[Literal["manual", "late"], datetime]:
+    """R27 [ours, issue 11]: a partner quotes the renewal of a subscription inside the renewal
+    window (R26: from 90 days before the renewal date) or the late window after it (R27: 45 days
+    annual/three-year, 30 monthly); never a Cancelled one (R34). The quote renews the same
+    product (``renews_as``: a pending product switch applied, R29); its term and seats are the
+    partner's to quote. Also refused while the renewal's own invoice is open after a declined
+    charge (R37): the quote would invoice that renewal twice."""
+    kind = renewal_kind(sub, now)
+    if sub.trial:
+        raise Conflict(
+            "trial-not-converted",
+            "Convert the trial first",
+            "A trial is converted in place (R17), not renewed.",
+            rule="R17",
+        )
+    if offering != renews_as:
+        raise invalid_field(
+            "offering",
+            f"A renewal quote renews {renews_as!r} (the product it renews as; a product switch"
+            " is the buyer's, R29).",
+        )
+    check_renewal_not_invoiced(sub)
+    return kind, renews_at(sub)
+
+
+def check_renewal_not_invoiced(sub: Subscription) -> None:
+    """R37 [ours]: a renewal already invoiced, whose charge was declined, is paid (the open
+    invoice, with another method), not bought again through a quote."""
+    if sub.renewal_charge_failed:
+        raise Conflict(
+            "renewal-invoice-open",
+            "The renewal is already invoiced",
+            "This renewal was invoiced and its charge was declined; pay the open renewal invoice"
+            " instead (R37).",
+            rule="R37",
+        )
+
+
+def check_quote_renews_current_term(quoted: datetime | None, current: datetime | None) -> None:
+    """R27: a renewal quote renews the renewal date it was issued for; renewed since (the
+    auto-renewal paid, a direct renewal), it renews nothing more."""
+    if quoted != current:
+        raise Conflict(
+            "quote-outdated",
+            "The subscription was renewed since",
+            "The renewal this quote was issued for has happened; ask the partner for a new"
+            " quote (R27).",
+            rule="R27",
+        )
 
 
 def renewed_as(

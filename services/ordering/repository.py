@@ -24,6 +24,8 @@ from . import domain
 
 Channel = Literal["direct", "partner"]
 PurchaseKind = Literal["order", "renewal"]
+# "renewal": an accepted renewal quote (R27 [ours]); the subscription is the one it renews.
+OrderKind = Literal["purchase", "trial", "conversion", "seats", "renewal"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ class Member:
 
 @dataclass(frozen=True)
 class Order:
-    """An order of any kind: a purchase, a trial, a trial's conversion (R17), added seats (R30)."""
+    """An order of any kind: a purchase, a trial, a trial's conversion (R17), added seats (R30),
+    a renewal bought through a partner's renewal quote (R27)."""
 
     id: uuid.UUID
     order_number: str
@@ -81,7 +84,7 @@ class Order:
     channel: Channel
     auto_renew: bool
     placed_at: datetime
-    kind: Literal["purchase", "trial", "conversion", "seats"]
+    kind: OrderKind
     quote_id: uuid.UUID | None
 
 
@@ -99,8 +102,12 @@ class Quote:
     usd_value: Decimal
     valid_until: date
     issued_at: datetime
+    renews_subscription_id: uuid.UUID | None = None  # R27: a renewal quote
+    renews_at: datetime | None = None  # the renewal date it renews
     order_id: uuid.UUID | None = None
     accepted_at: datetime | None = None
+    superseded_by: uuid.UUID | None = None  # R27 [ours]: a later renewal quote replaced it
+    superseded_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,7 @@ class Subscription:
     pending_offering: str | None = None
     refunded_at: datetime | None = None
     lapsed_unpaid: bool = False
+    renewal_charge_failed: bool = False  # R37: its renewal invoice is open (declined charge)
 
     def for_rules(self) -> domain.Subscription:
         """What the rules decide on (domain.py)."""
@@ -146,6 +154,7 @@ class Subscription:
             renews_at=self.renews_at,
             expires_at=self.expires_at,
             refunded_at=self.refunded_at,
+            renewal_charge_failed=self.renewal_charge_failed,
         )
 
 
@@ -158,6 +167,7 @@ class RenewalRequest:
     payment_method: PaymentMethod
     requested_by: uuid.UUID
     requested_at: datetime
+    quote_id: uuid.UUID | None = None  # R27: placed by accepting this renewal quote
 
 
 @dataclass(frozen=True)
@@ -190,6 +200,8 @@ SUBSCRIPTION_CHANGES = frozenset(
         "pending_offering",
         "refunded_at",
         "lapsed_unpaid",
+        "channel",
+        "renewal_charge_failed",
     }
 )
 
@@ -222,6 +234,13 @@ class Repository(Protocol):
     async def mark_quote_accepted(
         self, quote_id: uuid.UUID, order_id: uuid.UUID, at: datetime
     ) -> None: ...
+    async def supersede_renewal_quotes(
+        self, subscription_id: uuid.UUID, by: uuid.UUID, at: datetime
+    ) -> list[uuid.UUID]:
+        """R27 [ours]: the open (unaccepted, not yet replaced) renewal quotes of the subscription
+        are replaced by ``by``; their ids."""
+        ...
+
     async def insert_subscription(self, subscription: Subscription) -> None: ...
     async def subscription(
         self, subscription_id: uuid.UUID, *, lock: bool = False
@@ -273,7 +292,9 @@ QUOTE = _columns(Quote)
 SUBSCRIPTION = _columns(Subscription)
 # Columns a new row sets; the others keep their defaults in the table.
 NEW_ACCOUNT = _all(Account)[:-1]
-NEW_QUOTE = _all(Quote)[:-2]
+NEW_QUOTE = tuple(
+    c for c in _all(Quote) if c not in ("order_id", "accepted_at", "superseded_by", "superseded_at")
+)
 NEW_SUBSCRIPTION = (
     "id",
     "account_id",
@@ -390,6 +411,20 @@ class PostgresRepository:
             order_id,
             at,
         )
+
+    async def supersede_renewal_quotes(
+        self, subscription_id: uuid.UUID, by: uuid.UUID, at: datetime
+    ) -> list[uuid.UUID]:
+        records = await self.conn.fetch(
+            """UPDATE quotes SET superseded_by = $2, superseded_at = $3
+               WHERE renews_subscription_id = $1 AND id <> $2
+                 AND accepted_at IS NULL AND superseded_by IS NULL
+               RETURNING id""",
+            subscription_id,
+            by,
+            at,
+        )
+        return [uuid.UUID(str(r["id"])) for r in records]
 
     async def insert_subscription(self, subscription: Subscription) -> None:
         await _insert(self.conn, "subscriptions", subscription, NEW_SUBSCRIPTION)

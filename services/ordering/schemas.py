@@ -69,11 +69,18 @@ class IssueQuote(Strict):
     term: Term
     seats: Seats
     valid_until: date | None = Field(None, description="[ours] default 30 days, at most 90")
+    renews_subscription_id: uuid.UUID | None = Field(
+        None,
+        description="R27: quote the renewal of this subscription of the account (same product),"
+        " renewed on its anniversary; replaces the subscription's open renewal quote",
+    )
 
 
 class AcceptQuote(Strict):
     payment_method: PaymentMethod
-    auto_renew: StrictBool = True
+    auto_renew: StrictBool = Field(
+        True, description="A new subscription's; a renewal quote leaves auto-renew as it is (R24)"
+    )
     payment_token: PaymentToken | None = None
 
 
@@ -182,7 +189,7 @@ class Order(Answer):
     channel: Literal["direct", "partner"]
     auto_renew: bool
     placed_at: datetime
-    kind: Literal["purchase", "trial", "conversion", "seats"]
+    kind: Literal["purchase", "trial", "conversion", "seats", "renewal"]
     quote_id: uuid.UUID | None
 
 
@@ -210,8 +217,16 @@ class Quote(Answer):
     usd_value: Decimal
     valid_until: date
     issued_at: datetime
+    renews_subscription_id: uuid.UUID | None = Field(
+        description="R27: the subscription this quote renews (None: a new subscription)"
+    )
+    renews_at: datetime | None = Field(description="R27: the renewal date it renews")
     order_id: uuid.UUID | None
     accepted_at: datetime | None
+    superseded_by: uuid.UUID | None = Field(
+        description="R27 [ours]: the later renewal quote that replaced this one"
+    )
+    superseded_at: datetime | None
 
 
 class Subscription(Answer):
@@ -235,6 +250,9 @@ class Subscription(Answer):
     pending_offering: str | None
     refunded_at: datetime | None
     lapsed_unpaid: bool
+    renewal_charge_failed: bool = Field(
+        description="R37: the renewal charge was declined; its invoice is open"
+    )
 
 
 class Subscriptions(BaseModel):

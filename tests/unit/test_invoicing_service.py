@@ -35,6 +35,7 @@ from shared.contracts import (
     InvoiceLine,
     OrderPlaced,
     PaymentMethod,
+    PricedLine,
     RefundApproved,
     RenewalDue,
     RenewalRequested,
@@ -697,3 +698,40 @@ async def test_r27_r37_a_late_renewal_charges_the_declined_renewal_invoice_with_
     assert not [
         t for t in world.repo.timers.values() if t.kind == RETRY_TIMER and t.key == str(invoice_id)
     ]
+
+
+async def test_r16_r27_r20_a_renewal_by_partner_quote_is_billed_as_quoted_once(
+    world: World,
+) -> None:
+    """R16: the renewal quote's line is billed as it is (VAT added, R18), not re-priced at the
+    rate of the day; R20: a three-year one in thirds of it; announced again for the same renewal
+    (auto-renew at the renewal date), it is not billed twice."""
+    order = await world.ordered(payment_method="invoice")
+    line = PricedLine(
+        offering="autocad",
+        term="three_year",
+        quantity=3,
+        unit_price=Decimal("1000.01"),
+        net_amount=Decimal("3000.03"),
+    )
+    quoted = renewal_due(method="invoice").model_copy(
+        update={
+            "term": "three_year",
+            "seats": 3,
+            "channel": "partner",
+            "quote_id": uuid.uuid4(),
+            "priced_lines": [line],
+            "period_ends_at": NOW + timedelta(days=3 * 365),
+        }
+    )
+    await service.invoice_renewal(world.uow, world.cause(order.subscription_id), quoted)
+    [renewal] = [i for i in world.repo.invoices.values() if i.purpose == "renewal"]
+    assert (renewal.installment, renewal.channel) == (1, "partner")
+    # R20: 3 seats x 333.34 (a third of the unit price; the last installment takes the
+    # remainder, 3 x 333.33, so the three add up to the quoted 3000.03)
+    assert renewal.net_total == Decimal("1000.02")
+    [timer] = [t for t in world.repo.timers.values() if t.kind == INSTALLMENT_TIMER][-1:]
+    assert (timer.payload or {})["quoted_unit_price"] == "1000.01"
+    plain = quoted.model_copy(update={"quote_id": None, "priced_lines": []})
+    await service.invoice_renewal(world.uow, world.cause(order.subscription_id), plain)
+    assert len([i for i in world.repo.invoices.values() if i.purpose == "renewal"]) == 1

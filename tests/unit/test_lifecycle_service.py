@@ -33,7 +33,9 @@ from shared.contracts import (
     InvoicePaid,
     OrderPlaced,
     PaymentFailed,
+    PricedLine,
     RefundApproved,
+    RenewalRequested,
     RolesChanged,
     TermChangeScheduled,
     TrialConverted,
@@ -586,3 +588,52 @@ async def test_r17_a_trial_lasts_30_days_ends_cancelled_and_a_timely_conversion_
     await service.at_renewal_dates(lc.uow, [(other, ends)])
     await service.convert_trial(lc.uow, other, late)
     assert (lc.sub(other).stage, lc.sub(other).trial) == ("cancelled", True)  # too late
+
+
+async def test_r27_r16_r32_a_late_renewal_quote_is_billed_as_quoted_and_keeps_the_anniversary(
+    lc: Lifecycle,
+) -> None:
+    """R27 [ours]: a partner's renewal quote accepted in the late window (Expired, R32): the
+    RenewalDue of the lapsed renewal date carries the quote's line (R16); the pay-by-invoice
+    invoice renews on issue (R25) from the original anniversary and returns it to Active."""
+    sub = await lc.place()
+    await lc.renewal_date(sub)  # auto-renew off: Expired (R31)
+    assert lc.sub(sub).stage == "expired"
+    accepted_at = oslo(date(2025, 6, 20)) + timedelta(hours=10)
+    line = PricedLine(
+        offering="autocad",
+        term="annual",
+        quantity=3,
+        unit_price=Decimal("1234.50"),
+        net_amount=Decimal("3703.50"),
+    )
+    quote_id = uuid.uuid4()
+    request = RenewalRequested(
+        request_id=uuid.uuid4(),
+        kind="late",
+        offering="autocad",
+        term="annual",
+        seats=3,
+        payment_method="invoice",
+        channel="partner",
+        requested_at=accepted_at,
+        quote_id=quote_id,
+        priced_lines=[line],
+    )
+    await service.request_renewal(lc.uow, sub, request)
+    [due] = lc.payloads("RenewalDue")
+    assert (due["quote_id"], due["priced_lines"]) == (str(quote_id), [line.model_dump(mode="json")])
+    assert datetime.fromisoformat(due["period_starts_at"]) == oslo(date(2025, 6, 10))
+    lc.clock.advance(accepted_at - lc.clock.now())
+    await lc.issue(
+        sub,
+        date(2025, 7, 20),
+        method="invoice",
+        purpose="renewal",
+        renewal_id=uuid.UUID(due["renewal_id"]),
+    )
+    renewed = lc.sub(sub)
+    assert (renewed.stage, renewed.seats, renewed.channel) == ("active", 3, "partner")
+    assert renewed.starts_at == oslo(date(2025, 6, 10))  # R27: the original anniversary
+    assert renewed.renews_at == oslo(date(2026, 6, 10))
+    assert lc.payloads("SubscriptionReactivated")

@@ -141,6 +141,23 @@ class InMemoryRepository:
     ) -> None:
         self.quotes[quote_id] = replace(self.quotes[quote_id], order_id=order_id, accepted_at=at)
 
+    async def supersede_renewal_quotes(
+        self, subscription_id: uuid.UUID, by: uuid.UUID, at: datetime
+    ) -> list[uuid.UUID]:
+        replaced = [
+            q.id
+            for q in self.quotes.values()
+            if q.renews_subscription_id == subscription_id
+            and q.id != by
+            and q.accepted_at is None
+            and q.superseded_by is None
+        ]
+        for quote_id in replaced:
+            self.quotes[quote_id] = replace(
+                self.quotes[quote_id], superseded_by=by, superseded_at=at
+            )
+        return replaced
+
     async def insert_subscription(self, subscription: Subscription) -> None:
         self.subscriptions_by_id[subscription.id] = subscription
 
@@ -536,3 +553,149 @@ async def test_lifecycle_events_for_a_subscription_ordering_did_not_sell_change_
 ) -> None:
     stage = stage_changed("active", "expired", "expired")
     assert not await service.record_stage_change(world.uow, uuid.uuid4(), stage)
+
+
+# --- renewal by partner quote (R27 [ours], R16, R14, R26, R34, R37) ----------------------------
+
+
+def renewal_quote(subscription_id: uuid.UUID, **changes: Any) -> schemas.IssueQuote:
+    body = {"offering": "autocad", "term": "annual", "seats": 3}
+    return schemas.IssueQuote.model_validate(
+        {**body, "renews_subscription_id": subscription_id, **changes}
+    )
+
+
+async def test_r26_r27_r34_a_renewal_quote_only_inside_the_windows_and_never_when_cancelled(
+    world: World,
+) -> None:
+    account_id, buyer = await opened(world)
+    partner = Principal(uuid.uuid4(), "partner", None)
+    placed = await service.place_order(world.uow, buyer, account_id, order())
+    sub_id = placed.subscription_id
+    await active(world, sub_id)
+    command = renewal_quote(sub_id)
+    early = await refused(service.issue_quote(world.uow, partner, account_id, command))
+    assert (early.status, early.slug, early.rule) == (422, "renewal-window-closed", "R27")
+    stranger_account, _ = await opened(world)
+    foreign = await refused(service.issue_quote(world.uow, partner, stranger_account, command))
+    assert (foreign.status, foreign.slug) == (404, "not-found")
+    world.clock.advance(RENEWS - T0 - timedelta(days=89))  # R26: inside the 90 local days
+    other = renewal_quote(sub_id, offering="revit")
+    switched = await refused(service.issue_quote(world.uow, partner, account_id, other))
+    assert (switched.status, switched.extensions["errors"][0]["field"]) == (422, "offering")
+    quote = await service.issue_quote(world.uow, partner, account_id, command)
+    assert (quote.renews_subscription_id, quote.renews_at) == (sub_id, RENEWS)
+    world.clock.advance(timedelta(days=89 + 45))  # R27: the late window has closed
+    closed = await refused(service.issue_quote(world.uow, partner, account_id, command))
+    assert closed.slug == "renewal-window-closed"
+    await service.record_stage_change(
+        world.uow, sub_id, stage_changed("suspended", "cancelled", "not_renewed")
+    )
+    cancelled = await refused(service.issue_quote(world.uow, partner, account_id, command))
+    assert (cancelled.status, cancelled.slug, cancelled.rule) == (
+        409,
+        "subscription-cancelled",
+        "R34",
+    )
+
+
+async def test_r27_r16_r14_a_reissued_renewal_quote_replaces_the_open_one_and_renews_in_place(
+    world: World,
+) -> None:
+    """Late (R27): Expired after the renewal date, the partner quotes twice; the first is
+    replaced and refused; the second, accepted by invoice (R14), renews the same subscription
+    with the quote's priced line (R16) and no new subscription."""
+    account_id, buyer = await opened(world)
+    partner = Principal(uuid.uuid4(), "partner", None)
+    placed = await service.place_order(world.uow, buyer, account_id, order())
+    sub_id = placed.subscription_id
+    await active(world, sub_id)
+    world.clock.advance(RENEWS - T0 + timedelta(days=3))
+    await service.record_stage_change(
+        world.uow, sub_id, stage_changed("active", "expired", "not_renewed")
+    )
+    first = await service.issue_quote(world.uow, partner, account_id, renewal_quote(sub_id))
+    second = await service.issue_quote(
+        world.uow, partner, account_id, renewal_quote(sub_id, seats=4)
+    )
+    replaced = await service.get_quote(world.uow, buyer, first.id)
+    assert (replaced.superseded_by, replaced.superseded_at) == (second.id, world.clock.now())
+    assert world.emitted("QuoteIssued")[-1]["replaces_quote_id"] == str(first.id)
+    by_invoice = schemas.AcceptQuote(payment_method="invoice")
+    stale = await refused(service.accept_quote(world.uow, buyer, first.id, by_invoice))
+    assert (stale.status, stale.slug, stale.rule) == (409, "quote-superseded", "R27")
+    assert stale.extensions["superseded_by"] == str(second.id)
+
+    renewal = await service.accept_quote(world.uow, buyer, second.id, by_invoice)
+    assert (renewal.kind, renewal.subscription_id, renewal.quote_id) == (
+        "renewal",
+        sub_id,
+        second.id,
+    )
+    assert (renewal.channel, renewal.payment_method, renewal.seats) == ("partner", "invoice", 4)
+    assert world.events.types().count("OrderPlaced") == 1  # the first purchase's only
+    assert list(world.repo.subscriptions_by_id) == [sub_id]  # no new subscription
+    [requested] = world.emitted("RenewalRequested")
+    assert (requested["kind"], requested["quote_id"], requested["channel"]) == (
+        "late",
+        str(second.id),
+        "partner",
+    )
+    [line] = requested["priced_lines"]
+    assert (line["quantity"], line["net_amount"]) == (4, str(second.net_amount))
+    renewed = world.repo.subscriptions_by_id[sub_id]
+    assert (renewed.payment_method, renewed.channel) == ("invoice", "partner")
+    again = await refused(service.accept_quote(world.uow, buyer, second.id, by_invoice))
+    assert again.slug == "quote-already-accepted"
+    third = await refused(
+        service.issue_quote(world.uow, partner, account_id, renewal_quote(sub_id))
+    )
+    assert (third.status, third.slug) == (409, "renewal-already-requested")
+
+
+async def test_r27_a_renewal_quote_accepted_before_the_renewal_date_renews_that_date(
+    world: World,
+) -> None:
+    account_id, buyer = await opened(world)
+    partner = Principal(uuid.uuid4(), "partner", None)
+    placed = await service.place_order(world.uow, buyer, account_id, order())
+    sub_id = placed.subscription_id
+    await active(world, sub_id)
+    world.clock.advance(RENEWS - T0 - timedelta(days=30))
+    quote = await service.issue_quote(world.uow, partner, account_id, renewal_quote(sub_id))
+    by_card = schemas.AcceptQuote(payment_method="card", payment_token="tok_success")
+    await service.accept_quote(world.uow, buyer, quote.id, by_card)
+    [requested] = world.emitted("RenewalRequested")
+    assert (requested["kind"], requested["payment_token"]) == ("manual", "tok_success")
+    [request] = world.repo.renewals
+    assert (request.renews_at, request.quote_id) == (RENEWS, quote.id)
+
+
+async def test_r37_r27_no_renewal_quote_while_the_declined_renewal_invoice_is_open(
+    world: World,
+) -> None:
+    """R37 [ours]: the renewal is already invoiced; a quote would invoice it twice."""
+    account_id, buyer = await opened(world)
+    partner = Principal(uuid.uuid4(), "partner", None)
+    placed = await service.place_order(world.uow, buyer, account_id, order())
+    sub_id = placed.subscription_id
+    await active(world, sub_id)
+    world.clock.advance(RENEWS - T0 - timedelta(days=5))
+    quote = await service.issue_quote(world.uow, partner, account_id, renewal_quote(sub_id))
+    world.clock.advance(timedelta(days=6))
+    await service.record_stage_change(
+        world.uow, sub_id, stage_changed("active", "expired", "payment_failed")
+    )
+    by_invoice = schemas.AcceptQuote(payment_method="invoice")
+    open_invoice = await refused(service.accept_quote(world.uow, buyer, quote.id, by_invoice))
+    assert (open_invoice.status, open_invoice.slug, open_invoice.rule) == (
+        409,
+        "renewal-invoice-open",
+        "R37",
+    )
+    issue = service.issue_quote(world.uow, partner, account_id, renewal_quote(sub_id))
+    assert (await refused(issue)).slug == "renewal-invoice-open"
+    await service.record_stage_change(
+        world.uow, sub_id, stage_changed("suspended", "suspended", "expired_period_ended")
+    )
+    assert world.repo.subscriptions_by_id[sub_id].renewal_charge_failed  # until active again

@@ -8,6 +8,7 @@ call these; unit tests call them with in-memory fakes (tests/unit/test_ordering_
 - ``access``: who may act on an account (R8); the door runs it before the Idempotency-Key.
 - ``accounts``: accounts, users and roles (R1-R6).
 - ``buying``: orders, quotes and trials (R14-R17).
+- ``quotes``: a partner's quote, for a new subscription or the renewal of one (R16, R27).
 - ``subscriptions``: conversion, auto-renew, term and product changes, seats, renewals, refunds.
 - ``lifecycle``: ordering's view of each subscription, from lifecycle's events.
 """
@@ -32,16 +33,16 @@ from .accounts import open_account as open_account
 from .accounts import remove_payer as remove_payer
 from .accounts import remove_secondary_admin as remove_secondary_admin
 from .accounts import transfer_primary_admin as transfer_primary_admin
-from .buying import accept_quote as accept_quote
 from .buying import get_order as get_order
 from .buying import get_quote as get_quote
-from .buying import issue_quote as issue_quote
 from .buying import list_orders as list_orders
 from .buying import place_order as place_order
 from .lifecycle import record_activation as record_activation
 from .lifecycle import record_reactivation as record_reactivation
 from .lifecycle import record_renewal as record_renewal
 from .lifecycle import record_stage_change as record_stage_change
+from .quotes import accept_quote as accept_quote
+from .quotes import issue_quote as issue_quote
 from .subscriptions import add_seats as add_seats
 from .subscriptions import change_term as change_term
 from .subscriptions import convert_trial as convert_trial

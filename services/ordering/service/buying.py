@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
 
 from shared.auth import Principal
 from shared.contracts import (
@@ -20,6 +19,7 @@ from .. import domain, schemas
 from ..repository import (
     Account,
     Order,
+    OrderKind,
     Quote,
     Subscription,
 )
@@ -38,7 +38,7 @@ async def record_order(
     subscription: Subscription,
     *,
     placed_by: uuid.UUID,
-    kind: Literal["purchase", "trial", "conversion", "seats"],
+    kind: OrderKind,
     placed_at: datetime,
     seats: int | None = None,
     term: Term | None = None,
@@ -170,10 +170,11 @@ async def list_orders(uow: UnitOfWork, actor: Principal, account_id: uuid.UUID) 
     return schemas.Orders(items=[schemas.Order.model_validate(o) for o in orders])
 
 
-async def issue_quote(
+async def issue_new_subscription_quote(
     uow: UnitOfWork, actor: Principal, account_id: uuid.UUID, command: schemas.IssueQuote
 ) -> schemas.Quote:
-    """R16: a partner quotes for an account, priced from the list in the account's currency."""
+    """R16: a partner quotes a new subscription for an account, priced from the list in the
+    account's currency (a renewal quote is ``quotes.issue_renewal_quote``'s)."""
     domain.check_partner(actor.kind)
     domain.check_offering(command.offering, command.term)
     account = await uow.repo.account(account_id)
@@ -224,10 +225,11 @@ async def get_quote(uow: UnitOfWork, actor: Principal, quote_id: uuid.UUID) -> s
     return schemas.Quote.model_validate(quote)
 
 
-async def accept_quote(
+async def accept_new_subscription_quote(
     uow: UnitOfWork, actor: Principal, quote_id: uuid.UUID, command: schemas.AcceptQuote
 ) -> schemas.Order:
-    """R16: the buyer accepts and pays the vendor directly; R14 allows invoice; R15 applies."""
+    """R16: the buyer accepts a quote for a new subscription and pays the vendor directly; R14
+    allows invoice; R15 applies."""
     quote = await uow.repo.quote(quote_id)
     account = await uow.repo.account(quote.account_id, lock=True) if quote else None
     locked = await uow.repo.quote(quote_id, lock=True)

@@ -55,6 +55,7 @@ async def record_renewal(
         purchase_kind="renewal",
         pending_term=None,
         pending_offering=None,
+        renewal_charge_failed=False,
     )
 
 
@@ -63,9 +64,12 @@ async def record_stage_change(
 ) -> bool:
     """R34: a lapse on an unpaid invoice that ends in Cancelled makes the account prepay."""
     lapsed_unpaid = domain.lapsed_unpaid(event.to_stage, event.reason)
+    charge_failed = domain.renewal_charge_failed(event.to_stage, event.reason)
     changes: dict[str, Any] = {"stage": event.to_stage}
     if lapsed_unpaid is not None:
         changes["lapsed_unpaid"] = lapsed_unpaid
+    if charge_failed is not None:
+        changes["renewal_charge_failed"] = charge_failed
     known = await uow.repo.update_subscription(subscription_id, **changes)
     if event.to_stage == "cancelled":
         await uow.repo.require_prepayment(subscription_id)
@@ -76,5 +80,9 @@ async def record_reactivation(
     uow: UnitOfWork, subscription_id: uuid.UUID, event: SubscriptionReactivated
 ) -> bool:
     return await uow.repo.update_subscription(
-        subscription_id, stage="active", expires_at=event.expires_at, renews_at=event.renews_at
+        subscription_id,
+        stage="active",
+        expires_at=event.expires_at,
+        renews_at=event.renews_at,
+        renewal_charge_failed=False,
     )
