@@ -241,6 +241,18 @@ class RefundApproved(Contract):
     approved_at: AwareDatetime
 
 
+@event("ordering")
+class RenewalPaymentMethodChanged(Contract):
+    """R14 (R2): the buyer chose how the subscription renews (ordering judged it, once).
+    ``payment_method_id``: the saved card or PayPal method (invoicing's wallet) it is charged
+    with; None for ``invoice``. Invoicing charges with it (an open failed charge at once),
+    lifecycle remembers the kind for ``RenewalDue``."""
+
+    payment_method: PaymentMethod
+    payment_method_id: uuid.UUID | None = None
+    changed_at: AwareDatetime
+
+
 # --- invoicing ------------------------------------------------------------------------------
 
 
@@ -327,6 +339,26 @@ class RefundProcessed(Contract):
     currency: str
     method: PaymentMethod
     expected_settlement_date: date
+
+
+@event("invoicing")
+class PaymentMethodAdded(Contract):
+    """R2: a card or PayPal method saved by the buyer (the gateway's token stays in invoicing;
+    the label is what the gateway shows: brand and last four, or the PayPal e-mail)."""
+
+    payment_method_id: uuid.UUID
+    kind: Literal["card", "paypal"]
+    label: str
+    is_default: bool
+    added_at: AwareDatetime
+
+
+@event("invoicing")
+class PaymentMethodRemoved(Contract):
+    """R2: a saved method removed by the buyer; nothing renews with it any more."""
+
+    payment_method_id: uuid.UUID
+    removed_at: AwareDatetime
 
 
 # --- lifecycle ------------------------------------------------------------------------------

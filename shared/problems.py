@@ -228,6 +228,7 @@ _EXAMPLES: dict[int, tuple[str, str, str]] = {
         "Every write takes an Idempotency-Key header (for example a UUID).",
     ),
     401: ("unauthorized", "Authentication required", "Send 'Authorization: Bearer <token>'."),
+    402: ("payment-declined", "The payment was declined", "card_declined: nothing was paid."),
     403: ("buyer-only", "Your role does not allow this", "Only the buyer may do this (R8)."),
     404: ("not-found", "Not found", "No account with that id is visible to you."),
     409: ("conflict", "Not possible in the current state", "The subscription is Cancelled."),
@@ -247,6 +248,7 @@ _EXAMPLES: dict[int, tuple[str, str, str]] = {
 _DESCRIPTIONS = {
     400: "A required header is missing or malformed",
     401: "No valid bearer token",
+    402: "The payment was declined; nothing was paid",
     403: "Your role does not allow this",
     404: "Not found, or not visible to you",
     409: "Not possible in the current state",

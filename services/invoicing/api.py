@@ -1,8 +1,10 @@
 """Invoicing's HTTP door: authenticate, call the service, answer its model.
 
 Buyers and payers read their account's invoices and credit notes (R8: admins who are not the
-buyer get 403, strangers 404) and give an invoice a PO number, notes and a PO document until it
-is paid (R22). Operators record bank-transfer payments and feed exchange rates (R19).
+buyer get 403, strangers 404), give an invoice a PO number, notes and a PO document until it
+is paid (R22), and pay an open invoice now. The buyer keeps the account's saved card and PayPal
+methods and the default (R2, the payment center). Operators record bank-transfer payments and
+feed exchange rates (R19).
 Every write takes an ``Idempotency-Key``.
 """
 
@@ -30,7 +32,9 @@ from . import domain, exchange_rates, pdf, service
 from .billing import UnitOfWork
 from .commands import BankTransfer
 from .domain import PurchaseOrder
+from .gateway import GatewayUnavailable
 from .models import MarketRate
+from .payments import NewMethod, PayWith
 from .repository import PostgresRepository
 from .schemas import (
     AppliedRateOut,
@@ -39,12 +43,18 @@ from .schemas import (
     CreditNoteDetail,
     CreditNotes,
     CreditNoteSummary,
+    DefaultPaymentMethod,
     ExchangeRates,
     InvoiceDetail,
+    InvoicePayment,
+    InvoicePaymentRecorded,
     Invoices,
     InvoiceSummary,
     MarketRates,
     MarketRatesRecorded,
+    NewPaymentMethod,
+    PaymentMethodOut,
+    PaymentMethods,
     PurchaseOrderChange,
     RatesRecomputed,
     Recompute,
@@ -259,6 +269,134 @@ async def set_renewal_purchase_order(
 
     body = change.model_dump(mode="json")
     return await once(request, who, idempotency_key, body, 200, write)
+
+
+@router.post(
+    "/invoices/{invoice_id}/payments",
+    status_code=201,
+    response_model=InvoicePaymentRecorded,
+    responses=problem_responses(402, 503, *WRITE),
+    summary="Pay an open invoice now with a saved method or a one-off token",
+)
+async def pay_invoice(
+    invoice_id: uuid.UUID,
+    payment: InvoicePayment,
+    request: Request,
+    who: Caller,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """The seed's "klikk på Betal": the buyer pays with a saved method or a one-off token, a
+    payer with a one-off token. Declined: 402 ``payment-declined``, nothing paid; paid: 409."""
+    async with reading(request) as uow:  # who may pay is answered before the key
+        await service.invoice_for(uow, who, invoice_id, domain.INVOICE_PAYERS)
+    pay = PayWith(
+        request_ref=f"{who.subject}:{idempotency_key or uuid.uuid4()}",
+        payment_method_id=payment.payment_method_id,
+        kind=payment.type,
+        token=payment.payment_token,
+    )
+
+    async def write(uow: UnitOfWork) -> InvoicePaymentRecorded:
+        try:
+            paid = await service.pay_invoice(uow, who, invoice_id, pay)
+        except GatewayUnavailable:
+            raise Problem(
+                503, "gateway-unavailable", "Payment gateway unavailable", "Nothing was paid."
+            ) from None
+        return InvoicePaymentRecorded.of(paid)
+
+    body = payment.model_dump(mode="json")
+    return await once(request, who, idempotency_key, body, 201, write)
+
+
+# --- the payment center: saved methods (R2) ------------------------------------------------------
+
+
+@router.post(
+    "/accounts/{account_id}/payment-methods",
+    status_code=201,
+    response_model=PaymentMethodOut,
+    responses=problem_responses(*WRITE),
+    summary="Save a card or PayPal method (a gateway token) for the account",
+)
+async def add_payment_method(
+    account_id: uuid.UUID,
+    new: NewPaymentMethod,
+    request: Request,
+    who: Caller,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """R2: the buyer's. The first method, or one ``make_default``, is the default; a failed
+    charge of a subscription that renews with the default is charged with it at once."""
+    async with reading(request) as uow:
+        await service.list_payment_methods(uow, who, account_id)
+    method = NewMethod(new.type, new.payment_token, new.make_default)
+
+    async def write(uow: UnitOfWork) -> PaymentMethodOut:
+        return PaymentMethodOut.of(await service.add_payment_method(uow, who, account_id, method))
+
+    body = new.model_dump(mode="json")
+    return await once(request, who, idempotency_key, body, 201, write)
+
+
+@router.get(
+    "/accounts/{account_id}/payment-methods",
+    response_model=PaymentMethods,
+    responses=problem_responses(*READ),
+    summary="List the account's saved payment methods",
+)
+async def list_payment_methods(
+    account_id: uuid.UUID, request: Request, who: Caller
+) -> PaymentMethods:
+    async with reading(request) as uow:
+        methods = await service.list_payment_methods(uow, who, account_id)
+    return PaymentMethods(items=[PaymentMethodOut.of(m) for m in methods])
+
+
+@router.put(
+    "/accounts/{account_id}/default-payment-method",
+    response_model=PaymentMethodOut,
+    responses=problem_responses(*WRITE),
+    summary="Make a saved payment method the account's default",
+)
+async def set_default_payment_method(
+    account_id: uuid.UUID,
+    default: DefaultPaymentMethod,
+    request: Request,
+    who: Caller,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    async with reading(request) as uow:
+        await service.list_payment_methods(uow, who, account_id)
+    method_id = default.payment_method_id
+
+    async def write(uow: UnitOfWork) -> PaymentMethodOut:
+        chosen = await service.set_default_payment_method(uow, who, account_id, method_id)
+        return PaymentMethodOut.of(chosen)
+
+    body = default.model_dump(mode="json")
+    return await once(request, who, idempotency_key, body, 200, write)
+
+
+@router.delete(
+    "/payment-methods/{payment_method_id}",
+    response_model=PaymentMethodOut,
+    responses=problem_responses(*WRITE),
+    summary="Remove a saved payment method no subscription renews with",
+)
+async def remove_payment_method(
+    payment_method_id: uuid.UUID,
+    request: Request,
+    who: Caller,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """[ours] refused (409 ``payment-method-in-use``) while a live subscription renews with it."""
+
+    async def write(uow: UnitOfWork) -> PaymentMethodOut:
+        removed = await service.remove_payment_method(uow, who, payment_method_id)
+        return PaymentMethodOut.of(removed)
+
+    return await once(request, who, idempotency_key, {}, 200, write)
 
 
 # --- credit notes --------------------------------------------------------------------------------

@@ -357,6 +357,27 @@ async def draft_term(
     )
 
 
+async def charged_with(
+    uow: UnitOfWork, sub: Subscription, method: PaymentMethod
+) -> tuple[PaymentMethod, str | None]:
+    """How a subscription's card/PayPal charge is made (issue 11, [ours]): with the saved
+    method chosen for it (``RenewalPaymentMethodChanged``), else the account's default saved
+    method, else the token it was bought with. Pay-by-invoice is not charged."""
+    if not domain.charged_at_issue(method):
+        return method, None
+    chosen = (
+        await uow.repo.get_payment_method(sub.payment_method_id)
+        if sub.payment_method_id is not None
+        else None
+    )
+    if chosen is None or chosen.removed_at is not None:
+        saved = await uow.repo.payment_methods(sub.account_id)
+        chosen = next((m for m in saved if m.is_default), None)
+    if chosen is None:
+        return method, sub.payment_token
+    return chosen.kind, chosen.token
+
+
 def billed_from(sub: Subscription, **changes: Any) -> Billed:
     billed = Billed(
         account_id=sub.account_id,

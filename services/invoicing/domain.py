@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.contracts import InvoiceLine, PaymentMethod, PricedLine, Term
-from shared.errors import Conflict, Forbidden, Invalid
+from shared.errors import Conflict, DomainError, Forbidden, Invalid
 from shared.time.calendar import add_months, local_date, local_midnight
 
 PRICE_BOOK_FILE = Path(__file__).parent / "price_book.json"
@@ -488,3 +488,66 @@ RENEWAL_EDITORS = frozenset({"buyer"})  # R8: renewal data is the buyer's; payer
 def require_operator(kind: str) -> None:
     if kind != "operator":
         raise Forbidden("operator-required", "Operators only", "Use an operator token.")
+
+
+# --- saved payment methods and paying an invoice (R2, R8, issue 11) ------------------------------
+
+PAYMENT_METHOD_OWNERS = frozenset({"buyer"})  # R2: payment methods are the buyer's
+INVOICE_PAYERS = frozenset({"buyer", "payer"})  # the seed's "klikk på Betal": who settles it
+
+
+class PaymentDeclined(DomainError):
+    """The gateway declined a payment the caller asked for now (402): nothing was paid."""
+
+    status = 402
+
+
+def declined(reason: str) -> PaymentDeclined:
+    return PaymentDeclined(
+        "payment-declined",
+        "The payment was declined",
+        f"The gateway declined the charge ({reason}); nothing was paid. Try another method.",
+        reason=reason,
+    )
+
+
+def renews_with(chosen_id: object | None, method_id: object, method_is_default: bool) -> bool:
+    """[ours] a subscription renews with the saved method chosen for it, or, when none was
+    chosen, with the account's default (and with its order's token when there is neither)."""
+    return chosen_id == method_id or (chosen_id is None and method_is_default)
+
+
+def require_removable(label: str, renewing: int) -> None:
+    """[ours] a method a live subscription renews with is not removed (409): silently falling
+    back to another card would charge what the buyer did not choose. Choose another method for
+    the subscription, or make another one the default, first."""
+    if renewing:
+        raise Conflict(
+            "payment-method-in-use",
+            "The payment method is in use",
+            f"{renewing} subscription(s) renew with {label}: choose another method for them, or"
+            " make another method the default, first.",
+            rule="R2",
+            subscriptions=renewing,
+        )
+
+
+def require_payable(status: str, invoice_number: str) -> None:
+    if status == "paid":
+        raise Conflict("invoice-already-paid", "Invoice already paid", f"{invoice_number} is paid.")
+    if status != "issued":
+        raise Conflict(
+            "invoice-not-payable", "Invoice not payable", f"{invoice_number} is {status}."
+        )
+
+
+def require_saved_method_allowed(roles: set[str]) -> None:
+    """[ours] a payer pays with a one-off token: the saved methods are the buyer's (R2)."""
+    if "buyer" in roles:
+        return
+    raise Forbidden(
+        "saved-methods-buyer-only",
+        "Saved methods are the buyer's",
+        "Pay with a one-off card or PayPal token: saved payment methods are the buyer's (R2).",
+        rule="R2",
+    )

@@ -11,6 +11,11 @@ The sandboxes are driven by documented test tokens, so tests and demos choose th
 ``tok_network_down``       every call fails with a network error
 =========================  ==========================================================
 
+Saving a method (``describe``) asks the gateway what a token stands for: the sandbox knows the
+tokens above (a card as a test card's brand and last four, a PayPal token as the sandbox
+buyer's e-mail) and refuses any other (``InvalidToken``), so nothing but a gateway token is
+ever stored, and never a card number.
+
 A charge carries an idempotency key (the invoice id and the attempt number): charging the same
 key twice returns the first result, as real gateways do, so a redelivered event never charges
 twice even if our transaction rolled back after the gateway answered.
@@ -44,6 +49,28 @@ class GatewayUnavailable(Exception):
     """A transient failure (network, timeout): the same call may be tried again."""
 
 
+class InvalidToken(Exception):
+    """The gateway does not know the token (a typo, a card number, another gateway's token)."""
+
+
+@dataclass(frozen=True)
+class TokenDescription:
+    """What the gateway shows of a saved method: never the number, only a label."""
+
+    label: str  # "Visa **** 4242" / "PayPal sandbox-buyer@example.com"
+
+
+# The sandbox's test cards, as the documented tokens stand for them (brand, last four).
+SANDBOX_CARDS = {
+    "tok_success": ("Visa", "4242"),
+    "tok_decline": ("Visa", "0002"),
+    "tok_insufficient_funds": ("Visa", "9995"),
+    "tok_network_error": ("Mastercard", "4444"),
+    "tok_network_down": ("Mastercard", "5100"),
+}
+SANDBOX_PAYPAL_EMAIL = "sandbox-buyer@example.com"
+
+
 class PaymentGateway(Protocol):
     async def charge(
         self, *, amount: Decimal, currency: str, token: str, idempotency_key: str
@@ -52,6 +79,10 @@ class PaymentGateway(Protocol):
     async def refund(
         self, *, amount: Decimal, currency: str, charge_reference: str, idempotency_key: str
     ) -> ChargeResult: ...
+
+    async def describe(self, *, token: str) -> TokenDescription:
+        """What ``token`` stands for; ``InvalidToken`` when the gateway does not know it."""
+        ...
 
 
 @dataclass
@@ -103,6 +134,14 @@ class SandboxGateway:
         self.refunds.append((idempotency_key, amount, currency))
         return result
 
+    async def describe(self, *, token: str) -> TokenDescription:
+        if token not in SANDBOX_CARDS:
+            raise InvalidToken(f"{self.name} sandbox: unknown token")
+        if self.name == "paypal":
+            return TokenDescription(f"PayPal {SANDBOX_PAYPAL_EMAIL}")
+        brand, last_four = SANDBOX_CARDS[token]
+        return TokenDescription(f"{brand} **** {last_four}")
+
 
 class RetryingGateway:
     """Retries transient errors a few times with a short backoff (the key keeps it safe)."""
@@ -143,6 +182,9 @@ class RetryingGateway:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
+    async def describe(self, *, token: str) -> TokenDescription:
+        return await self.inner.describe(token=token)
+
 
 GATEWAY_CALLS = Counter(
     "platform_gateway_calls_total",
@@ -181,6 +223,9 @@ class CountedGateway:
                 idempotency_key=idempotency_key,
             ),
         )
+
+    async def describe(self, *, token: str) -> TokenDescription:
+        return await self.inner.describe(token=token)
 
     async def _counted(self, operation: str, call: Awaitable[ChargeResult]) -> ChargeResult:
         with tracing.span(

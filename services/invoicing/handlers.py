@@ -13,6 +13,7 @@ from shared.contracts import (
     OrderPlaced,
     RefundApproved,
     RenewalDue,
+    RenewalPaymentMethodChanged,
     RenewalRequested,
     RolesChanged,
     SeatsAdded,
@@ -73,6 +74,12 @@ async def invoice_renewal(ctx: HandlerContext, due: RenewalDue) -> None:
 @consumer.on(RenewalRequested)
 async def remember_requested_renewal(ctx: HandlerContext, request: RenewalRequested) -> None:
     await service.remember_requested_renewal(unit_of_work(ctx), cause_of(ctx), request)
+
+
+@consumer.on(RenewalPaymentMethodChanged)
+async def renewal_method_changed(ctx: HandlerContext, changed: RenewalPaymentMethodChanged) -> None:
+    """Ordering judged it (R14); a failed charge still open is charged with it at once."""
+    await service.renewal_method_changed(unit_of_work(ctx), cause_of(ctx), changed)
 
 
 @consumer.on(SeatsAdded)

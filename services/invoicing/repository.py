@@ -26,6 +26,7 @@ from .models import (
     Payment,
     PurchaseOrder,
     Repository,
+    SavedMethod,
     StoredLine,
     Subscription,
     Timer,
@@ -62,7 +63,10 @@ SUBSCRIPTION_UPDATABLE = {
     "payment_method",
     "payment_token",
     "trial",
+    "payment_method_id",
+    "cancelled",
 }
+SAVED_METHOD_COLUMNS = _columns(SavedMethod)
 
 
 class PostgresRepository:
@@ -358,6 +362,78 @@ class PostgresRepository:
             subscription_id,
         )
         return [uuid.UUID(str(r["id"])) for r in records]
+
+    async def open_gateway_invoices(self, subscription_id: uuid.UUID) -> list[uuid.UUID]:
+        """Unpaid card/PayPal invoices of a subscription (charged at issue: their charge failed),
+        oldest first."""
+        records = await self.conn.fetch(
+            """SELECT id FROM invoices
+               WHERE subscription_id = $1 AND status = 'issued'
+                 AND payment_method IN ('card', 'paypal')
+               ORDER BY issued_at, invoice_number""",
+            subscription_id,
+        )
+        return [uuid.UUID(str(r["id"])) for r in records]
+
+    # --- saved payment methods (R2) ------------------------------------------------------------
+
+    async def insert_payment_method(self, method: SavedMethod) -> None:
+        m = method
+        await self.conn.execute(
+            """INSERT INTO payment_methods (id, account_id, kind, token, label, is_default,
+                   added_at) VALUES ($1, $2, $3, $4, $5, false, $6)""",
+            m.id,
+            m.account_id,
+            m.kind,
+            m.token,
+            m.label,
+            m.added_at,
+        )
+        if m.is_default:
+            await self.set_default_payment_method(m.account_id, m.id)
+
+    async def payment_methods(self, account_id: uuid.UUID) -> list[SavedMethod]:
+        records = await self.conn.fetch(
+            f"""SELECT {SAVED_METHOD_COLUMNS} FROM payment_methods
+                WHERE account_id = $1 AND removed_at IS NULL ORDER BY added_at, id""",  # noqa: S608
+            account_id,
+        )
+        return _all(SavedMethod, records)
+
+    async def get_payment_method(self, method_id: uuid.UUID) -> SavedMethod | None:
+        record = await self.conn.fetchrow(
+            f"SELECT {SAVED_METHOD_COLUMNS} FROM payment_methods WHERE id = $1",  # noqa: S608
+            method_id,
+        )
+        return _typed(SavedMethod, record)
+
+    async def set_default_payment_method(self, account_id: uuid.UUID, method_id: uuid.UUID) -> None:
+        """One default per account (a unique index): the old one is cleared first."""
+        await self.conn.execute(
+            """UPDATE payment_methods SET is_default = false
+               WHERE account_id = $1 AND is_default AND id <> $2""",
+            account_id,
+            method_id,
+        )
+        await self.conn.execute(
+            "UPDATE payment_methods SET is_default = true WHERE id = $1", method_id
+        )
+
+    async def remove_payment_method(self, method_id: uuid.UUID, at: datetime) -> None:
+        await self.conn.execute(
+            "UPDATE payment_methods SET removed_at = $2, is_default = false WHERE id = $1",
+            method_id,
+            at,
+        )
+
+    async def live_gateway_subscriptions(self, account_id: uuid.UUID) -> list[Subscription]:
+        records = await self.conn.fetch(
+            f"""SELECT {_columns(Subscription)} FROM subscriptions
+                WHERE account_id = $1 AND NOT cancelled AND NOT trial
+                  AND payment_method IN ('card', 'paypal')""",  # noqa: S608
+            account_id,
+        )
+        return _all(Subscription, records)
 
     # --- charges and payments ------------------------------------------------------------------
 

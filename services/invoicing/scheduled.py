@@ -12,6 +12,7 @@ from . import domain, exchange_rates
 from .billing import (
     UnitOfWork,
     charge_invoice,
+    charged_with,
     draft_term,
     issue_invoice,
     rate_in_force,
@@ -50,7 +51,9 @@ async def issue_installment(uow: UnitOfWork, due: InstallmentDue, due_at: dateti
     sub = (
         await uow.repo.get_subscription(billed.subscription_id) if billed.subscription_id else None
     )
-    billed = dataclasses.replace(billed, payment_token=sub.payment_token if sub else None)
+    if sub is not None:
+        method, token = await charged_with(uow, sub, billed.payment_method)
+        billed = dataclasses.replace(billed, payment_method=method, payment_token=token)
     when = BillingTime(due_at, due_at)
     rate = (
         due.rate

@@ -6,16 +6,18 @@ datetimes (ISO 8601 with their offset, ``+00:00``) as strings.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import date
 from decimal import Decimal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from shared.schemas import Instant, MultilineText, Text
 
 from . import domain
-from .models import AppliedRateRecord, CreditNote, Invoice, Payment, StoredLine
+from .models import AppliedRateRecord, CreditNote, Invoice, Payment, SavedMethod, StoredLine
 
 # --- requests ------------------------------------------------------------------------------------
 
@@ -42,6 +44,50 @@ class BankPayment(Body):
     amount: Decimal = Field(gt=0)
     reference: Text = Field(min_length=1, max_length=200)
     paid_at: AwareDatetime | None = None
+
+
+def _not_a_card_number(value: str) -> str:
+    """A gateway token only: a card number (12-19 digits) is refused and never stored."""
+    if re.fullmatch(r"\d{12,19}", value):
+        raise ValueError("looks like a card number: send the gateway's token, never the number")
+    return value
+
+
+GatewayToken = Annotated[
+    str,
+    Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_\-]+$"),
+    AfterValidator(_not_a_card_number),
+]
+GatewayMethod = Literal["card", "paypal"]
+
+
+class NewPaymentMethod(Body):
+    """R2: a card or PayPal method, as the gateway's token (the gateway's form tokenises)."""
+
+    type: GatewayMethod
+    payment_token: GatewayToken
+    make_default: bool = False
+
+
+class DefaultPaymentMethod(Body):
+    payment_method_id: uuid.UUID
+
+
+class InvoicePayment(Body):
+    """Pay an open invoice now: a saved method (the buyer's) or a one-off gateway token."""
+
+    payment_method_id: uuid.UUID | None = None
+    type: GatewayMethod | None = None
+    payment_token: GatewayToken | None = None
+
+    @model_validator(mode="after")
+    def one_way_to_pay(self) -> InvoicePayment:
+        one_off = self.type is not None or self.payment_token is not None
+        if (self.payment_method_id is None) == (not one_off):
+            raise ValueError("give payment_method_id, or type and payment_token (not both)")
+        if one_off and (self.type is None or self.payment_token is None):
+            raise ValueError("a one-off payment needs both type and payment_token")
+        return self
 
 
 class MarketRateIn(Body):
@@ -286,3 +332,49 @@ class ExchangeRates(BaseModel):
     base_currency: str
     initial_rates: dict[str, str]
     history: list[AppliedRateOut]
+
+
+class PaymentMethodOut(BaseModel):
+    """A saved method as the buyer sees it: its label, never the token."""
+
+    id: uuid.UUID
+    account_id: uuid.UUID
+    type: str
+    label: str
+    is_default: bool
+    added_at: Instant
+
+    @classmethod
+    def of(cls, m: SavedMethod) -> PaymentMethodOut:
+        return cls(
+            id=m.id,
+            account_id=m.account_id,
+            type=m.kind,
+            label=m.label,
+            is_default=m.is_default,
+            added_at=m.added_at,
+        )
+
+
+class PaymentMethods(BaseModel):
+    items: list[PaymentMethodOut]
+
+
+class InvoicePaymentRecorded(BaseModel):
+    payment_id: uuid.UUID
+    invoice_id: uuid.UUID
+    amount: str
+    currency: str
+    method: str
+    paid_at: Instant
+
+    @classmethod
+    def of(cls, payment: Payment) -> InvoicePaymentRecorded:
+        return cls(
+            payment_id=payment.id,
+            invoice_id=payment.invoice_id,
+            amount=str(payment.amount),
+            currency=payment.currency,
+            method=payment.method,
+            paid_at=payment.paid_at,
+        )

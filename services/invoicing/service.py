@@ -43,6 +43,7 @@ from .billing import (
     billed_from,
     business_time,
     charge_invoice,
+    charged_with,
     emit,
     issue_invoice,
     money,
@@ -62,6 +63,14 @@ from .models import (
     Payment,
     StoredLine,
 )
+
+# The payment center's use cases live in payments.py (issue 11).
+from .payments import add_payment_method as add_payment_method
+from .payments import list_payment_methods as list_payment_methods
+from .payments import pay_invoice as pay_invoice
+from .payments import remove_payment_method as remove_payment_method
+from .payments import renewal_method_changed as renewal_method_changed
+from .payments import set_default_payment_method as set_default_payment_method
 from .pdf import PrintedDocument
 
 # The timer use cases live in scheduled.py; one service API for the doors and the handlers.
@@ -157,6 +166,8 @@ async def invoice_renewal(uow: UnitOfWork, cause: Cause, due: RenewalDue) -> Non
         "payment_method": due.payment_method,
     }
     await uow.repo.update_subscription(sub.id, **changes)
+    method, token = await charged_with(uow, sub, due.payment_method)
+    changes.update(payment_method=method, payment_token=token)
     po = PurchaseOrder(
         po_number=sub.renewal_po_number,
         notes=sub.renewal_notes,
@@ -281,6 +292,8 @@ async def stop_charging_cancelled(
     if lapsed_unpaid:
         await uow.repo.require_prepayment(cause.account_id)
     if cause.subscription_id is not None:
+        if await uow.repo.get_subscription(cause.subscription_id) is not None:
+            await uow.repo.update_subscription(cause.subscription_id, cancelled=True)
         await uow.repo.cancel_subscription_timers(RETRY_TIMER, cause.subscription_id)
         await uow.repo.cancel_subscription_timers(INSTALLMENT_TIMER, cause.subscription_id)
 

@@ -20,6 +20,7 @@ from shared.contracts import (
     PaymentFailed,
     ProductSwitchScheduled,
     RefundApproved,
+    RenewalPaymentMethodChanged,
     RenewalRequested,
     RolesChanged,
     SeatsAdded,
@@ -94,6 +95,15 @@ async def add_seats(ctx: HandlerContext, added: SeatsAdded) -> None:
 @consumer.on(RenewalRequested)
 async def request_renewal(ctx: HandlerContext, request: RenewalRequested) -> None:
     await service.request_renewal(unit_of_work(ctx), ctx.envelope.subscription_id, request)
+
+
+@consumer.on(RenewalPaymentMethodChanged)
+async def change_renewal_payment_method(
+    ctx: HandlerContext, changed: RenewalPaymentMethodChanged
+) -> None:
+    await service.change_renewal_payment_method(
+        unit_of_work(ctx), ctx.envelope.subscription_id, changed
+    )
 
 
 @consumer.on(InvoiceIssued)

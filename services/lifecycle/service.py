@@ -26,6 +26,7 @@ from shared.contracts import (
     ProductSwitchScheduled,
     RefundApproved,
     RenewalDue,
+    RenewalPaymentMethodChanged,
     RenewalReminderDue,
     RenewalRequested,
     RenewalWindowOpened,
@@ -239,6 +240,17 @@ async def convert_trial(
         consequences.reactivated(sub, converted.converted_at, "trial_converted", paid)
     consequences.term_timers(paid, converted.converted_at)
     await consequences.record(uow)
+
+
+async def change_renewal_payment_method(
+    uow: UnitOfWork, subscription_id: uuid.UUID | None, changed: RenewalPaymentMethodChanged
+) -> None:
+    """R14 judged by ordering, trusted here: the next RenewalDue carries the method chosen, so a
+    renewal switched to pay-by-invoice is renewed on issue (R25) and billed net 30."""
+    sub = await current(uow, subscription_id, changed.changed_at)
+    if sub is None or domain.is_final(sub.stage):
+        return
+    await uow.repo.remember_billing(sub.id, changed.payment_method, None)
 
 
 async def change_auto_renew(

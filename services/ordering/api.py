@@ -433,6 +433,23 @@ async def set_auto_renew(
 
 
 @router.put(
+    "/subscriptions/{subscription_id}/payment-method",
+    summary="Choose how the subscription renews (a saved card or PayPal, or invoice)",
+    response_model=schemas.Subscription,
+    responses=WRITES,
+)
+async def change_renewal_payment_method(
+    subscription_id: uuid.UUID, body: schemas.ChangeRenewalPaymentMethod, door: Writer
+) -> JSONResponse:
+    """R14: pay-by-invoice from 2024-09-16 only with another subscription paid by invoice
+    (else through a partner quote); a card or PayPal renewal names a saved method (R2)."""
+    await door.buyers(subscription_id, "change the payment method", "R2, R14")
+    return await door.write(
+        body, lambda uow: service.change_renewal_payment_method(uow, subscription_id, body)
+    )
+
+
+@router.put(
     "/subscriptions/{subscription_id}/term-change",
     summary="Change the term from the next renewal",
     response_model=schemas.Subscription,

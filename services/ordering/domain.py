@@ -46,6 +46,9 @@ RENEWAL_WINDOW_DAYS = 90  # R26, R29: local calendar days, as lifecycle counts t
 LATE_RENEWAL_DAYS: dict[str, int] = {"monthly": 30, "annual": 45, "three_year": 45}  # R27
 REFUND_DAYS: dict[str, int] = {"monthly": 15, "annual": 30, "three_year": 30}  # R38
 SWITCH_CUTOFF = date(2024, 9, 16)  # R29: bought or renewed *after* this date (seed: "etter")
+# R14 (seed: "Fra og med 16. september 2024"): from this local date on, a renewal may be switched
+# to pay-by-invoice by the buyer, only with another subscription already paid by invoice.
+INVOICE_SWITCH_FROM = date(2024, 9, 16)
 QUOTE_VALIDITY = timedelta(days=30)  # [ours] when the partner names no date
 QUOTE_MAX_VALIDITY = timedelta(days=90)  # [ours]
 MAX_SEATS = 10_000  # [ours] a sanity bound on one order line
@@ -180,6 +183,33 @@ def check_payment_method(
             limit_usd=str(CARD_LIMIT_USD),
             rule="R15",
         )
+
+
+def check_renewal_switch_to_invoice(
+    today: date, *, has_other_invoice_subscription: bool, prepay_only: bool
+) -> None:
+    """R14 for a renewal (the seed's "Endre til en annen betalingsmåte"): from 2024-09-16 (the
+    buyer's local date, inclusive) a renewal may be switched to pay-by-invoice only when the
+    account already has ANOTHER live subscription paid by invoice; otherwise, and before that
+    date, it is renewed through a partner quote. R34: an account that must prepay never is."""
+    check_payment_method(
+        "invoice", via_partner_quote=True, has_invoice_subscription=True, prepay_only=prepay_only
+    )
+    if today >= INVOICE_SWITCH_FROM and has_other_invoice_subscription:
+        return
+    reason = (
+        "Before 2024-09-16 a renewal is switched to pay-by-invoice"
+        if today < INVOICE_SWITCH_FROM
+        else "This account has no other subscription paid by invoice, so this renewal is paid"
+    )
+    raise Invalid(
+        "pay-by-invoice-not-allowed",
+        "Pay by invoice is not available for this renewal",
+        f"{reason} through a partner quote: ask your partner for a renewal quote and choose"
+        " pay by invoice there (R14).",
+        rule="R14",
+        renew_via="partner-quote",
+    )
 
 
 def check_order_payment(

@@ -12,6 +12,8 @@ import logging
 import uuid
 
 from shared.contracts import (
+    PaymentMethodAdded,
+    PaymentMethodRemoved,
     StageChanged,
     SubscriptionActivated,
     SubscriptionReactivated,
@@ -78,3 +80,14 @@ async def on_reactivated(ctx: HandlerContext, event: SubscriptionReactivated) ->
         _unit_of_work(ctx), subscription_id, event
     ):
         _unknown(ctx)
+
+
+@consumer.on(PaymentMethodAdded)
+async def on_payment_method_added(ctx: HandlerContext, event: PaymentMethodAdded) -> None:
+    """Issue 11: which saved method is whose, so a renewal names only the account's own."""
+    await service.record_saved_payment_method(_unit_of_work(ctx), ctx.envelope.account_id, event)
+
+
+@consumer.on(PaymentMethodRemoved)
+async def on_payment_method_removed(ctx: HandlerContext, event: PaymentMethodRemoved) -> None:
+    await service.record_removed_payment_method(_unit_of_work(ctx), event)

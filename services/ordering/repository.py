@@ -206,6 +206,16 @@ SUBSCRIPTION_CHANGES = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class SavedPaymentMethod:
+    """Issue 11: a saved card/PayPal method of invoicing's wallet, as ordering knows it."""
+
+    id: uuid.UUID
+    account_id: uuid.UUID
+    kind: PaymentMethod
+    removed: bool
+
+
 class Repository(Protocol):
     """What ordering's use cases read and write (one transaction)."""
 
@@ -225,7 +235,11 @@ class Repository(Protocol):
     async def replace_roles(self, account_id: uuid.UUID, snapshot: RolesChanged) -> None: ...
     async def next_order_number(self) -> int: ...
     async def next_quote_number(self) -> int: ...
-    async def has_invoice_subscription(self, account_id: uuid.UUID) -> bool: ...
+    async def has_invoice_subscription(
+        self, account_id: uuid.UUID, *, other_than: uuid.UUID | None = None
+    ) -> bool: ...
+    async def saved_payment_method(self, method_id: uuid.UUID) -> SavedPaymentMethod | None: ...
+    async def record_saved_payment_method(self, method: SavedPaymentMethod) -> None: ...
     async def insert_order(self, order: Order) -> None: ...
     async def order(self, order_id: uuid.UUID) -> Order | None: ...
     async def orders(self, account_id: uuid.UUID) -> list[Order]: ...
@@ -367,16 +381,38 @@ class PostgresRepository:
     async def next_quote_number(self) -> int:
         return int(await self.conn.fetchval("SELECT nextval('quote_number_seq')"))
 
-    async def has_invoice_subscription(self, account_id: uuid.UUID) -> bool:
-        """R14: a live, paid subscription of the account is paid by invoice (a trial pays
-        nothing, so it does not count)."""
+    async def has_invoice_subscription(
+        self, account_id: uuid.UUID, *, other_than: uuid.UUID | None = None
+    ) -> bool:
+        """R14: a live, paid subscription of the account (``other_than`` that one) is paid by
+        invoice (a trial pays nothing, so it does not count)."""
         return bool(
             await self.conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE account_id = $1"
                 " AND payment_method = 'invoice' AND NOT trial AND stage <> 'cancelled'"
-                " AND refunded_at IS NULL)",
+                " AND refunded_at IS NULL AND id IS DISTINCT FROM $2)",
                 account_id,
+                other_than,
             )
+        )
+
+    async def saved_payment_method(self, method_id: uuid.UUID) -> SavedPaymentMethod | None:
+        record = await self.conn.fetchrow(
+            "SELECT id, account_id, kind, removed FROM saved_payment_methods WHERE id = $1",
+            method_id,
+        )
+        return None if record is None else SavedPaymentMethod(**dict(record))
+
+    async def record_saved_payment_method(self, method: SavedPaymentMethod) -> None:
+        await self.conn.execute(
+            """INSERT INTO saved_payment_methods (id, account_id, kind, removed)
+               VALUES ($1, $2, $3, $4)
+               ON CONFLICT (id) DO UPDATE SET removed = saved_payment_methods.removed
+                   OR EXCLUDED.removed""",
+            method.id,
+            method.account_id,
+            method.kind,
+            method.removed,
         )
 
     async def insert_order(self, order: Order) -> None:

@@ -95,6 +95,16 @@ class SetAutoRenew(Strict):
     auto_renew: StrictBool
 
 
+class ChangeRenewalPaymentMethod(Strict):
+    """R14: how the subscription renews: ``invoice``, or a saved card/PayPal method (invoicing's
+    ``/v1/accounts/{id}/payment-methods``) by its id."""
+
+    payment_method: PaymentMethod
+    payment_method_id: uuid.UUID | None = Field(
+        None, description="the saved card or PayPal method; required unless invoice"
+    )
+
+
 class ChangeTerm(Strict):
     new_term: Term | None = Field(description="null withdraws a pending change (R28)")
 

@@ -25,6 +25,7 @@ from services.invoicing.models import (
     Invoice,
     MarketRate,
     Payment,
+    SavedMethod,
     StoredLine,
     Subscription,
     Timer,
@@ -80,6 +81,7 @@ class InMemoryRepository:
         self.timers: dict[tuple[str, str], Timer] = {}
         self.market: list[tuple[MarketRate, str]] = []
         self.applied: list[AppliedRateRecord] = []
+        self.methods: dict[uuid.UUID, SavedMethod] = {}
 
     async def get_account(self, account_id: uuid.UUID) -> Account | None:
         return self.accounts.get(account_id)
@@ -222,6 +224,47 @@ class InMemoryRepository:
             and i.purpose == "renewal"
             and i.status == "issued"
             and i.payment_method in ("card", "paypal")
+        ]
+
+    async def open_gateway_invoices(self, subscription_id: uuid.UUID) -> list[uuid.UUID]:
+        return [
+            i.id
+            for i in sorted(self.invoices.values(), key=lambda i: i.invoice_number)
+            if i.subscription_id == subscription_id
+            and i.status == "issued"
+            and i.payment_method in ("card", "paypal")
+        ]
+
+    async def insert_payment_method(self, method: SavedMethod) -> None:
+        self.methods[method.id] = dataclasses.replace(method, is_default=False)
+        if method.is_default:
+            await self.set_default_payment_method(method.account_id, method.id)
+
+    async def payment_methods(self, account_id: uuid.UUID) -> list[SavedMethod]:
+        return [
+            m for m in self.methods.values() if m.account_id == account_id and m.removed_at is None
+        ]
+
+    async def get_payment_method(self, method_id: uuid.UUID) -> SavedMethod | None:
+        return self.methods.get(method_id)
+
+    async def set_default_payment_method(self, account_id: uuid.UUID, method_id: uuid.UUID) -> None:
+        for m in list(self.methods.values()):
+            if m.account_id == account_id:
+                self.methods[m.id] = dataclasses.replace(m, is_default=m.id == method_id)
+
+    async def remove_payment_method(self, method_id: uuid.UUID, at: datetime) -> None:
+        m = self.methods[method_id]
+        self.methods[method_id] = dataclasses.replace(m, removed_at=at, is_default=False)
+
+    async def live_gateway_subscriptions(self, account_id: uuid.UUID) -> list[Subscription]:
+        return [
+            s
+            for s in self.subscriptions.values()
+            if s.account_id == account_id
+            and not s.cancelled
+            and not s.trial
+            and s.payment_method in ("card", "paypal")
         ]
 
     async def record_charge_attempt(self, attempt: ChargeAttempt) -> None:

@@ -23,6 +23,7 @@ from services.ordering.repository import (
     Quote,
     Refund,
     RenewalRequest,
+    SavedPaymentMethod,
     Subscription,
     User,
 )
@@ -51,6 +52,7 @@ class InMemoryRepository:
     refunds: list[Refund] = field(default_factory=list)
     clocks: dict[uuid.UUID, datetime] = field(default_factory=dict)
     followers: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
+    saved_methods: dict[uuid.UUID, SavedPaymentMethod] = field(default_factory=dict)
     sequence: int = 0
 
     async def account(self, account_id: uuid.UUID, *, lock: bool = False) -> Account | None:
@@ -111,15 +113,24 @@ class InMemoryRepository:
         self.sequence += 1
         return self.sequence
 
-    async def has_invoice_subscription(self, account_id: uuid.UUID) -> bool:
+    async def has_invoice_subscription(
+        self, account_id: uuid.UUID, *, other_than: uuid.UUID | None = None
+    ) -> bool:
         return any(
             s.account_id == account_id
+            and s.id != other_than
             and s.payment_method == "invoice"
             and not s.trial
             and s.stage != "cancelled"
             and s.refunded_at is None
             for s in self.subscriptions_by_id.values()
         )
+
+    async def saved_payment_method(self, method_id: uuid.UUID) -> SavedPaymentMethod | None:
+        return self.saved_methods.get(method_id)
+
+    async def record_saved_payment_method(self, method: SavedPaymentMethod) -> None:
+        self.saved_methods[method.id] = method
 
     async def insert_order(self, order: Order) -> None:
         self.orders_by_id[order.id] = order
@@ -699,3 +710,97 @@ async def test_r37_r27_no_renewal_quote_while_the_declined_renewal_invoice_is_op
         world.uow, sub_id, stage_changed("suspended", "suspended", "expired_period_ended")
     )
     assert world.repo.subscriptions_by_id[sub_id].renewal_charge_failed  # until active again
+
+
+# --- the renewal's payment method (R14, issue 11) ---------------------------------------------
+
+
+def switch(method: str, method_id: uuid.UUID | None = None) -> schemas.ChangeRenewalPaymentMethod:
+    return schemas.ChangeRenewalPaymentMethod.model_validate(
+        {"payment_method": method, "payment_method_id": method_id}
+    )
+
+
+def world_at(at: datetime) -> World:
+    repo, clock = InMemoryRepository(), FrozenClock(at)
+    events = RecordedEvents("ordering", clock)
+    return World(repo, events, clock, Work(repo, events, FixedTime(clock)))
+
+
+async def two_card_subscriptions(world: World) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    account_id, buyer = await opened(world)
+    first = await service.place_order(world.uow, buyer, account_id, order())
+    second = await service.place_order(world.uow, buyer, account_id, order())
+    return account_id, first.subscription_id, second.subscription_id
+
+
+@pytest.mark.parametrize(
+    ("at", "other_by_invoice", "allowed"),
+    [
+        (datetime(2024, 9, 15, 21, 59, tzinfo=UTC), True, False),  # 2024-09-15 23:59 Oslo
+        (datetime(2024, 9, 15, 22, 0, tzinfo=UTC), True, True),  # 2024-09-16 00:00 Oslo
+        (datetime(2024, 9, 15, 22, 0, tzinfo=UTC), False, False),
+        (T0, True, True),
+        (T0, False, False),
+    ],
+)
+async def test_r14_a_renewal_switches_to_invoice_from_2024_09_16_only_beside_another_invoice_sub(
+    at: datetime, other_by_invoice: bool, allowed: bool
+) -> None:
+    """R14 (seed: "Fra og med 16. september 2024 ... bare hvis du allerede har et annet
+    abonnement med betaling med faktura"): otherwise through a partner quote."""
+    world = world_at(at)
+    _, subscription_id, other_id = await two_card_subscriptions(world)
+    if other_by_invoice:  # as if the other was bought through a partner quote, paid by invoice
+        await world.repo.update_subscription(other_id, payment_method="invoice")
+    call = service.change_renewal_payment_method(world.uow, subscription_id, switch("invoice"))
+    if allowed:
+        answer = await call
+        assert answer.payment_method == "invoice"
+        [changed] = world.emitted("RenewalPaymentMethodChanged")
+        assert (changed["payment_method"], changed["payment_method_id"]) == ("invoice", None)
+        return
+    refusal = await refused(call)
+    assert (refusal.status, refusal.slug, refusal.rule) == (
+        422,
+        "pay-by-invoice-not-allowed",
+        "R14",
+    )
+    assert refusal.extensions["renew_via"] == "partner-quote"
+    assert "partner quote" in refusal.detail
+    assert not world.emitted("RenewalPaymentMethodChanged")
+    assert world.repo.subscriptions_by_id[subscription_id].payment_method == "card"
+
+
+async def test_r14_the_subscription_itself_paid_by_invoice_is_not_another(world: World) -> None:
+    account_id, subscription_id, _ = await two_card_subscriptions(world)
+    await world.repo.update_subscription(subscription_id, payment_method="invoice")
+    card = SavedPaymentMethod(uuid.uuid4(), account_id, "card", False)
+    await world.repo.record_saved_payment_method(card)
+    await service.change_renewal_payment_method(world.uow, subscription_id, switch("card", card.id))
+    back = await refused(
+        service.change_renewal_payment_method(world.uow, subscription_id, switch("invoice"))
+    )
+    assert back.slug == "pay-by-invoice-not-allowed"
+
+
+async def test_r2_a_card_renewal_names_one_of_the_accounts_own_saved_methods(world: World) -> None:
+    account_id, subscription_id, _ = await two_card_subscriptions(world)
+    foreign = SavedPaymentMethod(uuid.uuid4(), uuid.uuid4(), "card", False)
+    gone = SavedPaymentMethod(uuid.uuid4(), account_id, "card", True)
+    paypal = SavedPaymentMethod(uuid.uuid4(), account_id, "paypal", False)
+    for method in (foreign, gone, paypal):
+        await world.repo.record_saved_payment_method(method)
+    for method_id in (foreign.id, gone.id, uuid.uuid4(), None):
+        refusal = await refused(
+            service.change_renewal_payment_method(
+                world.uow, subscription_id, switch("card", method_id)
+            )
+        )
+        assert refusal.extensions["errors"][0]["field"] == "payment_method_id"
+    chosen = await service.change_renewal_payment_method(
+        world.uow, subscription_id, switch("paypal", paypal.id)
+    )
+    assert chosen.payment_method == "paypal"
+    [changed] = world.emitted("RenewalPaymentMethodChanged")
+    assert changed["payment_method_id"] == str(paypal.id)

@@ -44,10 +44,13 @@ from .lifecycle import record_stage_change as record_stage_change
 from .quotes import accept_quote as accept_quote
 from .quotes import issue_quote as issue_quote
 from .subscriptions import add_seats as add_seats
+from .subscriptions import change_renewal_payment_method as change_renewal_payment_method
 from .subscriptions import change_term as change_term
 from .subscriptions import convert_trial as convert_trial
 from .subscriptions import get_subscription as get_subscription
 from .subscriptions import list_subscriptions as list_subscriptions
+from .subscriptions import record_removed_payment_method as record_removed_payment_method
+from .subscriptions import record_saved_payment_method as record_saved_payment_method
 from .subscriptions import request_refund as request_refund
 from .subscriptions import request_renewal as request_renewal
 from .subscriptions import set_auto_renew as set_auto_renew

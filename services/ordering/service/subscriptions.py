@@ -8,19 +8,24 @@ import uuid
 from shared.auth import Principal
 from shared.contracts import (
     AutoRenewChanged,
+    PaymentMethodAdded,
+    PaymentMethodRemoved,
     ProductSwitchScheduled,
     RefundApproved,
+    RenewalPaymentMethodChanged,
     RenewalRequested,
     SeatsAdded,
     TermChangeScheduled,
     TrialConverted,
 )
-from shared.errors import not_found
+from shared.errors import invalid_field, not_found
+from shared.time.calendar import local_date
 
 from .. import domain, schemas
 from ..repository import (
     Refund,
     RenewalRequest,
+    SavedPaymentMethod,
 )
 from .access import (
     READERS,
@@ -117,6 +122,69 @@ async def set_auto_renew(
             subscription_id=subscription_id,
         )
     return schemas.Subscription.model_validate(await locked_subscription(uow, subscription_id))
+
+
+async def change_renewal_payment_method(
+    uow: UnitOfWork, subscription_id: uuid.UUID, command: schemas.ChangeRenewalPaymentMethod
+) -> schemas.Subscription:
+    """R14 (the seed's "Endre til en annen betalingsmåte"), judged here once for every way a
+    subscription is paid: pay-by-invoice from 2024-09-16 only with another subscription already
+    paid by invoice (else through a partner quote); a card or PayPal renewal names one of the
+    account's saved methods and stays within R15. Invoicing (which charges with it, an open
+    failed charge at once) and lifecycle (which bills the next renewal so) trust the event."""
+    account, subscription = await locked_with_account(uow, subscription_id)
+    domain.check_auto_renew_change(subscription.for_rules())  # Cancelled is final (R34)
+    now = await uow.time.now(account.id)
+    method_id = command.payment_method_id
+    if command.payment_method == "invoice":
+        if method_id is not None:
+            raise invalid_field("payment_method_id", "Pay-by-invoice names no saved method.")
+        if subscription.payment_method != "invoice":
+            domain.check_renewal_switch_to_invoice(
+                local_date(now, subscription.time_zone),
+                has_other_invoice_subscription=await uow.repo.has_invoice_subscription(
+                    account.id, other_than=subscription_id
+                ),
+                prepay_only=account.prepay_only,
+            )
+    else:
+        saved = await uow.repo.saved_payment_method(method_id) if method_id else None
+        if saved is None or saved.removed or saved.account_id != account.id:
+            raise invalid_field(
+                "payment_method_id", "Name one of the account's saved card or PayPal methods."
+            )
+        if saved.kind != command.payment_method:
+            raise invalid_field("payment_method", f"That saved method is {saved.kind}.")
+        domain.check_payment_method(
+            command.payment_method,
+            via_partner_quote=subscription.channel == "partner",
+            has_invoice_subscription=False,
+            usd_value=domain.price(
+                subscription.offering, subscription.term, subscription.seats, account.currency
+            ).usd_value,
+        )
+    await uow.repo.update_subscription(subscription_id, payment_method=command.payment_method)
+    changed = RenewalPaymentMethodChanged(
+        payment_method=command.payment_method, payment_method_id=method_id, changed_at=now
+    )
+    await uow.events.emit(changed, account_id=account.id, subscription_id=subscription_id)
+    return schemas.Subscription.model_validate(await locked_subscription(uow, subscription_id))
+
+
+async def record_saved_payment_method(
+    uow: UnitOfWork, account_id: uuid.UUID, added: PaymentMethodAdded
+) -> None:
+    """Invoicing's wallet, as far as R14 needs it: which saved method is whose."""
+    method = SavedPaymentMethod(added.payment_method_id, account_id, added.kind, False)
+    await uow.repo.record_saved_payment_method(method)
+
+
+async def record_removed_payment_method(uow: UnitOfWork, removed: PaymentMethodRemoved) -> None:
+    known = await uow.repo.saved_payment_method(removed.payment_method_id)
+    if known is not None:
+        await uow.repo.record_saved_payment_method(
+            SavedPaymentMethod(known.id, known.account_id, known.kind, True)
+        )
 
 
 async def change_term(
