@@ -525,3 +525,40 @@ def new_envelope(
         causation_id=causation.event_id if causation else None,
         payload=event.model_dump(mode="json"),
     )
+
+
+# --- invoicing: invoice-due reminders (R9, R11; issue 11) ----------------------------------------
+
+
+@event("invoicing")
+class InvoiceDueSoon(Contract):
+    """R9, R11, R21: an open pay-by-invoice invoice falls due in ``days_before_due`` days; the
+    buyer and its payers are told (services/invoicing/README.md says which days)."""
+
+    invoice_id: uuid.UUID
+    invoice_number: str
+    currency: str
+    gross_total: Decimal  # what is to be paid
+    due_date: date  # the last local day to pay, in the invoice's time zone
+    days_before_due: int
+    issued_at: AwareDatetime
+    purpose: InvoicePurpose = "order"
+    installment: int | None = None
+    payer_emails: list[EmailStr] = []  # R7, R11: the payers printed on the invoice
+
+
+@event("invoicing")
+class InvoiceOverdue(Contract):
+    """R9, R11, R31: an open pay-by-invoice invoice was not paid by its due date and is
+    ``days_overdue`` days late; the buyer and its payers are told."""
+
+    invoice_id: uuid.UUID
+    invoice_number: str
+    currency: str
+    gross_total: Decimal
+    due_date: date
+    days_overdue: int
+    issued_at: AwareDatetime
+    purpose: InvoicePurpose = "order"
+    installment: int | None = None
+    payer_emails: list[EmailStr] = []

@@ -3,12 +3,15 @@ R25, R30, R37, R39).
 
 Consumes: AccountOpened, RolesChanged (payers, R7), OrderPlaced (not trials, R17), TrialConverted,
 RenewalDue (R25; an accepted partner renewal quote's ``priced_lines`` billed as they are, R16,
-R27, one invoice per renewal id), RenewalRequested (R27), SeatsAdded (R30), RefundApproved (R39).
+R27, one invoice per renewal id), RenewalRequested (R27), SeatsAdded (R30), StageChanged
+(Cancelled: R34), AutoRenewChanged (R24), RefundApproved (R39).
 Publishes: InvoiceIssued, PaymentSucceeded, PaymentFailed (R37 attempt and next attempt),
-InvoicePaid (purpose, renewal id), CreditNoteIssued, RefundProcessed.
+InvoicePaid (purpose, renewal id), CreditNoteIssued, RefundProcessed, InvoiceDueSoon and
+InvoiceOverdue (R9, R11: an open pay-by-invoice invoice, 7 days before and 1 and 7 days after its
+due date; README.md says why).
 Timers: ``renewal_charge_retry`` (R37: days 1, 3, 7, 14, for every card/PayPal charge),
-``installment`` (R20: first and second anniversary), ``fx_quarter`` (R19: 1 Jan, 1 Apr, 1 Jul,
-1 Oct, 00:00 UTC).
+``installment`` (R20: first and second anniversary), ``invoice_due_reminder`` (R9, R11),
+``fx_quarter`` (R19: 1 Jan, 1 Apr, 1 Jul, 1 Oct, 00:00 UTC).
 
 HTTP (``/v1``): ``GET accounts/{id}/invoices``, ``GET invoices/{id}``, ``GET invoices/{id}.pdf``,
 ``PATCH invoices/{id}`` (R22), ``GET invoices/{id}/po-document``,

@@ -28,7 +28,7 @@ from shared.messaging import WaitForCause
 from shared.unit_of_work import Work
 
 from . import domain
-from .commands import Billed, BillingTime, Cause, InstallmentDue, RetryDue
+from .commands import Billed, BillingTime, Cause, InstallmentDue, ReminderDue, RetryDue
 from .domain import PurchaseOrder
 from .gateway import DEFAULT_TEST_TOKEN, gateway_for
 from .models import ChargeAttempt, Invoice, Payment, Repository, Subscription, Timer
@@ -38,6 +38,7 @@ UnitOfWork = Work[Repository]
 INVOICE_SERIES = "INV"
 RETRY_TIMER = "renewal_charge_retry"  # R37, for every card/PayPal charge (name kept: stored rows)
 INSTALLMENT_TIMER = "installment"  # R20
+REMINDER_TIMER = "invoice_due_reminder"  # R9, R11: before and after an invoice's due date
 INVOICE_ID_NAMESPACE = uuid.UUID("6f1d7a52-4a0e-4c59-9d0b-3c7e2f1b8a11")
 
 
@@ -164,11 +165,35 @@ async def issue_invoice(
     )
     await emit(uow, when, issued, billed.account_id, billed.subscription_id)
     if not domain.charged_at_issue(billed.payment_method):
+        await schedule_due_reminder(uow, invoice, after=invoice.issued_at)
         return invoice.id  # R21/R25: an invoice account is billed net 30
     # R15 is ordering's to judge, once, when the order is placed (services/ordering/README.md):
     # what ordering placed by card or PayPal is charged, never refused here.
     await charge_invoice(uow, when, invoice, attempt=1)
     return invoice.id
+
+
+async def schedule_due_reminder(uow: UnitOfWork, invoice: Invoice, *, after: datetime) -> None:
+    """R9, R11: the invoice's next due-date reminder after ``after`` (``domain.due_reminders``:
+    7 days before, 1 and 7 days after), one timer per invoice that moves on as each is sent; a
+    payment (``settle_invoice``), a credit note or a cancellation deletes it."""
+    if not domain.reminded_of_due_date(invoice.payment_method, invoice.status):
+        return
+    reminder = domain.next_due_reminder(invoice.due_date, invoice.time_zone, after)
+    if reminder is None:
+        return
+    account = await uow.repo.get_account(invoice.account_id)
+    due = ReminderDue(invoice.id, reminder.kind, reminder.days, invoice.subscription_id)
+    await uow.repo.schedule_timer(
+        Timer(
+            kind=REMINDER_TIMER,
+            key=str(invoice.id),
+            due_at=reminder.at,
+            account_id=invoice.account_id,
+            clock_id=account.test_clock_id if account else None,
+            payload=due.payload(),
+        )
+    )
 
 
 async def charge_invoice(
@@ -285,6 +310,7 @@ async def settle_invoice(
     # Not waiting: a retry being fired holds its timer row and waits for this invoice's lock;
     # it re-checks the invoice under that lock, finds it paid and charges nothing.
     await uow.repo.cancel_timer(RETRY_TIMER, str(invoice.id), wait=False)
+    await uow.repo.cancel_timer(REMINDER_TIMER, str(invoice.id), wait=False)  # R9, R11: paid
     return payment
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from shared.contracts import Channel, PaymentMethod, Term
 
+from .domain import ReminderKind
+
 
 @dataclass(frozen=True)
 class Cause:
@@ -73,6 +75,38 @@ class RetryDue:
             attempt=int(p["attempt"]),
             first_failed_at=datetime.fromisoformat(p["first_failed_at"]),
             subscription_id=uuid.UUID(subscription) if subscription not in (None, "None") else None,
+        )
+
+
+@dataclass(frozen=True)
+class ReminderDue:
+    """R9, R11: the next due-date reminder of an open pay-by-invoice invoice (a durable timer's
+    payload; the subscription id lets a cancellation delete it, R34)."""
+
+    invoice_id: uuid.UUID
+    kind: ReminderKind
+    days: int
+    subscription_id: uuid.UUID | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "invoice_id": str(self.invoice_id),
+            "reminder": self.kind,
+            "days": self.days,
+            "subscription_id": str(self.subscription_id) if self.subscription_id else None,
+        }
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> ReminderDue:
+        kind = p["reminder"]
+        if kind not in ("due_soon", "overdue"):
+            raise ValueError(f"unknown reminder {kind!r}")
+        subscription = p.get("subscription_id")
+        return cls(
+            invoice_id=uuid.UUID(p["invoice_id"]),
+            kind=kind,
+            days=int(p["days"]),
+            subscription_id=uuid.UUID(subscription) if subscription else None,
         )
 
 

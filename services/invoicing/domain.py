@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from shared.contracts import InvoiceLine, PaymentMethod, PricedLine, Term
 from shared.errors import Conflict, DomainError, Forbidden, Invalid
-from shared.time.calendar import add_months, local_date, local_midnight
+from shared.time.calendar import add_months, local_date, local_midnight, local_time_on
 
 PRICE_BOOK_FILE = Path(__file__).parent / "price_book.json"
 VAT_RATES_FILE = Path(__file__).parent / "vat_rates.json"
@@ -293,6 +293,53 @@ def due_date(
     if method == "invoice" and not prepay_only:
         return issue_day + timedelta(days=PAY_BY_INVOICE_NET_DAYS)
     return issue_day
+
+
+# --- R9, R11, R21: invoice-due reminders [ours, issue 11; services/invoicing/README.md] ---------
+
+DUE_SOON_DAYS_BEFORE = 7  # a week's notice: time to route the invoice through a payables run
+OVERDUE_DAYS_AFTER = (1, 7)  # the first day after the due date (R31 starts then), a week later
+REMINDER_LOCAL_TIME = time(9, 0)  # office hours in the invoice's time zone, not midnight
+
+ReminderKind = Literal["due_soon", "overdue"]
+
+
+@dataclass(frozen=True)
+class DueReminder:
+    """One reminder of an open invoice: ``days`` before (due_soon) or after (overdue) its due
+    date, sent ``at`` (an instant)."""
+
+    kind: ReminderKind
+    days: int
+    at: datetime
+
+
+def reminded_of_due_date(method: PaymentMethod, status: str) -> bool:
+    """Only an open pay-by-invoice invoice is reminded (R21): card and PayPal are charged at
+    issue and a failed charge has its own mails and R37 retries; a paid or credited (cancelled
+    by a credit note, R39) invoice is not."""
+    return method == "invoice" and status == "issued"
+
+
+def due_reminders(due: date, time_zone: str) -> list[DueReminder]:
+    """The reminders of an invoice due on ``due`` (the whole local day, R31), in date order:
+    7 days before, then 1 and 7 days after, each at 09:00 local time."""
+
+    def on(day: date) -> datetime:
+        return local_time_on(day, REMINDER_LOCAL_TIME, time_zone)
+
+    soon = [
+        DueReminder("due_soon", DUE_SOON_DAYS_BEFORE, on(due - timedelta(DUE_SOON_DAYS_BEFORE)))
+    ]
+    late = [DueReminder("overdue", n, on(due + timedelta(days=n))) for n in OVERDUE_DAYS_AFTER]
+    return soon + late
+
+
+def next_due_reminder(due: date, time_zone: str, after: datetime) -> DueReminder | None:
+    """The first reminder later than ``after`` (the issue, or the reminder just sent). An invoice
+    issued less than 7 days before its due date (R34: no more credit, due the day it is issued)
+    gets no "due soon" mail, its "overdue" ones only."""
+    return next((r for r in due_reminders(due, time_zone) if r.at > after), None)
 
 
 LAPSED_ON_UNPAID_INVOICE = "invoice_unpaid"  # lifecycle's StageChanged reason (R31)

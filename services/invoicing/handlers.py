@@ -25,8 +25,8 @@ from shared.runtime import Runtime
 from shared.timers import RetryLater, TimerContext, TimerHandler
 
 from . import domain, service
-from .billing import INSTALLMENT_TIMER, RETRY_TIMER, UnitOfWork
-from .commands import Cause, InstallmentDue, RetryDue
+from .billing import INSTALLMENT_TIMER, REMINDER_TIMER, RETRY_TIMER, UnitOfWork
+from .commands import Cause, InstallmentDue, ReminderDue, RetryDue
 from .gateway import GatewayUnavailable
 from .repository import PostgresRepository
 from .service import FX_TIMER
@@ -90,7 +90,7 @@ async def invoice_added_seats(ctx: HandlerContext, added: SeatsAdded) -> None:
 @consumer.on(StageChanged)
 async def stop_charging_when_cancelled(ctx: HandlerContext, change: StageChanged) -> None:
     """R34, R36, R39: a cancelled subscription (lapsed, or refunded) is never charged again:
-    its R37 retries and its pending R20 installments stop."""
+    its R37 retries, its pending R20 installments and its invoice-due reminders stop."""
     if change.to_stage == "cancelled":
         await service.stop_charging_cancelled(
             unit_of_work(ctx),
@@ -131,6 +131,11 @@ async def issue_installment(ctx: TimerContext) -> None:
     await service.issue_installment(timer_unit_of_work(ctx), due, ctx.timer.due_at)
 
 
+async def remind_due_invoice(ctx: TimerContext) -> None:
+    due = ReminderDue.from_payload(ctx.timer.payload)
+    await service.remind_due_invoice(timer_unit_of_work(ctx), due, ctx.timer.due_at)
+
+
 async def fx_quarter(ctx: TimerContext) -> None:
     await service.recompute_quarter(timer_unit_of_work(ctx), ctx.timer.due_at)
 
@@ -151,6 +156,7 @@ def retried_through_outages(handler: TimerHandler) -> TimerHandler:
 TIMERS: dict[str, TimerHandler] = {
     RETRY_TIMER: retried_through_outages(retry_charge),
     INSTALLMENT_TIMER: retried_through_outages(issue_installment),
+    REMINDER_TIMER: remind_due_invoice,
     FX_TIMER: fx_quarter,
 }
 

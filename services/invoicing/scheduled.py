@@ -1,5 +1,6 @@
-"""Invoicing's use cases run by timers: R37 charge retries, R20 installments, R19 quarterly
-exchange rates. Part of the service layer (``service.py`` re-exports them)."""
+"""Invoicing's use cases run by timers: R37 charge retries, R20 installments, R9/R11 invoice-due
+reminders, R19 quarterly exchange rates. Part of the service layer (``service.py`` re-exports
+them)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ import logging
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 
+from shared.contracts import InvoiceDueSoon, InvoiceOverdue
+
 from . import domain, exchange_rates
 from .billing import (
     UnitOfWork,
     charge_invoice,
     charged_with,
     draft_term,
+    emit,
     issue_invoice,
     rate_in_force,
+    schedule_due_reminder,
 )
-from .commands import BillingTime, InstallmentDue, RetryDue
+from .commands import BillingTime, InstallmentDue, ReminderDue, RetryDue
 from .models import (
     Timer,
 )
@@ -43,6 +48,48 @@ async def retry_charge(uow: UnitOfWork, due: RetryDue, due_at: datetime) -> None
         attempt=due.attempt,
         first_failed_at=due.first_failed_at,
     )
+
+
+async def remind_due_invoice(uow: UnitOfWork, due: ReminderDue, due_at: datetime) -> None:
+    """R9, R11: tell the buyer and the invoice's payers that an open pay-by-invoice invoice
+    falls due soon or is overdue (``InvoiceDueSoon``, ``InvoiceOverdue``; notifications routes
+    them), then schedule its next reminder. Nothing for an invoice paid or credited meanwhile
+    (checked under the invoice's lock, as a payment takes it); a cancelled subscription's
+    reminders were deleted with it (``stop_charging_cancelled``)."""
+    invoice = await uow.repo.lock_invoice(due.invoice_id)
+    if invoice is None or not domain.reminded_of_due_date(invoice.payment_method, invoice.status):
+        return
+    amount = domain.round_money(invoice.gross_total, invoice.currency)
+    event: InvoiceDueSoon | InvoiceOverdue
+    if due.kind == "due_soon":
+        event = InvoiceDueSoon(
+            invoice_id=invoice.id,
+            invoice_number=invoice.invoice_number,
+            currency=invoice.currency,
+            gross_total=amount,
+            due_date=invoice.due_date,
+            days_before_due=due.days,
+            issued_at=invoice.issued_at,
+            purpose=invoice.purpose,
+            installment=invoice.installment,
+            payer_emails=invoice.payer_emails,
+        )
+    else:
+        event = InvoiceOverdue(
+            invoice_id=invoice.id,
+            invoice_number=invoice.invoice_number,
+            currency=invoice.currency,
+            gross_total=amount,
+            due_date=invoice.due_date,
+            days_overdue=due.days,
+            issued_at=invoice.issued_at,
+            purpose=invoice.purpose,
+            installment=invoice.installment,
+            payer_emails=invoice.payer_emails,
+        )
+    when = BillingTime(due_at, due_at)
+    await emit(uow, when, event, invoice.account_id, invoice.subscription_id)
+    await schedule_due_reminder(uow, invoice, after=due_at)
 
 
 async def issue_installment(uow: UnitOfWork, due: InstallmentDue, due_at: datetime) -> None:

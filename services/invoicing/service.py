@@ -37,6 +37,7 @@ from shared.errors import not_found
 from . import domain, exchange_rates, printing
 from .billing import (
     INSTALLMENT_TIMER,
+    REMINDER_TIMER,
     RETRY_TIMER,
     UnitOfWork,
     bill_term,
@@ -78,6 +79,7 @@ from .scheduled import FX_TIMER as FX_TIMER
 from .scheduled import issue_installment as issue_installment
 from .scheduled import recompute_exchange_rates as recompute_exchange_rates
 from .scheduled import recompute_quarter as recompute_quarter
+from .scheduled import remind_due_invoice as remind_due_invoice
 from .scheduled import retry_charge as retry_charge
 from .scheduled import schedule_exchange_rates as schedule_exchange_rates
 
@@ -284,11 +286,11 @@ async def stop_renewal_retries(uow: UnitOfWork, cause: Cause) -> None:
 async def stop_charging_cancelled(
     uow: UnitOfWork, cause: Cause, *, lapsed_unpaid: bool = False
 ) -> None:
-    """R34, R36, R39: Cancelled is final: no R37 retry of any charge, and no R20 installment of
-    a term that will not run is issued or charged (its timers are deleted; one being fired holds
-    its row, and this waits for it). Cancelled on an unpaid invoice (lifecycle's reason, R31,
-    also for a no-grace offering, R36), the account prepays from then on (R34): its later
-    invoices are due at issue."""
+    """R34, R36, R39: Cancelled is final: no R37 retry of any charge, no R20 installment of a
+    term that will not run is issued or charged, and no invoice-due reminder of its invoices is
+    sent [ours] (their timers are deleted; one being fired holds its row, and this waits for
+    it). Cancelled on an unpaid invoice (lifecycle's reason, R31, also for a no-grace offering,
+    R36), the account prepays from then on (R34): its later invoices are due at issue."""
     if lapsed_unpaid:
         await uow.repo.require_prepayment(cause.account_id)
     if cause.subscription_id is not None:
@@ -296,6 +298,7 @@ async def stop_charging_cancelled(
             await uow.repo.update_subscription(cause.subscription_id, cancelled=True)
         await uow.repo.cancel_subscription_timers(RETRY_TIMER, cause.subscription_id)
         await uow.repo.cancel_subscription_timers(INSTALLMENT_TIMER, cause.subscription_id)
+        await uow.repo.cancel_subscription_timers(REMINDER_TIMER, cause.subscription_id)
 
 
 async def credit_refund(uow: UnitOfWork, cause: Cause, refund: RefundApproved) -> None:
@@ -308,6 +311,7 @@ async def credit_refund(uow: UnitOfWork, cause: Cause, refund: RefundApproved) -
     sub = await subscription_of(uow, cause)
     await uow.repo.cancel_subscription_timers(INSTALLMENT_TIMER, sub.id)
     await uow.repo.cancel_subscription_timers(RETRY_TIMER, sub.id)
+    await uow.repo.cancel_subscription_timers(REMINDER_TIMER, sub.id)
     kind = refund.purchase_kind
     invoice = await uow.repo.purchase_invoice(sub.id, kind, ("paid",))
     if invoice is None:

@@ -20,10 +20,12 @@ from babel.numbers import format_currency
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 from markupsafe import Markup
 
-from shared.contracts import Contract, InvoiceIssued
+from shared.contracts import Contract, InvoiceDueSoon, InvoiceIssued, InvoiceOverdue
 from shared.errors import Forbidden, not_found
 
 ROUTING_FILE = Path(__file__).parent / "routing.json"
+# R11: the invoice mails whose payload carries the payer addresses printed on the invoice.
+INVOICE_MAILS = (InvoiceIssued, InvoiceDueSoon, InvoiceOverdue)
 TEMPLATES = Path(__file__).parent / "templates"
 LANGUAGES = ("en", "nb")
 LOCALES = {"en": "en_GB", "nb": "nb_NO"}
@@ -340,7 +342,7 @@ def plan_mails(
     (R13)."""
     routes = routing().get(event_type, ())
     receivers = list(members)
-    if isinstance(payload, InvoiceIssued):
+    if isinstance(payload, INVOICE_MAILS):
         # R11: the payer addresses printed on the invoice receive it too (R7: at most five).
         receivers += invoice_payers(payload.payer_emails, receivers)
     zone = time_zone_of(account.time_zone if account else None, getattr(payload, "time_zone", None))

@@ -19,6 +19,7 @@ __all__ = [
     "add_months",
     "local_date",
     "local_midnight",
+    "local_time_on",
     "zone",
 ]
 
@@ -52,6 +53,12 @@ def local_midnight(day: date, time_zone: str | ZoneInfo) -> datetime:
     """The first instant of ``day`` in ``time_zone`` (in UTC); where midnight does not exist
     (a DST jump at 00:00), the first instant that does."""
     return _existing(datetime.combine(day, time(0)), _zone(time_zone))
+
+
+def local_time_on(day: date, at: time, time_zone: str | ZoneInfo) -> datetime:
+    """The instant (in UTC) the wall clock in ``time_zone`` shows ``at`` on ``day``; a local time
+    skipped by a DST jump becomes the first instant after it."""
+    return _existing(datetime.combine(day, at), _zone(time_zone))
 
 
 def add_local_days(instant: datetime, days: int, time_zone: str | ZoneInfo) -> datetime:

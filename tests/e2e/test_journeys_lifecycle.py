@@ -321,7 +321,13 @@ async def test_journey_3_partner_quote_paid_by_invoice_lapses_at_its_due_date(
     # R31: the due date 2030-06-13 is the whole local day; unpaid at its end, the process starts.
     await j.advance(local(2030, 6, 13, 23, 59, 59), "last second of the due date")
     assert (await stage_of(j, account, sub_id))["stage"] == "active"
-    assert await log.new() == []
+    # R9, R11 (issue 11): 7 days before the due date the buyer and every payer were reminded.
+    assert await log.new() == sorted(
+        [
+            ("invoice_due_soon", buyer, ("buyer",)),
+            *[("invoice_due_soon", payer, ("payer",)) for payer in payers],
+        ]
+    )
     await j.advance(local(2030, 6, 14), "invoice overdue")
     sub = await j.subscription(account, sub_id)
     assert {k: sub[k] for k in ("stage", "entitlements", "stage_reason")} == {

@@ -308,7 +308,7 @@ class InMemoryRepository:
         return [n for n in self.notes.values() if n.account_id == account_id]
 
     async def schedule_timer(self, timer: Timer) -> None:
-        self.timers.setdefault((timer.kind, timer.key), timer)
+        self.timers[(timer.kind, timer.key)] = timer  # as shared.timers: (kind, key) moves
 
     async def cancel_timer(self, kind: str, key: str, *, wait: bool = True) -> None:
         self.timers.pop((kind, key), None)

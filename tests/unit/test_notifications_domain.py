@@ -19,6 +19,8 @@ EXPECTED: dict[str, dict[str, str]] = {
     "OrderPlaced": {"buyer": "order_confirmation"},
     "QuoteIssued": {"buyer": "quote_issued"},
     "InvoiceIssued": {"buyer": "invoice_issued", "payer": "invoice_issued"},
+    "InvoiceDueSoon": {"buyer": "invoice_due_soon", "payer": "invoice_due_soon"},  # R9, R11
+    "InvoiceOverdue": {"buyer": "invoice_overdue", "payer": "invoice_overdue"},  # R9, R11
     "PaymentFailed": {"buyer": "payment_failed"},
     "InvoicePaid": {"buyer": "payment_receipt"},
     "RefundProcessed": {"buyer": "refund_confirmation"},
