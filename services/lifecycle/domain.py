@@ -426,6 +426,15 @@ def announced_renewal(
     return renewal, billing
 
 
+def announced_again(renewal: Renewal, earlier: Renewal | None) -> Renewal:
+    """R27: a renewal announced earlier for the same renewal date and not renewed yet keeps what
+    it was announced with (what a renewal request or partner quote bought); only its
+    announcement time moves."""
+    if earlier is None or earlier.renewed_at is not None:
+        return renewal
+    return replace(earlier, announced_at=renewal.announced_at)
+
+
 def renewal_refusal(sub: Subscription, renewal: Renewal, at: datetime) -> str | None:
     """Why ``renewal`` cannot renew ``sub`` now, or None: renewed already (once per renewal),
     Cancelled (R34), or announced for another term than the current one."""

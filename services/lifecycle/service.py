@@ -97,6 +97,13 @@ async def announce_renewal(
     change (R28) and product switch (R29) applied; invoicing bills it. A renewal requested by
     accepting a partner's renewal quote (R27) carries the quote's priced lines on (R16)."""
     renewal, billing = domain.announced_renewal(sub, at, request)
+    if request is None:
+        # A renewal already requested for this date (a direct or partner-quote renewal, R27,
+        # whose charge has not succeeded yet) is what was bought: the renewal-date timer or
+        # auto-renew turned back on announces it again as it is, never with the
+        # subscription's own term, product or seats.
+        requested = await uow.repo.get_renewal(renewal.renewal_id)
+        renewal = domain.announced_again(renewal, requested)
     await uow.repo.upsert_renewal(renewal)
     consequences.announce(
         sub,

@@ -637,3 +637,32 @@ async def test_r27_r16_r32_a_late_renewal_quote_is_billed_as_quoted_and_keeps_th
     assert renewed.starts_at == oslo(date(2025, 6, 10))  # R27: the original anniversary
     assert renewed.renews_at == oslo(date(2026, 6, 10))
     assert lc.payloads("SubscriptionReactivated")
+
+
+async def test_r27_a_requested_renewal_keeps_what_was_bought_when_the_renewal_date_comes(
+    lc: Lifecycle,
+) -> None:
+    """R27, R16: a renewal bought before its date (a partner quote for 5 seats, three-year)
+    whose card charge has not succeeded yet is announced again at the renewal date as it was
+    bought, not with the subscription's own 2 seats and annual term; renewing it gives the
+    bought term."""
+    sub = await lc.place(auto_renew=True)
+    renews_at = lc.sub(sub).renews_at
+    request = RenewalRequested(
+        request_id=uuid.uuid4(),
+        kind="manual",
+        offering="autocad",
+        term="three_year",
+        seats=5,
+        payment_method="card",
+        channel="partner",
+        requested_at=renews_at - timedelta(days=40),
+        quote_id=uuid.uuid4(),
+    )
+    await service.request_renewal(lc.uow, sub, request)
+    await lc.renewal_date(sub)  # the charge was declined meanwhile: nothing renewed yet
+    first, again = lc.payloads("RenewalDue")
+    assert first["renewal_id"] == again["renewal_id"]
+    assert (again["seats"], again["term"]) == (5, "three_year")
+    renewal = lc.repo.renewals[uuid.UUID(first["renewal_id"])]
+    assert (renewal.seats, renewal.term) == (5, "three_year")
