@@ -32,10 +32,10 @@ from shared.pricing import subscription_line as subscription_line
 from shared.pricing import unit_price as unit_price
 from shared.pricing import vat_rate as vat_rate
 from shared.pricing import vat_table as vat_table
+from shared.time.calendar import TERM_MONTHS as TERM_MONTHS
 from shared.time.calendar import add_months, local_date, local_midnight
 
 PAY_BY_INVOICE_NET_DAYS = 30  # R21
-TERM_MONTHS: dict[Term, int] = {"monthly": 1, "annual": 12, "three_year": 36}
 MAX_PAYERS_ON_INVOICE = 5  # R7
 # R37 [ours]: days after the first failed charge. Every card/PayPal charge is retried on these
 # days, the first purchase's, an installment's and a co-term's as a renewal's (issue 11): an
