@@ -4,7 +4,10 @@ R25, R30, R37, R39).
 Consumes: AccountOpened, RolesChanged (payers, R7), OrderPlaced (not trials, R17), TrialConverted,
 RenewalDue (R25), RenewalRequested (R27), SeatsAdded (R30), RefundApproved (R39).
 Publishes: InvoiceIssued, PaymentSucceeded, PaymentFailed (R37 attempt and next attempt),
-InvoicePaid (purpose, renewal id), CreditNoteIssued, RefundProcessed.
+InvoicePaid (purpose, renewal id), CreditNoteIssued, RefundProcessed, ExchangeRateApplied (R19:
+each applied rate a recomputation inserts, keyed by the nil account; ordering prices with them).
+An order's ``priced_lines`` (ordering prices every paid order, services/ordering/README.md) are
+billed as they are, at the rate ordering priced them at; the pricing itself is ``shared.pricing``.
 Timers: ``renewal_charge_retry`` (R37: days 1, 3, 7, 14, for every card/PayPal charge),
 ``installment`` (R20: first and second anniversary), ``fx_quarter`` (R19: 1 Jan, 1 Apr, 1 Jul,
 1 Oct, 00:00 UTC).
