@@ -168,7 +168,7 @@ async def test_r18_r23_tax_exempt_order_shows_the_exemption_and_expiry_date(
     assert placed["expiry_date"] == "2031-01-09" and placed["renewal_date"] is None
     mail = await the_confirmation(journey, account, placed["order_number"])
     assert "exempt: Public body, VAT Act § 6-1" in mail["text"]
-    assert "expires on January 9, 2031" in mail["text"]
+    assert "expires on 9 January 2031" in mail["text"]  # en: the day in the account's zone
 
 
 async def test_r18_r19_order_in_sek_is_priced_at_invoicings_applied_rate(
@@ -179,20 +179,20 @@ async def test_r18_r19_order_in_sek_is_priced_at_invoicings_applied_rate(
     await journey.start_clock(START)
     fed = await journey.post(
         "invoicing",
-        "/operator/exchange-rates/market",
+        "/v1/operator/exchange-rates/market",
         journey.operator,
         {"rates": [{"currency": "SEK", "rate": "11.50", "as_of": "2029-12-30"}]},
     )
     assert fed["recorded"] == 1
     await journey.post(
         "invoicing",
-        "/operator/exchange-rates/recompute",
+        "/v1/operator/exchange-rates/recompute",
         journey.operator,
         {"quarter_start": "2030-01-01"},
         expect=200,
     )
     history = await journey.get(
-        "invoicing", "/operator/exchange-rates?currency=SEK&channel=direct", journey.operator
+        "invoicing", "/v1/operator/exchange-rates?currency=SEK&channel=direct", journey.operator
     )
     january = next(r for r in history["history"] if r["effective_from"].startswith("2030-01-01"))
     applied = dec(january["rate"])
