@@ -152,6 +152,13 @@ class OrderPlaced(Contract):
     # (adding VAT), never re-prices them. Empty: a direct order, priced by invoicing (R19).
     # Added to v1 (no published field changed meaning); deploy consumers before ordering.
     priced_lines: list[PricedLine] = []
+    # R18-R20 (issue 11, preview): what ordering priced and showed the buyer (None: a trial, or
+    # an order placed before ordering priced direct orders). Since then every paid order carries
+    # its priced line too, and invoicing bills it as it is. R23: the term's dates as the shared
+    # calendar computes them (lifecycle dates the term with the same function).
+    price: OrderPrice | None = None
+    renews_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
 
 
 @event("ordering")
@@ -469,6 +476,42 @@ class EmailFailed(Contract):
     recipient: EmailStr
     reason: str
     permanent: bool
+
+
+# --- added in round 5 (preview) ---------------------------------------------------------------
+
+
+class OrderPrice(Contract):
+    """R18-R20: an order's price as shown before and when it is placed, in the order's currency.
+    ``lines`` and the totals are the whole term's; ``first_invoice_*`` what the invoice issued
+    for the order bills (R20: installment 1 of ``installments``)."""
+
+    currency: str
+    exchange_rate: Decimal | None = None  # R19: the applied rate used (None: a quote's price)
+    lines: list[InvoiceLine]
+    vat_rate: Decimal
+    tax_exempt_reason: str | None = None
+    net_total: Decimal
+    vat_total: Decimal
+    gross_total: Decimal
+    installments: int = 1
+    first_invoice_net: Decimal
+    first_invoice_vat: Decimal
+    first_invoice_gross: Decimal
+
+
+OrderPlaced.model_rebuild()
+
+
+@event("invoicing")
+class ExchangeRateApplied(Contract):
+    """R19: an applied rate invoicing computed (keyed by the nil account: it is everyone's).
+    Ordering keeps a projection of them to price the orders it places."""
+
+    currency: str
+    channel: Channel
+    effective_from: AwareDatetime
+    rate: Decimal
 
 
 def payload_model(event_type: str, schema_version: int) -> type[Contract]:

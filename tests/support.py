@@ -380,7 +380,7 @@ class MailCatcher:
         self.kind = backing.mail_kind
 
     async def messages(self) -> list[dict[str, Any]]:
-        """Each mail as {"to": [addresses], "subject": str, "text": str}."""
+        """Each mail as {"to": [addresses], "subject": str, "text": str, "html": str}."""
         async with httpx.AsyncClient(timeout=5) as client:
             if self.kind == "mailpit":
                 data = (await client.get(f"{self.base}/api/v1/messages?limit=1000")).json()
@@ -393,6 +393,7 @@ class MailCatcher:
                             "to": [a["Address"] for a in full.get("To") or []],
                             "subject": full.get("Subject", ""),
                             "text": full.get("Text", ""),
+                            "html": full.get("HTML", ""),
                         }
                     )
                 return found
@@ -402,6 +403,7 @@ class MailCatcher:
                     "to": [a["address"] for a in m.get("to") or []],
                     "subject": m.get("subject", ""),
                     "text": m.get("text", ""),
+                    "html": m.get("html", ""),
                 }
                 for m in data
             ]

@@ -8,7 +8,10 @@ R27, one invoice per renewal id), RenewalRequested (R27), SeatsAdded (R30), Stag
 Publishes: InvoiceIssued, PaymentSucceeded, PaymentFailed (R37 attempt and next attempt),
 InvoicePaid (purpose, renewal id), CreditNoteIssued, RefundProcessed, InvoiceDueSoon and
 InvoiceOverdue (R9, R11: an open pay-by-invoice invoice, 7 days before and 1 and 7 days after its
-due date; README.md says why).
+due date; README.md says why), ExchangeRateApplied (R19: each applied rate a recomputation
+inserts, keyed by the nil account; ordering prices with them).
+An order's ``priced_lines`` (ordering prices every paid order, services/ordering/README.md) are
+billed as they are, at the rate ordering priced them at; the pricing itself is ``shared.pricing``.
 Timers: ``renewal_charge_retry`` (R37: days 1, 3, 7, 14, for every card/PayPal charge),
 ``installment`` (R20: first and second anniversary), ``invoice_due_reminder`` (R9, R11),
 ``fx_quarter`` (R19: 1 Jan, 1 Apr, 1 Jul, 1 Oct, 00:00 UTC).

@@ -324,12 +324,15 @@ async def bill_term(
     transaction_at: datetime,
     renewal_id: uuid.UUID | None = None,
     po: PurchaseOrder | None = None,
+    priced_at_rate: Decimal | None = None,
 ) -> uuid.UUID | None:
     """Invoice a term bought or renewed; R20: a three-year term from 2024-09-16 pays in three
-    installments, the first now and two on the anniversaries (durable timers)."""
+    installments, the first now and two on the anniversaries (durable timers).
+    ``priced_at_rate``: the R19 rate ordering priced a placed order at (recorded, not applied:
+    the order's unit price is billed as it is)."""
     account = await uow.repo.get_account(billed.account_id)
     installments = domain.pays_in_installments(billed.term, transaction_at, billed.time_zone)
-    rate = await rate_in_force(uow, billed.currency, billed.channel, when.at)
+    rate = priced_at_rate or await rate_in_force(uow, billed.currency, billed.channel, when.at)
     draft = await draft_term(uow, billed, rate, 1 if installments else None)
     invoice_id = await issue_invoice(
         uow,

@@ -1,33 +1,43 @@
-"""Invoicing's rules, with no I/O: prices, VAT, rounding, exchange rates, installments, due dates,
-charge retries and refund settlement.
-
-Rounding rule (one for the whole service): every amount is rounded to its currency's minor unit
-(ISO 4217) with ROUND_HALF_UP, once per line for the unit price, the line's net amount and the
-line's VAT; totals are sums of rounded lines, so an invoice always equals the sum of its lines.
+"""Invoicing's rules, with no I/O: co-terms, installment dates, due dates, charge retries,
+credit notes and refund settlement. The price of a term (price book, R19 applied rate, rounding,
+R18 VAT, R20 installment split) is ``shared.pricing``, shared with ordering, which prices the
+orders it places (invoicing bills those figures as they are); it is re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal
-from functools import cache
-from pathlib import Path
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Literal
 
 from shared.contracts import InvoiceLine, PaymentMethod, PricedLine, Term
 from shared.errors import Conflict, DomainError, Forbidden, Invalid
+from shared.pricing import INSTALLMENT_COUNT as INSTALLMENT_COUNT
+from shared.pricing import INSTALLMENTS_FROM as INSTALLMENTS_FROM
+from shared.pricing import TERM_NAMES as TERM_NAMES
+from shared.pricing import DraftInvoice as DraftInvoice
+from shared.pricing import applied_rate as applied_rate
+from shared.pricing import base_price as base_price
+from shared.pricing import draft_for_order as draft_for_order
+from shared.pricing import exchange_rate as exchange_rate
+from shared.pricing import initial_rate as initial_rate
+from shared.pricing import is_base_currency as is_base_currency
+from shared.pricing import minor_units as minor_units
+from shared.pricing import one_minor_unit as one_minor_unit
+from shared.pricing import pays_in_installments as pays_in_installments
+from shared.pricing import price_book as price_book
+from shared.pricing import priced_line as priced_line
+from shared.pricing import round_money as round_money
+from shared.pricing import subscription_line as subscription_line
+from shared.pricing import unit_price as unit_price
+from shared.pricing import vat_rate as vat_rate
+from shared.pricing import vat_table as vat_table
+from shared.time.calendar import TERM_MONTHS as TERM_MONTHS
 from shared.time.calendar import add_months, local_date, local_midnight, local_time_on
 
-PRICE_BOOK_FILE = Path(__file__).parent / "price_book.json"
-VAT_RATES_FILE = Path(__file__).parent / "vat_rates.json"
 PAY_BY_INVOICE_NET_DAYS = 30  # R21
-TERM_NAMES = {"monthly": "1 month", "annual": "1 year", "three_year": "3 years"}
-TERM_MONTHS: dict[Term, int] = {"monthly": 1, "annual": 12, "three_year": 36}
 MAX_PAYERS_ON_INVOICE = 5  # R7
-INSTALLMENTS_FROM = date(2024, 9, 16)  # R20
-INSTALLMENT_COUNT = 3  # R20: at the transaction, first and second anniversary
 # R37 [ours]: days after the first failed charge. Every card/PayPal charge is retried on these
 # days, the first purchase's, an installment's and a co-term's as a renewal's (issue 11): an
 # unpaid charge runs the R31 process from its due date, and the retries fall inside Expired.
@@ -37,156 +47,9 @@ CHARGE_RETRY_DAYS = (1, 3, 7, 14)
 REFUND_SETTLEMENT_BUSINESS_DAYS: dict[PaymentMethod, int] = {"card": 7, "paypal": 3, "invoice": 10}
 
 
-@cache
-def price_book() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(PRICE_BOOK_FILE.read_text())
-    return data
-
-
-@cache
-def vat_table() -> dict[str, Decimal]:
-    rates: dict[str, str] = json.loads(VAT_RATES_FILE.read_text())["rates"]
-    return {country: Decimal(rate) for country, rate in rates.items()}
-
-
-def minor_units(currency: str) -> int:
-    places: int = price_book()["minor_units"][currency]
-    return places
-
-
-def round_money(amount: Decimal, currency: str) -> Decimal:
-    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_HALF_UP)
-
-
-def one_minor_unit(currency: str) -> Decimal:
-    return Decimal(1).scaleb(-minor_units(currency))
-
-
-def vat_rate(country: str, tax_exempt_reason: str | None) -> Decimal:
-    """R18: VAT by billing country; a tax-exempt account pays none (and the invoice says why)."""
-    if tax_exempt_reason:
-        return Decimal(0)
-    rates = vat_table()
-    if country not in rates:
-        raise ValueError(f"no VAT rate for billing country {country}")
-    return rates[country]
-
-
-def initial_rate(currency: str) -> Decimal:
-    """R19: the applied rate before any recomputation is the price book's."""
-    return Decimal(price_book()["initial_rates_from_base"][currency])
-
-
-def exchange_rate(currency: str) -> Decimal:
-    return initial_rate(currency)
-
-
 def seller() -> dict[str, str]:
     data: dict[str, str] = price_book()["seller"]
     return data
-
-
-def base_price(offering: str, term: Term) -> Decimal:
-    return Decimal(price_book()["prices_per_seat"][offering][term])
-
-
-def unit_price(offering: str, term: Term, currency: str, rate: Decimal | None = None) -> Decimal:
-    rate = exchange_rate(currency) if rate is None else rate
-    return round_money(base_price(offering, term) * rate, currency)
-
-
-@dataclass(frozen=True)
-class DraftInvoice:
-    currency: str
-    lines: list[InvoiceLine]
-    exchange_rate: Decimal
-    tax_exempt_reason: str | None
-
-    @property
-    def net_total(self) -> Decimal:
-        return sum((line.net_amount for line in self.lines), Decimal(0))
-
-    @property
-    def vat_total(self) -> Decimal:
-        return sum((line.vat_amount for line in self.lines), Decimal(0))
-
-    @property
-    def gross_total(self) -> Decimal:
-        return self.net_total + self.vat_total
-
-
-def priced_line(
-    *, description: str, quantity: int, unit: Decimal, currency: str, vat_percent: Decimal
-) -> InvoiceLine:
-    net = round_money(unit * quantity, currency)
-    return InvoiceLine(
-        description=description,
-        quantity=quantity,
-        unit_price=unit,
-        net_amount=net,
-        vat_rate=vat_percent,
-        vat_amount=round_money(net * vat_percent / 100, currency),
-    )
-
-
-def subscription_line(
-    *,
-    offering: str,
-    term: Term,
-    seats: int,
-    currency: str,
-    vat_percent: Decimal,
-    rate: Decimal | None = None,
-    installment: int | None = None,
-    quoted_unit_price: Decimal | None = None,
-) -> InvoiceLine:
-    """One line for a term; a three-year installment (R20) is a third of the three-year price,
-    the last one taking the rounding remainder, so the three add up to the price exactly.
-    R16: an accepted quote's unit price is billed as quoted, never re-priced at ``rate``."""
-    price = (
-        unit_price(offering, term, currency, rate)
-        if quoted_unit_price is None
-        else round_money(quoted_unit_price, currency)
-    )
-    description = f"{offering} subscription, {TERM_NAMES[term]}, {seats} seat(s)"
-    if installment is not None:
-        third = round_money(price / INSTALLMENT_COUNT, currency)
-        last = price - third * (INSTALLMENT_COUNT - 1)
-        price = last if installment == INSTALLMENT_COUNT else third
-        description += f", installment {installment} of {INSTALLMENT_COUNT}"
-    return priced_line(
-        description=description,
-        quantity=seats,
-        unit=price,
-        currency=currency,
-        vat_percent=vat_percent,
-    )
-
-
-def draft_for_order(
-    *,
-    offering: str,
-    term: Term,
-    seats: int,
-    currency: str,
-    country: str,
-    tax_exempt_reason: str | None,
-    rate: Decimal | None = None,
-    installment: int | None = None,
-    quoted_unit_price: Decimal | None = None,
-) -> DraftInvoice:
-    rate = exchange_rate(currency) if rate is None else rate
-    line = subscription_line(
-        offering=offering,
-        term=term,
-        seats=seats,
-        currency=currency,
-        vat_percent=vat_rate(country, tax_exempt_reason),
-        rate=rate,
-        installment=installment,
-        quoted_unit_price=quoted_unit_price,
-    )
-    return DraftInvoice(currency, [line], rate, tax_exempt_reason)
 
 
 # --- R30: co-term ------------------------------------------------------------------------------
@@ -267,11 +130,6 @@ def refund_settlement_date(approved_at: datetime, time_zone: str, method: Paymen
 
 
 # --- R20: installments -------------------------------------------------------------------------
-
-
-def pays_in_installments(term: Term, transaction_at: datetime, time_zone: str) -> bool:
-    """R20: three-year terms bought or renewed on or after 2024-09-16 pay yearly."""
-    return term == "three_year" and local_date(transaction_at, time_zone) >= INSTALLMENTS_FROM
 
 
 def installment_due_dates(transaction_at: datetime, time_zone: str) -> list[datetime]:
@@ -402,19 +260,6 @@ def vat_summary(lines: list[InvoiceLine]) -> list[VatSummary]:
 def invoiced_when_ordered(trial: bool) -> bool:
     """R17: a trial is not invoiced (nor charged) until it converts."""
     return not trial
-
-
-def is_base_currency(currency: str) -> bool:
-    base: str = price_book()["base_currency"]
-    return currency == base
-
-
-def applied_rate(currency: str, in_force: Decimal | None) -> Decimal:
-    """R19: the rate an invoice applies: 1 for the base currency, else the applied rate in force
-    for its channel, else (no quarter computed yet) the price book's."""
-    if is_base_currency(currency):
-        return Decimal(1)
-    return in_force if in_force is not None else initial_rate(currency)
 
 
 def quoted_unit_price(lines: list[PricedLine], offering: str, term: Term) -> Decimal | None:

@@ -618,10 +618,10 @@ class PostgresRepository:
 
     async def insert_applied_rates(
         self, currency: str, quarter: date, rates: list[AppliedRate], computed_at: datetime
-    ) -> int:
+    ) -> list[AppliedRate]:
         """Idempotent per (currency, channel, effective_from): a recomputed quarter keeps its
-        rates."""
-        inserted = 0
+        rates; returns those inserted now."""
+        inserted: list[AppliedRate] = []
         for r in rates:
             done = await self.conn.fetchval(
                 """INSERT INTO applied_rates (currency, channel, effective_from, rate,
@@ -637,7 +637,8 @@ class PostgresRepository:
                 quarter,
                 computed_at,
             )
-            inserted += 1 if done else 0
+            if done:
+                inserted.append(r)
         return inserted
 
     async def applied_rate_history(

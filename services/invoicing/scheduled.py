@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 
-from shared.contracts import InvoiceDueSoon, InvoiceOverdue
+from shared.contracts import ExchangeRateApplied, InvoiceDueSoon, InvoiceOverdue
 
 from . import domain, exchange_rates
 from .billing import (
@@ -30,6 +31,9 @@ from .models import (
 log = logging.getLogger(__name__)
 
 FX_TIMER = "fx_quarter"  # R19
+# R19: applied rates are everyone's; their events are keyed by the nil account (one partition,
+# in order), and ordering projects them to price its orders.
+RATES_ACCOUNT = uuid.UUID(int=0)
 
 
 # --- timers --------------------------------------------------------------------------------------
@@ -137,7 +141,18 @@ async def recompute_exchange_rates(uow: UnitOfWork, quarter: date, computed_at: 
         rates = exchange_rates.quarterly_rates(
             quarter, market, previous["direct"], previous["partner"]
         )
-        inserted += await uow.repo.insert_applied_rates(currency, quarter, rates, computed_at)
+        for applied in await uow.repo.insert_applied_rates(currency, quarter, rates, computed_at):
+            inserted += 1
+            await uow.events.emit(
+                ExchangeRateApplied(
+                    currency=currency,
+                    channel=applied.channel,
+                    effective_from=applied.effective_from,
+                    rate=applied.rate,
+                ),
+                account_id=RATES_ACCOUNT,
+                occurred_at=computed_at,
+            )
     return inserted
 
 

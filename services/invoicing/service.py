@@ -102,9 +102,10 @@ async def remember_roles(uow: UnitOfWork, cause: Cause, snapshot: RolesChanged) 
 
 async def invoice_order(uow: UnitOfWork, cause: Cause, order: OrderPlaced) -> None:
     """Invoice the order (VAT by billing country, R18); charge card/PayPal at issue (R21).
-    R17: a trial is not invoiced until it converts. R16: an accepted quote's priced line is
-    billed as quoted. R15 is not judged here: ordering refused above the limit when the order
-    was placed, so what arrives by card or PayPal is charged."""
+    R17: a trial is not invoiced until it converts. R16, R19: the order's priced line (a
+    quote's, or a direct order's at the applied rate ordering priced it at and showed the buyer)
+    is billed as it is, never re-priced. R15 is not judged here: ordering refused above the
+    limit when the order was placed, so what arrives by card or PayPal is charged."""
     await uow.repo.upsert_subscription(cause.account_id, order)
     if not domain.invoiced_when_ordered(order.trial):
         return
@@ -130,6 +131,7 @@ async def invoice_order(uow: UnitOfWork, cause: Cause, order: OrderPlaced) -> No
         source_key=f"order:{order.order_id}",
         purpose="order",
         transaction_at=order.placed_at,
+        priced_at_rate=order.price.exchange_rate if order.price else None,
     )
 
 

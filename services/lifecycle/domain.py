@@ -37,9 +37,16 @@ from typing import Any, Final
 
 from shared.contracts import Channel, PaymentMethod, RenewalRequested, Stage, Term
 from shared.errors import Forbidden, Invalid, NotFound
-from shared.time.calendar import add_local_days, add_months, local_date, local_midnight, zone
+from shared.time.calendar import (
+    TERM_MONTHS,
+    add_local_days,
+    add_months,
+    local_date,
+    local_midnight,
+    term_renews_at,
+    zone,
+)
 
-TERM_MONTHS: dict[Term, int] = {"monthly": 1, "annual": 12, "three_year": 36}
 REMINDER_DAYS: Final = (45, 30, 4)  # R26, when auto-renew is off
 RENEWAL_WINDOW_DAYS: Final = 90  # R26, R29
 TRIAL_DAYS: Final = 30  # R17 [ours]: a trial's length, whatever the term ordered
@@ -80,8 +87,7 @@ def term_dates(purchased_at: datetime, term: Term, time_zone: str) -> TermDates:
     Bought 2024-06-10 (Europe/Oslo), annual: renews 2025-06-10 00:00:00 local, and without
     auto-renew expires 2025-06-09 23:59:59 local.
     """
-    start_day = local_date(purchased_at, time_zone)
-    renews_at = local_midnight(add_months(start_day, TERM_MONTHS[term]), time_zone)
+    renews_at = term_renews_at(purchased_at, term, time_zone)
     return TermDates(
         starts_at=purchased_at,
         renews_at=renews_at,

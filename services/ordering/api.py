@@ -316,6 +316,24 @@ async def place_order(
     return await door.write(body, lambda uow: service.place_order(uow, who, account_id, body), 201)
 
 
+@router.post(
+    "/accounts/{account_id}/orders/preview",
+    summary="Preview an order's price and dates",
+    response_model=schemas.OrderPreview,
+    responses=WRITES,
+)
+async def preview_order(
+    account_id: uuid.UUID, body: schemas.PlaceOrder, door: Reader
+) -> JSONResponse:
+    """R18-R20, R23: what placing this order now would cost (lines, VAT with its rate or the
+    exemption, totals; a three-year term's first installment and whole term) and when its term
+    would renew or expire, in the account's time zone. The same body as an order, the same
+    refusals (R14, R15, R17, R34); it stores nothing, so it takes no Idempotency-Key."""
+    who = door.caller
+    await door.read(lambda uow: service.may_place_order(uow, who, account_id, body))
+    return await door.answer(lambda uow: service.preview_order(uow, who, account_id, body))
+
+
 @router.get(
     "/orders/{order_id}", summary="See an order", response_model=schemas.Order, responses=READS
 )

@@ -1,4 +1,5 @@
-"""Ordering keeps its own view of each subscription's dates and stage from lifecycle's events.
+"""Ordering keeps its own view of each subscription's dates and stage from lifecycle's events,
+and of invoicing's applied exchange rates (R19), which it prices orders with.
 
 R27-R30, R34 and R38 are decided on this projection; ordering never asks lifecycle over HTTP.
 An event about a subscription ordering did not sell changes nothing (it is logged). Nothing
@@ -12,6 +13,7 @@ import logging
 import uuid
 
 from shared.contracts import (
+    ExchangeRateApplied,
     PaymentMethodAdded,
     PaymentMethodRemoved,
     StageChanged,
@@ -91,3 +93,8 @@ async def on_payment_method_added(ctx: HandlerContext, event: PaymentMethodAdded
 @consumer.on(PaymentMethodRemoved)
 async def on_payment_method_removed(ctx: HandlerContext, event: PaymentMethodRemoved) -> None:
     await service.record_removed_payment_method(_unit_of_work(ctx), event)
+
+
+@consumer.on(ExchangeRateApplied)
+async def on_rate_applied(ctx: HandlerContext, event: ExchangeRateApplied) -> None:
+    await service.record_applied_rate(_unit_of_work(ctx), event)

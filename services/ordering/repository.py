@@ -86,6 +86,10 @@ class Order:
     placed_at: datetime
     kind: OrderKind
     quote_id: uuid.UUID | None
+    price: str | None = None  # R18-R20: the OrderPrice shown (JSON); None: not priced here
+    renews_at: datetime | None = None  # R23: the term's dates as shown (shared calendar)
+    expires_at: datetime | None = None
+    time_zone: str | None = None  # the account's, for the dates' local days
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,12 @@ class Repository(Protocol):
     async def renewal_requested(self, subscription_id: uuid.UUID, renews_at: datetime) -> bool: ...
     async def insert_renewal_request(self, request: RenewalRequest) -> None: ...
     async def insert_refund(self, refund: Refund) -> None: ...
+    async def record_applied_rate(
+        self, currency: str, channel: str, effective_from: datetime, rate: Decimal
+    ) -> None: ...
+    async def applied_rate_at(self, currency: str, channel: str, at: datetime) -> Decimal | None:
+        """R19: the applied rate in force at ``at`` (invoicing's, as projected)."""
+        ...
 
 
 RowT = TypeVar("RowT")
@@ -431,6 +441,28 @@ class PostgresRepository:
 
     async def insert_quote(self, quote: Quote) -> None:
         await _insert(self.conn, "quotes", quote, NEW_QUOTE)
+
+    async def record_applied_rate(
+        self, currency: str, channel: str, effective_from: datetime, rate: Decimal
+    ) -> None:
+        await self.conn.execute(
+            """INSERT INTO applied_rates (currency, channel, effective_from, rate)
+               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
+            currency,
+            channel,
+            effective_from,
+            rate,
+        )
+
+    async def applied_rate_at(self, currency: str, channel: str, at: datetime) -> Decimal | None:
+        value = await self.conn.fetchval(
+            """SELECT rate FROM applied_rates WHERE currency = $1 AND channel = $2
+                   AND effective_from <= $3 ORDER BY effective_from DESC LIMIT 1""",
+            currency,
+            channel,
+            at,
+        )
+        return value if isinstance(value, Decimal) else None
 
     async def quote(self, quote_id: uuid.UUID, *, lock: bool = False) -> Quote | None:
         query = f"SELECT {QUOTE} FROM quotes WHERE id = $1"  # noqa: S608

@@ -11,10 +11,21 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StrictBool, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
-from shared.contracts import Language, PaymentMethod, Person, Term
+from shared.contracts import Language, OrderPrice, PaymentMethod, Person, Term
 from shared.schemas import Name, Text, refuse_control_characters
+from shared.time.calendar import local_date
 
 from .domain import MAX_SEATS
 
@@ -201,6 +212,51 @@ class Order(Answer):
     placed_at: datetime
     kind: Literal["purchase", "trial", "conversion", "seats", "renewal"]
     quote_id: uuid.UUID | None
+    price: OrderPrice | None = Field(
+        None, description="R18-R20: what the order costs, as invoiced (null: a trial)"
+    )
+    renews_at: datetime | None = Field(None, description="R23: the first term's renewal instant")
+    expires_at: datetime | None = Field(None, description="R23: the second before it")
+    time_zone: str | None = None
+
+    @field_validator("price", mode="before")
+    @classmethod
+    def _stored_price(cls, value: object) -> object:
+        return OrderPrice.model_validate_json(value) if isinstance(value, str) else value
+
+    renewal_date: date | None = Field(
+        None, description="R23: auto-renew on: the renewal day in the account's time zone"
+    )
+    expiry_date: date | None = Field(
+        None, description="R23: auto-renew off: the last day of access in the account's time zone"
+    )
+
+    @model_validator(mode="after")
+    def _local_dates(self) -> Order:
+        if self.time_zone is not None and self.renews_at and self.expires_at:
+            if self.auto_renew:
+                self.renewal_date = local_date(self.renews_at, self.time_zone)
+            else:
+                self.expiry_date = local_date(self.expires_at, self.time_zone)
+        return self
+
+
+class OrderPreview(Answer):
+    """R18-R20, R23: what an order would cost and when its term would end, if placed now."""
+
+    offering: str
+    term: Term
+    seats: int
+    payment_method: PaymentMethod
+    auto_renew: bool
+    trial: bool
+    priced_at: datetime
+    price: OrderPrice | None = Field(None, description="null: a trial costs nothing (R17)")
+    renews_at: datetime | None = None
+    expires_at: datetime | None = None
+    time_zone: str
+    renewal_date: date | None = Field(None, description="auto-renew on: the renewal day")
+    expiry_date: date | None = Field(None, description="auto-renew off: the last day of access")
 
 
 class SeatsOrder(Order):

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import calendar
 import functools
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
+    "TERM_MONTHS",
     "ZoneInfoNotFoundError",
     "add_local_days",
     "add_months",
     "local_date",
     "local_midnight",
     "local_time_on",
+    "term_renews_at",
     "zone",
 ]
 
@@ -78,3 +82,15 @@ def add_months(start: date, months: int, day_of_month: int | None = None) -> dat
     year, month = start.year + month_index // 12, month_index % 12 + 1
     day = day_of_month or start.day
     return date(year, month, min(day, calendar.monthrange(year, month)[1]))
+
+
+# R23: the months of each term (shared.contracts.Term).
+TERM_MONTHS: Final[Mapping[str, int]] = {"monthly": 1, "annual": 12, "three_year": 36}
+
+
+def term_renews_at(purchased_at: datetime, term: str, time_zone: str | ZoneInfo) -> datetime:
+    """R23: the renewal instant of a term bought at ``purchased_at``: local midnight of the day
+    the term's months after the local purchase day (its expiry is the second before). Lifecycle
+    dates every term with it; ordering shows the same date in the order's answer and mail."""
+    start_day = local_date(purchased_at, time_zone)
+    return local_midnight(add_months(start_day, TERM_MONTHS[term]), time_zone)

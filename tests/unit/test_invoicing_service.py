@@ -349,7 +349,7 @@ class InMemoryRepository:
 
     async def insert_applied_rates(
         self, currency: str, quarter: date, rates: list[AppliedRate], computed_at: datetime
-    ) -> int:
+    ) -> list[AppliedRate]:
         for r in rates:
             self.applied.append(
                 AppliedRateRecord(
@@ -363,7 +363,7 @@ class InMemoryRepository:
                     computed_at,
                 )
             )
-        return len(rates)
+        return rates
 
     async def applied_rate_history(
         self, currency: str | None, channel: str | None

@@ -144,9 +144,7 @@ def test_r15_a_quote_in_another_currency_is_judged_by_its_usd_equivalent() -> No
 
 def test_ordering_prices_are_the_invoicing_price_book() -> None:
     """The list ordering quotes from is the list invoicing bills from (same numbers, USD)."""
-    book = json.loads(
-        (Path(__file__).parents[2] / "services/invoicing/price_book.json").read_text()
-    )
+    book = json.loads((Path(__file__).parents[2] / "shared/pricing/price_book.json").read_text())
     ours = domain.catalogue().prices_per_seat_usd
     assert {o: {t: str(p) for t, p in terms.items()} for o, terms in ours.items()} == book[
         "prices_per_seat"

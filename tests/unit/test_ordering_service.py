@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -53,6 +54,7 @@ class InMemoryRepository:
     clocks: dict[uuid.UUID, datetime] = field(default_factory=dict)
     followers: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
     saved_methods: dict[uuid.UUID, SavedPaymentMethod] = field(default_factory=dict)
+    applied_rates: dict[tuple[str, str, datetime], Decimal] = field(default_factory=dict)
     sequence: int = 0
 
     async def account(self, account_id: uuid.UUID, *, lock: bool = False) -> Account | None:
@@ -140,6 +142,19 @@ class InMemoryRepository:
 
     async def orders(self, account_id: uuid.UUID) -> list[Order]:
         return [o for o in self.orders_by_id.values() if o.account_id == account_id]
+
+    async def record_applied_rate(
+        self, currency: str, channel: str, effective_from: datetime, rate: Decimal
+    ) -> None:
+        self.applied_rates.setdefault((currency, channel, effective_from), rate)
+
+    async def applied_rate_at(self, currency: str, channel: str, at: datetime) -> Decimal | None:
+        found = [
+            (effective, rate)
+            for (cur, chan, effective), rate in self.applied_rates.items()
+            if (cur, chan) == (currency, channel) and effective <= at
+        ]
+        return max(found)[1] if found else None
 
     async def insert_quote(self, quote: Quote) -> None:
         self.quotes[quote.id] = quote

@@ -37,6 +37,8 @@ from .buying import get_order as get_order
 from .buying import get_quote as get_quote
 from .buying import list_orders as list_orders
 from .buying import place_order as place_order
+from .buying import preview_order as preview_order
+from .buying import record_applied_rate as record_applied_rate
 from .lifecycle import record_activation as record_activation
 from .lifecycle import record_reactivation as record_reactivation
 from .lifecycle import record_renewal as record_renewal

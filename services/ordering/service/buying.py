@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 
 from shared.auth import Principal
 from shared.contracts import (
+    ExchangeRateApplied,
     OrderPlaced,
     PaymentMethod,
-    PricedLine,
     QuoteIssued,
     Term,
 )
 from shared.errors import not_found
 
-from .. import domain, schemas
+from .. import domain, pricing, schemas
+from ..pricing import PricedOrder, TermDates
 from ..repository import (
     Account,
     Order,
@@ -44,8 +46,11 @@ async def record_order(
     term: Term | None = None,
     payment_method: PaymentMethod | None = None,
     quote_id: uuid.UUID | None = None,
+    priced: PricedOrder | None = None,
+    dates: TermDates | None = None,
 ) -> Order:
-    """The one way an order is written: for a new subscription or a later one of it."""
+    """The one way an order is written: for a new subscription or a later one of it; a new
+    subscription's keeps the price and the dates the buyer is shown (R18-R20, R23)."""
     order = Order(
         id=uuid.uuid4(),
         order_number=domain.order_number(await uow.repo.next_order_number()),
@@ -61,9 +66,44 @@ async def record_order(
         placed_at=placed_at,
         kind=kind,
         quote_id=quote_id,
+        price=priced.price.model_dump_json() if priced else None,
+        renews_at=dates.renews_at if dates else None,
+        expires_at=dates.expires_at if dates else None,
+        time_zone=dates.time_zone if dates else None,
     )
     await uow.repo.insert_order(order)
     return order
+
+
+async def price_of(
+    uow: UnitOfWork,
+    account: Account,
+    subscription: Subscription,
+    *,
+    quoted_net: Decimal | None = None,
+) -> tuple[PricedOrder | None, TermDates | None]:
+    """R18-R20, R23: the price and the dates of a new subscription's order; a trial has
+    neither (R17: not invoiced; lifecycle dates its 30 days)."""
+    if subscription.trial:
+        return None, None
+    placed_at = subscription.purchased_at
+    rate = (
+        None
+        if quoted_net is not None
+        else await uow.repo.applied_rate_at(account.currency, pricing.CHANNEL_RATE, placed_at)
+    )
+    priced = pricing.price_order(
+        offering=subscription.offering,
+        term=subscription.term,
+        seats=subscription.seats,
+        customer=pricing.Customer(
+            account.country, account.currency, account.tax_exempt_reason, account.time_zone
+        ),
+        placed_at=placed_at,
+        rate_in_force=rate,
+        quoted_net=quoted_net,
+    )
+    return priced, pricing.term_dates(placed_at, subscription.term, account.time_zone)
 
 
 async def _sell(
@@ -74,12 +114,14 @@ async def _sell(
     *,
     quote_id: uuid.UUID | None,
     payment_token: str | None,
-    priced_lines: list[PricedLine] | None = None,
+    quoted_net: Decimal | None = None,
 ) -> Order:
-    """A new subscription: the order, ordering's subscription row and OrderPlaced."""
+    """A new subscription: the order, ordering's subscription row and OrderPlaced, priced here
+    (R16, R18-R20): invoicing bills ``priced_lines`` as they are."""
     buyer = await uow.repo.user(account.id, buyer_id)
     if buyer is None:
         raise not_found("account")
+    priced, dates = await price_of(uow, account, subscription, quoted_net=quoted_net)
     order = await record_order(
         uow,
         subscription,
@@ -87,6 +129,8 @@ async def _sell(
         kind="trial" if subscription.trial else "purchase",
         placed_at=subscription.purchased_at,
         quote_id=quote_id,
+        priced=priced,
+        dates=dates,
     )
     await uow.repo.insert_subscription(subscription)
     placed = OrderPlaced(
@@ -107,33 +151,34 @@ async def _sell(
         quote_id=quote_id,
         trial=subscription.trial,
         payment_token=payment_token,
-        priced_lines=priced_lines or [],
+        priced_lines=[priced.line] if priced else [],
+        price=priced.price if priced else None,
+        renews_at=dates.renews_at if dates else None,
+        expires_at=dates.expires_at if dates else None,
     )
     await uow.events.emit(placed, account_id=account.id, subscription_id=subscription.id)
     return order
 
 
-async def place_order(
-    uow: UnitOfWork, actor: Principal, account_id: uuid.UUID, command: schemas.PlaceOrder
-) -> schemas.Order:
-    """A direct order (R16) or a trial (R17: at most 5 seats [ours]); R14, R15 and R34 apply
-    (R15 [ours]: to a direct order's list price as to a quote), except to a trial."""
+async def _new_subscription(
+    uow: UnitOfWork, account: Account, command: schemas.PlaceOrder
+) -> Subscription:
+    """R14-R17, R34: what a direct order would sell the account now, or the refusal."""
     domain.check_offering(command.offering, command.term)
     if command.trial:
         domain.check_trial_size(command.seats)
-    account = await locked_account(uow, account_id)
     domain.check_order_payment(
         command.payment_method,
         trial=command.trial,
-        has_invoice_subscription=await uow.repo.has_invoice_subscription(account_id),
+        has_invoice_subscription=await uow.repo.has_invoice_subscription(account.id),
         usd_value=domain.price(
             command.offering, command.term, command.seats, account.currency
         ).usd_value,
         prepay_only=account.prepay_only,
     )
-    subscription = Subscription(
+    return Subscription(
         id=uuid.uuid4(),
-        account_id=account_id,
+        account_id=account.id,
         offering=command.offering,
         term=command.term,
         seats=command.seats,
@@ -142,8 +187,18 @@ async def place_order(
         auto_renew=command.auto_renew,
         trial=command.trial,
         time_zone=account.time_zone,
-        purchased_at=await uow.time.now(account_id),
+        purchased_at=await uow.time.now(account.id),
     )
+
+
+async def place_order(
+    uow: UnitOfWork, actor: Principal, account_id: uuid.UUID, command: schemas.PlaceOrder
+) -> schemas.Order:
+    """A direct order (R16) or a trial (R17: at most 5 seats [ours]); R14, R15 and R34 apply
+    (R15 [ours]: to a direct order's list price as to a quote), except to a trial. Priced here
+    (R18-R20): the answer, the confirmation mail and the invoice carry the same figures."""
+    account = await locked_account(uow, account_id)
+    subscription = await _new_subscription(uow, account, command)
     order = await _sell(
         uow,
         account,
@@ -153,6 +208,41 @@ async def place_order(
         payment_token=command.payment_token,
     )
     return schemas.Order.model_validate(order)
+
+
+async def preview_order(
+    uow: UnitOfWork, actor: Principal, account_id: uuid.UUID, command: schemas.PlaceOrder
+) -> schemas.OrderPreview:
+    """R18-R20, R23: the order's price and dates if it were placed now, priced as placing it
+    prices it (the same function, rate and calendar), refused as it would be; stores nothing."""
+    account = await uow.repo.account(account_id)
+    if account is None:
+        raise not_found("account")
+    subscription = await _new_subscription(uow, account, command)
+    priced, dates = await price_of(uow, account, subscription)
+    auto_renew = subscription.auto_renew
+    return schemas.OrderPreview(
+        offering=subscription.offering,
+        term=subscription.term,
+        seats=subscription.seats,
+        payment_method=subscription.payment_method,
+        auto_renew=auto_renew,
+        trial=subscription.trial,
+        priced_at=subscription.purchased_at,
+        price=priced.price if priced else None,
+        renews_at=dates.renews_at if dates else None,
+        expires_at=dates.expires_at if dates else None,
+        time_zone=account.time_zone,
+        renewal_date=dates.renewal_date if dates and auto_renew else None,
+        expiry_date=dates.expiry_date if dates and not auto_renew else None,
+    )
+
+
+async def record_applied_rate(uow: UnitOfWork, applied: ExchangeRateApplied) -> None:
+    """R19: invoicing's applied rate, kept to price orders with (idempotent)."""
+    await uow.repo.record_applied_rate(
+        applied.currency, applied.channel, applied.effective_from, applied.rate
+    )
 
 
 async def get_order(uow: UnitOfWork, actor: Principal, order_id: uuid.UUID) -> schemas.Order:
@@ -266,9 +356,7 @@ async def accept_new_subscription_quote(
         subscription,
         quote_id=quote_id,
         payment_token=command.payment_token,
-        priced_lines=[
-            domain.quoted_line(locked.offering, locked.term, locked.seats, locked.net_amount)
-        ],
+        quoted_net=locked.net_amount,
     )
     await uow.repo.mark_quote_accepted(quote_id, order.id, order.placed_at)
     return schemas.Order.model_validate(order)
