@@ -210,6 +210,12 @@ ENDPOINTS: list[tuple[str, str, Body | None, dict[str, int]]] = [
         lambda ids: {"offering": "docs", "term": "annual", "seats": 1, "payment_method": "card"},
         expect({"buyer": 201}),
     ),
+    (
+        "POST",
+        "/v1/accounts/{account}/orders/preview",
+        lambda ids: {"offering": "docs", "term": "annual", "seats": 1, "payment_method": "card"},
+        expect({"buyer": 200}),
+    ),
     ("GET", "/v1/accounts/{account}/orders", None, expect({"buyer": 200, "operator": 200})),
     ("GET", "/v1/orders/{order}", None, expect({"buyer": 200, "operator": 200})),
     (
@@ -248,6 +254,14 @@ ENDPOINTS: list[tuple[str, str, Body | None, dict[str, int]]] = [
         "/v1/subscriptions/{subscription}/auto-renew",
         lambda ids: {"auto_renew": False},
         expect({"buyer": 200}),
+    ),
+    (
+        "PUT",
+        "/v1/subscriptions/{subscription}/payment-method",
+        # A saved method that is not the account's: the buyer passes the access check (R2) and
+        # is then refused on the field (422); everyone else stops at R8 first.
+        lambda ids: {"payment_method": "card", "payment_method_id": str(uuid.uuid4())},
+        expect({"buyer": 422}),
     ),
     (
         "PUT",
