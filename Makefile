@@ -1,4 +1,4 @@
-.PHONY: demo test up down status start stop lint chaos observe images compose-up compose-smoke compose-down test-containers
+.PHONY: demo test up down status start stop lint chaos bench observe images compose-up compose-smoke compose-down test-containers
 
 demo:            ## bring everything up and play a subscription's whole life on a test clock
 	scripts/bootstrap
@@ -32,6 +32,10 @@ chaos:           ## the fault-injection suite, long form: 300 orders through cra
 	eval "$$(deploy/local/stack env)"; export KAFKA_BOOTSTRAP_SERVERS POSTGRES_DSN SMTP_URL MAIL_API_URL; \
 	CHAOS_ORDERS=$${CHAOS_ORDERS:-300} CHAOS_CONCURRENCY=$${CHAOS_CONCURRENCY:-8} \
 	.venv/bin/pytest -s -p no:cacheprovider tests/chaos
+
+bench:           ## end-to-end benchmark on the running stack: BENCH_ORDERS=300 BENCH_ARGS='--rate 50'
+	eval "$$(deploy/local/stack env)"; export KAFKA_BOOTSTRAP_SERVERS POSTGRES_DSN SMTP_URL MAIL_API_URL; \
+	.venv/bin/python -m bench.e2e --orders $${BENCH_ORDERS:-300} $(BENCH_ARGS)
 
 observe:         ## a local Prometheus scraping the services (make start), alert rules loaded: :9090
 	scripts/observe

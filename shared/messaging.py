@@ -364,22 +364,22 @@ class ConsumerRuntime:
 
     async def _apply(self, handler: Handler[Any], envelope: Envelope, payload: Contract) -> str:
         async with self.pool.acquire() as conn, conn.transaction():
+            # One account's events are applied one transaction at a time by this consumer,
+            # whichever replica and topic they come from: an event that waits for its cause
+            # and the handler that releases that cause cannot miss each other. The lock is
+            # taken first (the insert reads its row), in the inbox row's round trip.
             first_time = await conn.fetchval(
-                """INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3)
+                """WITH turn AS (SELECT pg_advisory_xact_lock(hashtextextended($4, 7316004)))
+                   INSERT INTO inbox (consumer, event_id, event_type)
+                   SELECT $1, $2, $3 FROM turn
                    ON CONFLICT DO NOTHING RETURNING true""",
                 self.consumer.name,
                 envelope.event_id,
                 envelope.event_type,
+                f"{self.consumer.name}:{envelope.account_id}",
             )
             if not first_time:
                 return "duplicate"
-            # One account's events are applied one transaction at a time by this consumer,
-            # whichever replica and topic they come from: an event that waits for its cause
-            # and the handler that releases that cause cannot miss each other.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 7316004))",
-                f"{self.consumer.name}:{envelope.account_id}",
-            )
             if isinstance(payload, AccountOpened) and payload.test_clock_id is not None:
                 await attach_account(conn, envelope.account_id, payload.test_clock_id)
             return await self._run(conn, handler, envelope, payload)

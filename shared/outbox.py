@@ -76,7 +76,12 @@ class Outbox:
         if not events:
             return []
         now = self.clock.now()
-        clock_times = await _clock_times(conn, [e.account_id for e in events if not e.occurred_at])
+        # One round trip: this transaction's per-account locks, then the test-clock times.
+        clock_times = await _lock_keys_and_read_clocks(
+            conn,
+            [e.account_id for e in events],
+            {e.account_id for e in events if not e.occurred_at},
+        )
         envelopes: list[Envelope] = []
         for item in events:
             if PRODUCER_OF.get(type(item.event).__name__) != self.producer:
@@ -94,50 +99,54 @@ class Outbox:
                 )
             )
         topic = self.topics.events(self.producer)
-        await _serialise_keys(conn, [e.account_id for e in envelopes])
         traceparent = tracing.current_traceparent()  # the trace goes on with the event
-        await conn.executemany(
-            """INSERT INTO outbox (event_id, topic, message_key, event_type, body, traceparent)
-               VALUES ($1, $2, $3, $4, $5, $6)""",
-            [
-                (
-                    e.event_id,
-                    topic,
-                    str(e.account_id),
-                    e.event_type,
-                    e.model_dump_json().encode(),
-                    traceparent,
-                )
-                for e in envelopes
-            ],
+        # One round trip: the rows (ids in array order) and the relay's wake-up (at commit).
+        await conn.execute(
+            """WITH rows AS (
+                   INSERT INTO outbox (event_id, topic, message_key, event_type, body,
+                                       traceparent)
+                   SELECT e.id, $2::text, e.k, e.t, e.b, $6::text
+                   FROM unnest($1::uuid[], $3::text[], $4::text[], $5::bytea[])
+                        WITH ORDINALITY AS e(id, k, t, b, n)
+                   ORDER BY e.n
+                   RETURNING 1)
+               SELECT pg_notify($7, '') FROM (SELECT 1 FROM rows LIMIT 1) AS one""",
+            [e.event_id for e in envelopes],
+            topic,
+            [str(e.account_id) for e in envelopes],
+            [e.event_type for e in envelopes],
+            [e.model_dump_json().encode() for e in envelopes],
+            traceparent,
+            NOTIFY_CHANNEL,
         )
-        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
         return envelopes
 
 
-async def _clock_times(conn: Conn, account_ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime]:
-    """The test-clock time of each of these accounts that follows a test clock."""
-    if not account_ids:
-        return {}
-    rows = await conn.fetch(
-        """SELECT a.account_id, t.now FROM account_clocks a
-           JOIN test_clock_times t ON t.clock_id = a.clock_id
-           WHERE a.account_id = ANY($1::uuid[])""",
-        list(set(account_ids)),
-    )
-    return {row["account_id"]: row["now"] for row in rows}
+async def _lock_keys_and_read_clocks(
+    conn: Conn, account_ids: list[uuid.UUID], clocked: set[uuid.UUID]
+) -> dict[uuid.UUID, datetime]:
+    """Lock each account's outbox key for this transaction, then return the test-clock time of
+    those of ``clocked`` that follow a test clock.
 
-
-async def _serialise_keys(conn: Conn, account_ids: list[uuid.UUID]) -> None:
-    """Outbox ids are taken at insert, not at commit: two transactions writing events of the same
+    Outbox ids are taken at insert, not at commit: two transactions writing events of the same
     account could commit out of id order, and the relay would publish them out of order. A
     transaction-scoped lock per account (taken in a fixed order, so two batches cannot deadlock)
-    makes one account's events commit in id order."""
+    makes one account's events commit in id order. The clock times need no lock: reading them
+    in the same statement saves a round trip."""
     keys = sorted({str(a) for a in account_ids})
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended(k, 7316003)) FROM unnest($1::text[]) AS k",
-        keys,  # unnest keeps the (sorted) array's order
+    rows = await conn.fetch(
+        # The locks are the outer side of a LEFT JOIN: always evaluated, before the clocks.
+        """SELECT c.account_id, c.now
+           FROM (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7316003))) AS n
+                 FROM unnest($1::text[]) AS k) AS locked  -- unnest keeps the sorted order
+           LEFT JOIN LATERAL (
+               SELECT a.account_id, t.now FROM account_clocks a
+               JOIN test_clock_times t ON t.clock_id = a.clock_id
+               WHERE a.account_id = ANY($2::uuid[]) AND locked.n > 0) AS c ON true""",
+        keys,
+        list(clocked),
     )
+    return {row["account_id"]: row["now"] for row in rows if row["account_id"] is not None}
 
 
 class OutboxRelay:

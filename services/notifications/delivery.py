@@ -73,18 +73,49 @@ def delivery_desk(rt: Runtime) -> DeliveryDesk:
     )
 
 
-async def _work(rt: Runtime, sender: MailSender, wake: asyncio.Event) -> None:
+class Wakes:
+    """Wakes the delivery workers: one idle worker per queued-mail notification (waking them
+    all made every idle worker run an empty claim, a commit each, for every event handled);
+    all of them after a sweep. A worker that leases a full batch wakes another, so a backlog
+    keeps every SMTP connection busy."""
+
+    def __init__(self, workers: int) -> None:
+        self.events = [asyncio.Event() for _ in range(workers)]
+        self.idle: list[int] = []
+
+    def one(self, *_: object) -> None:
+        if self.idle:
+            self.events[self.idle.pop(0)].set()
+
+    def all(self, *_: object) -> None:
+        for event in self.events:
+            event.set()
+
+    async def sleep(self, worker: int, seconds: float) -> None:
+        self.idle.append(worker)
+        try:
+            await sleep_until_woken(self.events[worker], seconds)
+        finally:
+            if worker in self.idle:
+                self.idle.remove(worker)
+
+
+async def _work(rt: Runtime, sender: MailSender, wakes: Wakes, worker: int) -> None:
     batch = rt.settings.delivery_batch_size
     desk = delivery_desk(rt)
+    wake = wakes.events[worker]
     try:
         while True:
             wake.clear()
             try:
-                if await service.deliver_due(desk, sender, batch):
+                leased = await service.deliver_due(desk, sender, batch)
+                if leased >= batch:
+                    wakes.one()  # more may be due: another worker helps
+                if leased:
                     continue
             except Exception as error:  # database trouble: try again on the next tick
                 log.warning("delivery worker: %r", error)
-            await sleep_until_woken(wake, rt.settings.delivery_poll_seconds)
+            await wakes.sleep(worker, rt.settings.delivery_poll_seconds)
     finally:
         with contextlib.suppress(Exception):
             await sender.close()
@@ -109,24 +140,21 @@ def smtp_sender_factory(rt: Runtime) -> Callable[[], MailSender]:
 
 async def run_delivery_loop(rt: Runtime) -> None:
     make_sender = smtp_sender_factory(rt)
-    wakes = [asyncio.Event() for _ in range(max(1, rt.settings.delivery_concurrency))]
-
-    def wake_all(*_: object) -> None:
-        for wake in wakes:
-            wake.set()
-
+    wakes = Wakes(max(1, rt.settings.delivery_concurrency))
     listener = await rt.pool.acquire()
-    workers = [asyncio.create_task(_work(rt, make_sender(), wake)) for wake in wakes]
+    workers = [
+        asyncio.create_task(_work(rt, make_sender(), wakes, n)) for n in range(len(wakes.events))
+    ]
     deadline = handover_deadline(rt.settings.smtp_timeout_seconds)
     try:
-        await listener.add_listener(DELIVERY_CHANNEL, wake_all)
+        await listener.add_listener(DELIVERY_CHANNEL, wakes.one)
         while True:
             try:
                 expired = await SqlRepository(rt.pool).expire_handovers(rt.clock.now() - deadline)
                 if expired:
                     MAILS_POSSIBLY_DOUBLED.labels("stopped_hand_over").inc(expired)
                     log.warning("%d deliveries sent again after a stopped hand-over", expired)
-                    wake_all()
+                    wakes.all()
             except Exception as error:
                 log.warning("delivery sweep: %r", error)
             await asyncio.sleep(deadline.total_seconds() / 2)
@@ -135,5 +163,5 @@ async def run_delivery_loop(rt: Runtime) -> None:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         with contextlib.suppress(Exception):
-            await listener.remove_listener(DELIVERY_CHANNEL, wake_all)
+            await listener.remove_listener(DELIVERY_CHANNEL, wakes.one)
         await rt.pool.release(listener)

@@ -4,6 +4,7 @@ before migration 0003."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from shared.outbox import Outbox
 from shared.time.clock import SystemClock
 from shared.topics import Topics
 from tests.notifications_samples import order_placed, person
-from tests.support import Backing, create_database, drop_database, unique
+from tests.support import Backing, create_database, drop_database, unique, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +138,36 @@ async def test_an_event_before_the_people_waits_and_a_redelivery_changes_nothing
     rows = await database.fetch("SELECT template FROM deliveries ORDER BY template")
     assert [r["template"] for r in rows] == ["admin_appointed", "order_confirmation"]
     assert await database.fetchval("SELECT count(*) FROM deferred_events") == 0
+
+
+async def test_the_consumer_applies_one_accounts_events_one_transaction_at_a_time(
+    database: asyncpg.Pool,
+) -> None:
+    """Issue 17 moved the consumer's per-account lock into the inbox row's statement: it is
+    still taken before the handler runs, so an event waits while another transaction holds its
+    account's turn, and a duplicate is still recognised."""
+    await migrate(database, SPEC.migrations)
+    consuming = runtime(database)
+    account = uuid.uuid4()
+    roles = envelope(account, RolesChanged(buyer=person(KARI), primary_admin=person(KARI)))
+    body = roles.model_dump_json().encode()
+    async with database.acquire() as holder, holder.transaction():
+        await holder.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 7316004))",
+            f"notifications:{account}",
+        )
+        handling = asyncio.create_task(consuming.handle(body, None))
+
+        async def waits_for_its_turn() -> bool:
+            return bool(
+                await database.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+            )
+
+        await wait_for(waits_for_its_turn, what="the event to wait for its account's turn")
+        assert not handling.done()
+        assert await database.fetchval("SELECT count(*) FROM deliveries") == 0
+    assert await handling == "done"
+    assert await consuming.handle(body, None) == "duplicate"
+    assert await database.fetchval("SELECT count(*) FROM deliveries") == 1

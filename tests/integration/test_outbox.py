@@ -16,7 +16,7 @@ from shared.outbox import Outbox, OutboxRelay, unpublished_count
 from shared.time.clock import SystemClock
 from shared.topics import Topics
 from tests.integration.conftest import read_topic
-from tests.support import Backing, create_database, drop_database, unique
+from tests.support import Backing, create_database, drop_database, unique, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +94,56 @@ async def test_outbox_row_is_rolled_back_with_its_state_change(
                 raise RuntimeError("the business write failed")
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+    finally:
+        await pool.close()
+        await drop_database(backing.postgres_dsn, name)
+
+
+async def test_emit_is_two_round_trips_and_one_account_commits_in_id_order(
+    backing: Backing, tmp_path: Path
+) -> None:
+    """Issue 17: an emit costs two statements (per-account locks with the clock times; the rows
+    with the relay's wake-up), and still holds the account's lock until commit, so a second
+    transaction emitting for the same account waits and takes the later id."""
+    name = unique("test_outbox_")
+    pool = await create_pool(await create_database(backing.postgres_dsn, name), size=3)
+    try:
+        await migrate(pool, tmp_path)
+        outbox = Outbox("ordering", Topics("x."), SystemClock())
+        account = uuid.uuid4()
+        async with pool.acquire() as first, pool.acquire() as watcher:
+            sent: list[str] = []
+            first_tx = first.transaction()
+            await first_tx.start()
+            await outbox.emit(first, opened(0), account_id=uuid.uuid4())  # types introspected
+            first.add_query_logger(lambda record: sent.append(record.query))
+            await outbox.emit(first, opened(1), account_id=account)
+
+            async def second() -> None:
+                async with pool.acquire() as conn, conn.transaction():
+                    await outbox.emit(conn, opened(2), account_id=account)
+
+            later = asyncio.create_task(second())
+
+            async def second_waits_for_the_lock() -> bool:
+                return bool(
+                    await watcher.fetchval(
+                        """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+                           AND NOT granted"""
+                    )
+                )
+
+            await wait_for(second_waits_for_the_lock, what="the second emit to wait")
+            assert not later.done()
+            await first_tx.commit()
+            await later
+            rows = await watcher.fetch(
+                "SELECT body FROM outbox WHERE message_key = $1 ORDER BY id", str(account)
+            )
+        emitting = [q for q in sent if "COMMIT" not in q.upper()]  # loggers run a turn later
+        assert len(emitting) == 2, emitting
+        names = [Envelope.model_validate_json(r["body"]).payload["name"] for r in rows]
+        assert names == ["event-1", "event-2"]
     finally:
         await pool.close()
         await drop_database(backing.postgres_dsn, name)
