@@ -81,11 +81,6 @@ def exchange_rate(currency: str) -> Decimal:
     return initial_rate(currency)
 
 
-def seller() -> dict[str, str]:
-    data: dict[str, str] = price_book()["seller"]
-    return data
-
-
 def base_price(offering: str, term: Term) -> Decimal:
     return Decimal(price_book()["prices_per_seat"][offering][term])
 
@@ -187,6 +182,20 @@ def draft_for_order(
         quoted_unit_price=quoted_unit_price,
     )
     return DraftInvoice(currency, [line], rate, tax_exempt_reason)
+
+
+def service_period(starts_at: datetime, time_zone: str, months: int) -> tuple[date, date]:
+    """Issue 15 [ours]: the period an invoice covers, in local dates, both inclusive: from the
+    day the term (or R20 installment year) starts to the day before its anniversary."""
+    start = local_date(starts_at, time_zone)
+    return start, add_months(start, months) - timedelta(days=1)
+
+
+def period_until(starts_at: datetime, ends_at: datetime, time_zone: str) -> tuple[date, date]:
+    """R30: a co-term's period, from the purchase to the day before the renewal date."""
+    start = local_date(starts_at, time_zone)
+    last_second = ends_at - timedelta(seconds=1)  # the renewal instant or the expiry (R23)
+    return start, max(start, local_date(last_second, time_zone))
 
 
 # --- R30: co-term ------------------------------------------------------------------------------
@@ -411,6 +420,18 @@ def document_totals(lines: list[InvoiceLine]) -> tuple[Decimal, Decimal, Decimal
 
 
 # --- R18: what the invoice says ------------------------------------------------------------------
+
+
+# Issue 15 [ours]: a Norwegian seller's service to an EU business with a VAT id is taxed where
+# the buyer is, by the buyer (VAT Directive art. 196): no VAT on the invoice, which says so.
+REVERSE_CHARGE = "Reverse charge"
+EU_COUNTRIES = frozenset(
+    "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split()
+)
+
+
+def reverse_charged(country: str, vat_id: str | None) -> bool:
+    return country in EU_COUNTRIES and bool(vat_id)
 
 
 def exemption_note(tax_exempt_reason: str | None) -> str | None:
