@@ -197,14 +197,14 @@ async def invoice_pdf(invoice_id: uuid.UUID, request: Request, who: Caller) -> R
 @router.get(
     "/invoices/{invoice_id}.xml",
     response_class=Response,
-    responses={**UBL_XML, **problem_responses(*READ)},
+    responses={**UBL_XML, **problem_responses(*READ, 409)},
     summary="Download an invoice as an e-invoice (EHF / Peppol BIS Billing 3.0, UBL 2.1)",
 )
 async def invoice_xml(invoice_id: uuid.UUID, request: Request, who: Caller) -> Response:
     """Issue 15; R8 as the PDF."""
     async with reading(request) as uow:
         invoice, lines, party = await service.invoice_facts(uow, who, invoice_id)
-    document = ubl.invoice_xml(invoice, lines, party, party.billing, seller_of(request))
+    document = ubl.invoice_xml(invoice, lines, party, seller_of(request))
     return xml_answer(document, invoice.invoice_number)
 
 
@@ -465,14 +465,14 @@ async def credit_note_pdf(credit_note_id: uuid.UUID, request: Request, who: Call
 @router.get(
     "/credit-notes/{credit_note_id}.xml",
     response_class=Response,
-    responses={**UBL_XML, **problem_responses(*READ)},
+    responses={**UBL_XML, **problem_responses(*READ, 409)},
     summary="Download a credit note as an e-invoice (EHF / Peppol BIS Billing 3.0, UBL 2.1)",
 )
 async def credit_note_xml(credit_note_id: uuid.UUID, request: Request, who: Caller) -> Response:
     """Issue 15; R8 as the PDF."""
     async with reading(request) as uow:
         note, invoice, lines, party = await service.credit_note_facts(uow, who, credit_note_id)
-    document = ubl.credit_note_xml(note, invoice, lines, party, party.billing, seller_of(request))
+    document = ubl.credit_note_xml(note, invoice, lines, party, seller_of(request))
     return xml_answer(document, note.credit_note_number)
 
 

@@ -1,5 +1,5 @@
 """E-invoices (issue 15): an invoice or credit note as EHF / Peppol BIS Billing 3.0, UBL 2.1 XML,
-built with a structured XML API (xml.etree), never by formatting strings. The tests validate it
+built with a structured XML API (lxml), never by formatting strings. The tests validate it
 against the UBL 2.1 schema and the Peppol BIS 3.0 rules (EN 16931 + Peppol, Norway's among them).
 
 Credit notes carry positive amounts (the document type says it credits); the VAT category is S
@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from xml.etree import ElementTree as ET
+
+from lxml import etree as ET
 
 from shared.contracts import BillingIdentity
+from shared.errors import Conflict
 from shared.time.calendar import local_date
 
 from . import domain, kid
 from .models import CreditNote, Invoice, StoredLine
-from .printing import Party, Seller, product_name
+from .printing import Party, Seller, identity_at_issue, product_name
 
 INVOICE_NS = "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"
 CREDIT_NOTE_NS = "urn:oasis:names:specification:ubl:schema:xsd:CreditNote-2"
@@ -25,23 +27,42 @@ CBC = "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"
 CUSTOMIZATION_ID = "urn:cen.eu:en16931:2017#compliant#urn:fdc:peppol.eu:2017:poacc:billing:3.0"
 PROFILE_ID = "urn:fdc:peppol.eu:2017:poacc:billing:01:1.0"
 NORWEGIAN_ORGANISATION_NUMBER = "0192"  # ICD/EAS code of Brønnøysundregistrene's register
+# Peppol electronic address schemes (EAS) of a buyer's VAT id, by country; a Norwegian buyer is
+# addressed by its organisation number (0192), a Danish one by its CVR (0184).
+VAT_ID_SCHEME = {
+    "AT": "9914",
+    "BE": "9925",
+    "DE": "9930",
+    "ES": "9920",
+    "FR": "9957",
+    "GB": "9932",
+    "IE": "9935",
+    "IT": "0211",
+    "NL": "9944",
+    "PL": "9945",
+    "PT": "9946",
+}
 PAYMENT_MEANS = {"invoice": "30", "card": "48", "paypal": "68"}  # UNCL 4461
 
-ET.register_namespace("cac", CAC)
-ET.register_namespace("cbc", CBC)
+Element = ET._Element
 
 
-def cbc(parent: ET.Element, name: str, text: str, **attributes: str) -> ET.Element:
+def root_of(namespace: str, name: str) -> Element:
+    namespaces = {None: namespace, "cac": CAC, "cbc": CBC}
+    return ET.Element(f"{{{namespace}}}{name}", nsmap=namespaces)  # type: ignore[arg-type]
+
+
+def cbc(parent: Element, name: str, text: str, **attributes: str) -> Element:
     element = ET.SubElement(parent, f"{{{CBC}}}{name}", attributes)
     element.text = text
     return element
 
 
-def cac(parent: ET.Element, name: str) -> ET.Element:
+def cac(parent: Element, name: str) -> Element:
     return ET.SubElement(parent, f"{{{CAC}}}{name}")
 
 
-def amount(parent: ET.Element, name: str, value: Decimal, currency: str) -> None:
+def amount(parent: Element, name: str, value: Decimal, currency: str) -> None:
     cbc(parent, name, f"{domain.round_money(value, currency):f}", currencyID=currency)
 
 
@@ -58,7 +79,7 @@ def category(rate: Decimal, tax_exempt_reason: str | None) -> str:
 
 
 def tax_category(
-    parent: ET.Element, name: str, rate: Decimal, reason: str | None, *, with_reason: bool
+    parent: Element, name: str, rate: Decimal, reason: str | None, *, with_reason: bool
 ) -> None:
     element = cac(parent, name)
     code = category(rate, reason)
@@ -72,7 +93,7 @@ def tax_category(
     cbc(cac(element, "TaxScheme"), "ID", "VAT")
 
 
-def address(parent: ET.Element, lines: list[str], postcode: str, city: str, country: str) -> None:
+def address(parent: Element, lines: list[str], postcode: str, city: str, country: str) -> None:
     element = cac(parent, "PostalAddress")
     if lines:
         cbc(element, "StreetName", lines[0])
@@ -87,7 +108,7 @@ def address(parent: ET.Element, lines: list[str], postcode: str, city: str, coun
     cbc(cac(element, "Country"), "IdentificationCode", country)
 
 
-def supplier(root: ET.Element, seller: Seller) -> None:
+def supplier(root: Element, seller: Seller) -> None:
     party = cac(cac(root, "AccountingSupplierParty"), "Party")
     cbc(party, "EndpointID", seller.organisation_number, schemeID=NORWEGIAN_ORGANISATION_NUMBER)
     cbc(cac(party, "PartyName"), "Name", seller.name)
@@ -105,14 +126,31 @@ def supplier(root: ET.Element, seller: Seller) -> None:
     cbc(cac(party, "Contact"), "ElectronicMail", seller.email)
 
 
-def customer(root: ET.Element, buyer: Party, billing: BillingIdentity | None) -> None:
+def electronic_address(billing: BillingIdentity | None) -> tuple[str, str]:
+    """The buyer's Peppol address (EAS scheme, identifier), or a 409: an e-invoice is for a
+    business, addressed by its register number or VAT id [ours]."""
+    if billing is not None:
+        if billing.country == "NO" and billing.organisation_number:
+            return NORWEGIAN_ORGANISATION_NUMBER, billing.organisation_number
+        if billing.country == "DK" and billing.vat_id:
+            return "0184", billing.vat_id.removeprefix("DK")
+        if billing.vat_id and billing.country in VAT_ID_SCHEME:
+            return VAT_ID_SCHEME[billing.country], billing.vat_id
+    raise Conflict(
+        "no-electronic-address",
+        "No e-invoice for this buyer",
+        "An e-invoice (EHF / Peppol) goes to a business by its organisation number or VAT id; "
+        "the account's billing details had none when the invoice was issued. The PDF is the "
+        "invoice.",
+    )
+
+
+def customer(root: Element, buyer: Party, billing: BillingIdentity | None) -> None:
     party = cac(cac(root, "AccountingCustomerParty"), "Party")
     country = billing.country if billing else (buyer.account.country if buyer.account else "NO")
     org = billing.organisation_number if billing else None
-    if org and country == "NO":
-        cbc(party, "EndpointID", org, schemeID=NORWEGIAN_ORGANISATION_NUMBER)
-    else:  # [ours]: the buyer's mail address (EAS "EM") when no register number routes it
-        cbc(party, "EndpointID", buyer.contact.email if buyer.contact else "-", schemeID="EM")
+    scheme, address_id = electronic_address(billing)
+    cbc(party, "EndpointID", address_id, schemeID=scheme)
     cbc(cac(party, "PartyName"), "Name", buyer.name)
     if billing:
         address(party, billing.address_lines, billing.postcode, billing.city, country)
@@ -135,14 +173,14 @@ def customer(root: ET.Element, buyer: Party, billing: BillingIdentity | None) ->
         cbc(contact, "ElectronicMail", buyer.contact.email)
 
 
-def period(root: ET.Element, invoice: Invoice) -> None:
+def period(root: Element, invoice: Invoice) -> None:
     if invoice.period_start is not None and invoice.period_end is not None:
         element = cac(root, "InvoicePeriod")
         cbc(element, "StartDate", invoice.period_start.isoformat())
         cbc(element, "EndDate", invoice.period_end.isoformat())
 
 
-def totals(root: ET.Element, lines: list[StoredLine], currency: str, reason: str | None) -> None:
+def totals(root: Element, lines: list[StoredLine], currency: str, reason: str | None) -> None:
     rounded = [
         (
             domain.round_money(abs(line.net_amount), currency),
@@ -172,7 +210,7 @@ def totals(root: ET.Element, lines: list[StoredLine], currency: str, reason: str
 
 
 def document_lines(
-    root: ET.Element, kind: str, invoice: Invoice, lines: list[StoredLine], language: str
+    root: Element, kind: str, invoice: Invoice, lines: list[StoredLine], language: str
 ) -> None:
     currency = invoice.currency
     for number, line in enumerate(lines, start=1):
@@ -196,7 +234,7 @@ def document_lines(
         amount(cac(element, "Price"), "PriceAmount", abs(line.unit_price), currency)
 
 
-def payment_means(root: ET.Element, invoice: Invoice, seller: Seller, due: date | None) -> None:
+def payment_means(root: Element, invoice: Invoice, seller: Seller, due: date | None) -> None:
     means = cac(root, "PaymentMeans")
     cbc(means, "PaymentMeansCode", PAYMENT_MEANS[invoice.payment_method])
     if due is not None:
@@ -208,22 +246,18 @@ def payment_means(root: ET.Element, invoice: Invoice, seller: Seller, due: date 
         cbc(cac(account, "FinancialInstitutionBranch"), "ID", seller.bic)
 
 
-def serialise(root: ET.Element, namespace: str) -> bytes:
-    ET.indent(root)
-    document: bytes = ET.tostring(
-        root, encoding="utf-8", xml_declaration=True, default_namespace=namespace
-    )
-    return document
+def serialise(root: Element) -> bytes:
+    return ET.tostring(root, encoding="UTF-8", xml_declaration=True, pretty_print=True)
 
 
 def invoice_xml(
     invoice: Invoice,
     lines: list[StoredLine],
     buyer: Party,
-    billing: BillingIdentity | None,
     seller: Seller,
 ) -> bytes:
-    root = ET.Element(f"{{{INVOICE_NS}}}Invoice")
+    billing = identity_at_issue(invoice, buyer.billing)
+    root = root_of(INVOICE_NS, "Invoice")
     cbc(root, "CustomizationID", CUSTOMIZATION_ID)
     cbc(root, "ProfileID", PROFILE_ID)
     cbc(root, "ID", invoice.invoice_number)
@@ -238,7 +272,7 @@ def invoice_xml(
     payment_means(root, invoice, seller, None)
     totals(root, lines, invoice.currency, invoice.tax_exempt_reason)
     document_lines(root, "Invoice", invoice, lines, buyer.language)
-    return serialise(root, INVOICE_NS)
+    return serialise(root)
 
 
 def credit_note_xml(
@@ -246,10 +280,10 @@ def credit_note_xml(
     invoice: Invoice,
     lines: list[StoredLine],
     buyer: Party,
-    billing: BillingIdentity | None,
     seller: Seller,
 ) -> bytes:
-    root = ET.Element(f"{{{CREDIT_NOTE_NS}}}CreditNote")
+    billing = identity_at_issue(invoice, buyer.billing)
+    root = root_of(CREDIT_NOTE_NS, "CreditNote")
     cbc(root, "CustomizationID", CUSTOMIZATION_ID)
     cbc(root, "ProfileID", PROFILE_ID)
     cbc(root, "ID", note.credit_note_number)
@@ -266,4 +300,4 @@ def credit_note_xml(
     customer(root, buyer, billing)
     totals(root, lines, note.currency, invoice.tax_exempt_reason)
     document_lines(root, "CreditNote", invoice, lines, buyer.language)
-    return serialise(root, CREDIT_NOTE_NS)
+    return serialise(root)
