@@ -439,3 +439,13 @@ def test_printed_lines_keep_invoice_line_amounts() -> None:
         vat_rate=Decimal(25),
         vat_amount=Decimal("25.00"),
     )
+
+
+def test_documents_name_products_as_the_catalogue_does() -> None:
+    """The price book's product names are ordering's catalogue names (one product, one name)."""
+    from services.ordering.catalogue import catalogue
+
+    names = domain.price_book()["offering_names"]
+    assert {code: n["en"] for code, n in names.items()} == {
+        code: offering.name for code, offering in catalogue().offerings.items()
+    }
