@@ -50,6 +50,23 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8002", description="Base URL of invoicing as mail readers reach it."
     )
     mail_from: str = "Subscriptions <no-reply@subscriptions.example>"
+    # The seller on every invoice and credit note (bokføringsforskriften § 5-1-1; issue 15).
+    # Development defaults: a made-up company with a valid organisation number and bank account.
+    seller_name: str = "Subscriptions Nordic AS"
+    seller_street: str = "Postboks 1"
+    seller_postcode: str = "0101"
+    seller_city: str = "Oslo"
+    seller_country: str = Field("NO", description="ISO 3166 alpha-2 country of the seller.")
+    seller_organisation_number: str = Field(
+        "923609016", description="Registered in Foretaksregisteret (9 digits, MOD11)."
+    )
+    seller_vat_id: str = Field("NO923609016MVA", description="MVA-registered: NO + org no + MVA.")
+    seller_bank_account: str = Field(
+        "86011117947", description="Norwegian bank account for bank transfers (11 digits)."
+    )
+    seller_iban: str = "NO9386011117947"
+    seller_bic: str = "DNBANOKK"
+    seller_email: str = "billing@subscriptions.example"
     jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
     development_mode: bool = Field(
         False,

@@ -605,3 +605,26 @@ class InvoiceOverdue(Contract):
     purpose: InvoicePurpose = "order"
     installment: int | None = None
     payer_emails: list[EmailStr] = []
+
+
+# --- ordering: the account's billing identity (issue 15) ---------------------------------------
+
+
+class BillingIdentity(Contract):
+    """Who the buyer is on an invoice (bokføringsforskriften § 5-1-1): the billing address and,
+    for a business, its organisation number and VAT id (validated by ordering per country)."""
+
+    address_lines: list[str] = Field(min_length=1, max_length=3)
+    postcode: str
+    city: str
+    country: str = Field(min_length=2, max_length=2)
+    organisation_number: str | None = None
+    vat_id: str | None = None
+
+
+@event("ordering")
+class BillingDetailsChanged(Contract):
+    """The account's billing identity, whole (never a delta): at sign-up when given, and on
+    every change by the buyer. Invoicing prints it on documents issued from then on."""
+
+    billing: BillingIdentity

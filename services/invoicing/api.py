@@ -28,7 +28,7 @@ from shared.idempotency import run_keyed
 from shared.problems import READ, WRITE, Problem, problem_responses
 from shared.runtime import runtime_of
 
-from . import domain, exchange_rates, pdf, service
+from . import domain, exchange_rates, pdf, printing, service, ubl
 from .billing import UnitOfWork
 from .commands import BankTransfer
 from .domain import PurchaseOrder
@@ -72,6 +72,12 @@ PDF: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"application/pdf": {"schema": BINARY}},
         "description": "The PDF document",
+    }
+}
+UBL_XML: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/xml": {"schema": {"type": "string"}}},
+        "description": "The e-invoice: UBL 2.1 XML, EHF / Peppol BIS Billing 3.0",
     }
 }
 RATE_FEED = {LIMIT_KEY: 128 * 1024}  # up to 1,000 rates
@@ -140,6 +146,19 @@ def purchase_order(change: PurchaseOrderChange) -> PurchaseOrder:
     )
 
 
+def seller_of(request: Request) -> printing.Seller:
+    """The seller on every document: configuration (``PLATFORM_SELLER_*``)."""
+    return printing.Seller.from_settings(runtime_of(request).settings)
+
+
+def xml_answer(document: bytes, number: str) -> Response:
+    return Response(
+        document,
+        media_type="application/xml",
+        headers={"Content-Disposition": f'inline; filename="{number}.xml"'},
+    )
+
+
 def pdf_answer(document: pdf.PrintedDocument) -> Response:
     return Response(
         pdf.render(document),
@@ -170,8 +189,23 @@ async def list_invoices(account_id: uuid.UUID, request: Request, who: Caller) ->
     summary="Download an invoice as PDF",
 )
 async def invoice_pdf(invoice_id: uuid.UUID, request: Request, who: Caller) -> Response:
+    """R8: the account's buyer, admins and payers (404 for strangers)."""
     async with reading(request) as uow:
-        return pdf_answer(await service.print_invoice(uow, who, invoice_id))
+        return pdf_answer(await service.print_invoice(uow, who, invoice_id, seller_of(request)))
+
+
+@router.get(
+    "/invoices/{invoice_id}.xml",
+    response_class=Response,
+    responses={**UBL_XML, **problem_responses(*READ, 409)},
+    summary="Download an invoice as an e-invoice (EHF / Peppol BIS Billing 3.0, UBL 2.1)",
+)
+async def invoice_xml(invoice_id: uuid.UUID, request: Request, who: Caller) -> Response:
+    """Issue 15; R8 as the PDF."""
+    async with reading(request) as uow:
+        invoice, lines, party = await service.invoice_facts(uow, who, invoice_id)
+    document = ubl.invoice_xml(invoice, lines, party, seller_of(request))
+    return xml_answer(document, invoice.invoice_number)
 
 
 @router.get(
@@ -421,8 +455,25 @@ async def list_credit_notes(account_id: uuid.UUID, request: Request, who: Caller
     summary="Download a credit note as PDF",
 )
 async def credit_note_pdf(credit_note_id: uuid.UUID, request: Request, who: Caller) -> Response:
+    """R8: as its invoice."""
     async with reading(request) as uow:
-        return pdf_answer(await service.print_credit_note(uow, who, credit_note_id))
+        return pdf_answer(
+            await service.print_credit_note(uow, who, credit_note_id, seller_of(request))
+        )
+
+
+@router.get(
+    "/credit-notes/{credit_note_id}.xml",
+    response_class=Response,
+    responses={**UBL_XML, **problem_responses(*READ, 409)},
+    summary="Download a credit note as an e-invoice (EHF / Peppol BIS Billing 3.0, UBL 2.1)",
+)
+async def credit_note_xml(credit_note_id: uuid.UUID, request: Request, who: Caller) -> Response:
+    """Issue 15; R8 as the PDF."""
+    async with reading(request) as uow:
+        note, invoice, lines, party = await service.credit_note_facts(uow, who, credit_note_id)
+    document = ubl.credit_note_xml(note, invoice, lines, party, seller_of(request))
+    return xml_answer(document, note.credit_note_number)
 
 
 @router.get(

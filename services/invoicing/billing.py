@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -99,6 +99,7 @@ async def issue_invoice(
     installment: int | None = None,
     renewal_id: uuid.UUID | None = None,
     po: PurchaseOrder | None = None,
+    period: tuple[date, date] | None = None,
 ) -> uuid.UUID | None:
     """Issue (numbered, R7 payers, R21 due date) and charge card/PayPal at issue (R21, R25).
     None when the cause was invoiced already: a redelivered cause never issues or charges twice.
@@ -110,6 +111,7 @@ async def issue_invoice(
     payers = domain.invoice_payers(await uow.repo.payer_emails(billed.account_id))
     account = await uow.repo.get_account(billed.account_id)
     prepay_only = account.prepay_only if account is not None else False
+    identity = await uow.repo.billing_identity(billed.account_id)
     invoice = Invoice(
         id=uuid.uuid5(INVOICE_ID_NAMESPACE, source_key),
         invoice_number=number,
@@ -141,6 +143,11 @@ async def issue_invoice(
         notes=po.notes if po else None,
         po_file_name=po.file_name if po else None,
         po_mime_type=po.mime_type if po else None,
+        buyer_billing=identity.model_dump_json() if identity is not None else None,
+        offering=billed.offering,
+        term=billed.term,
+        period_start=period[0] if period else None,
+        period_end=period[1] if period else None,
     )
     await uow.repo.insert_invoice(
         invoice, source_key=source_key, lines=draft.lines, po=po or PurchaseOrder()
@@ -344,6 +351,11 @@ async def bill_term(
         installment=1 if installments else None,
         renewal_id=renewal_id,
         po=po,
+        period=domain.service_period(
+            transaction_at,
+            billed.time_zone,
+            12 if installments else domain.TERM_MONTHS[billed.term],
+        ),
     )
     if invoice_id is None or not installments:
         return invoice_id
@@ -364,9 +376,15 @@ async def bill_term(
 
 
 async def tax_exemption(uow: UnitOfWork, account_id: uuid.UUID) -> str | None:
-    """R18: why the account pays no VAT, if it does not."""
+    """R18: why the account pays no VAT, if it does not: its exemption, or (issue 15 [ours]) the
+    reverse charge of an EU business that gave its VAT id (the buyer accounts for the VAT)."""
     account = await uow.repo.get_account(account_id)
-    return account.tax_exempt_reason if account else None
+    if account is None:
+        return None
+    identity = await uow.repo.billing_identity(account_id)
+    return domain.tax_exemption(
+        account.country, account.tax_exempt_reason, identity.vat_id if identity else None
+    )
 
 
 async def draft_term(

@@ -13,8 +13,10 @@ from typing import Literal
 
 from shared.contracts import InvoiceLine, PaymentMethod, PricedLine, Term
 from shared.errors import Conflict, DomainError, Forbidden, Invalid
+from shared.pricing import EU_COUNTRIES as EU_COUNTRIES
 from shared.pricing import INSTALLMENT_COUNT as INSTALLMENT_COUNT
 from shared.pricing import INSTALLMENTS_FROM as INSTALLMENTS_FROM
+from shared.pricing import REVERSE_CHARGE as REVERSE_CHARGE
 from shared.pricing import TERM_NAMES as TERM_NAMES
 from shared.pricing import DraftInvoice as DraftInvoice
 from shared.pricing import applied_rate as applied_rate
@@ -28,8 +30,10 @@ from shared.pricing import one_minor_unit as one_minor_unit
 from shared.pricing import pays_in_installments as pays_in_installments
 from shared.pricing import price_book as price_book
 from shared.pricing import priced_line as priced_line
+from shared.pricing import reverse_charged as reverse_charged
 from shared.pricing import round_money as round_money
 from shared.pricing import subscription_line as subscription_line
+from shared.pricing import tax_exemption as tax_exemption
 from shared.pricing import unit_price as unit_price
 from shared.pricing import vat_rate as vat_rate
 from shared.pricing import vat_table as vat_table
@@ -47,9 +51,18 @@ CHARGE_RETRY_DAYS = (1, 3, 7, 14)
 REFUND_SETTLEMENT_BUSINESS_DAYS: dict[PaymentMethod, int] = {"card": 7, "paypal": 3, "invoice": 10}
 
 
-def seller() -> dict[str, str]:
-    data: dict[str, str] = price_book()["seller"]
-    return data
+def service_period(starts_at: datetime, time_zone: str, months: int) -> tuple[date, date]:
+    """Issue 15 [ours]: the period an invoice covers, in local dates, both inclusive: from the
+    day the term (or R20 installment year) starts to the day before its anniversary."""
+    start = local_date(starts_at, time_zone)
+    return start, add_months(start, months) - timedelta(days=1)
+
+
+def period_until(starts_at: datetime, ends_at: datetime, time_zone: str) -> tuple[date, date]:
+    """R30: a co-term's period, from the purchase to the day before the renewal date."""
+    start = local_date(starts_at, time_zone)
+    last_second = ends_at - timedelta(seconds=1)  # the renewal instant or the expiry (R23)
+    return start, max(start, local_date(last_second, time_zone))
 
 
 # --- R30: co-term ------------------------------------------------------------------------------

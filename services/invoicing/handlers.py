@@ -10,6 +10,7 @@ from __future__ import annotations
 from shared.contracts import (
     AccountOpened,
     AutoRenewChanged,
+    BillingDetailsChanged,
     OrderPlaced,
     RefundApproved,
     RenewalDue,
@@ -51,6 +52,12 @@ async def remember_account(ctx: HandlerContext, opened: AccountOpened) -> None:
 @consumer.on(RolesChanged)
 async def remember_roles(ctx: HandlerContext, snapshot: RolesChanged) -> None:
     await service.remember_roles(unit_of_work(ctx), cause_of(ctx), snapshot)
+
+
+@consumer.on(BillingDetailsChanged)
+async def remember_billing_details(ctx: HandlerContext, changed: BillingDetailsChanged) -> None:
+    """Issue 15: the buyer's address, organisation number and VAT id, for documents."""
+    await service.remember_billing_details(unit_of_work(ctx), cause_of(ctx), changed)
 
 
 @consumer.on(OrderPlaced)

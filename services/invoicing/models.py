@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from shared.contracts import (
     AccountOpened,
+    BillingIdentity,
     Channel,
     InvoiceLine,
     InvoicePurpose,
@@ -112,6 +113,13 @@ class Invoice:
     notes: str | None
     po_file_name: str | None
     po_mime_type: str | None
+    # Issue 15, fixed at issue: the buyer's identity then (BillingIdentity as JSON), what was
+    # billed (printed by name) and the service period covered (local dates, both inclusive).
+    buyer_billing: str | None = None
+    offering: str | None = None
+    term: Term | None = None
+    period_start: date | None = None
+    period_end: date | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +214,10 @@ class Repository(Protocol):
     async def get_account(self, account_id: uuid.UUID) -> Account | None: ...
     async def require_prepayment(self, account_id: uuid.UUID) -> None: ...
     async def upsert_account(self, account_id: uuid.UUID, opened: AccountOpened) -> None: ...
+    async def billing_identity(self, account_id: uuid.UUID) -> BillingIdentity | None: ...
+    async def set_billing_identity(
+        self, account_id: uuid.UUID, identity: BillingIdentity
+    ) -> None: ...
     async def apply_roles(self, account_id: uuid.UUID, snapshot: RolesChanged) -> None: ...
     async def roles_of(self, account_id: uuid.UUID, user_id: uuid.UUID) -> set[str]: ...
     async def payer_emails(self, account_id: uuid.UUID) -> list[str]: ...

@@ -11,7 +11,14 @@ from typing import Any, TypeVar
 import asyncpg
 
 from shared import people, timers
-from shared.contracts import AccountOpened, InvoiceLine, OrderPlaced, PaymentMethod, RolesChanged
+from shared.contracts import (
+    AccountOpened,
+    BillingIdentity,
+    InvoiceLine,
+    OrderPlaced,
+    PaymentMethod,
+    RolesChanged,
+)
 from shared.db import Conn
 
 from .exchange_rates import AppliedRate
@@ -83,6 +90,20 @@ class PostgresRepository:
             account_id,
         )
         return _typed(Account, record)
+
+    async def billing_identity(self, account_id: uuid.UUID) -> BillingIdentity | None:
+        found = await self.conn.fetchval(
+            "SELECT billing::text FROM account_billing_details WHERE account_id = $1", account_id
+        )
+        return BillingIdentity.model_validate_json(found) if isinstance(found, str) else None
+
+    async def set_billing_identity(self, account_id: uuid.UUID, identity: BillingIdentity) -> None:
+        await self.conn.execute(
+            """INSERT INTO account_billing_details (account_id, billing) VALUES ($1, $2::jsonb)
+               ON CONFLICT (account_id) DO UPDATE SET billing = EXCLUDED.billing""",
+            account_id,
+            identity.model_dump_json(),
+        )
 
     async def require_prepayment(self, account_id: uuid.UUID) -> None:
         await self.conn.execute("UPDATE accounts SET prepay_only = true WHERE id = $1", account_id)
@@ -222,9 +243,11 @@ class PostgresRepository:
                    exchange_rate, channel, billing_country, time_zone, net_total, vat_total,
                    gross_total, payment_method, payment_token, status, tax_exempt_reason,
                    payer_emails, issued_at, due_date, po_number, notes, po_document,
-                   po_file_name, po_mime_type)
+                   po_file_name, po_mime_type, buyer_billing, offering, term, period_start,
+                   period_end)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                   $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)""",
+                   $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30::jsonb,
+                   $31, $32, $33, $34)""",
             i.id,
             i.invoice_number,
             source_key,
@@ -254,6 +277,11 @@ class PostgresRepository:
             po.document,
             po.file_name,
             po.mime_type,
+            i.buyer_billing,
+            i.offering,
+            i.term,
+            i.period_start,
+            i.period_end,
         )
         await self._insert_lines("invoice_lines", "invoice_id", i.id, lines)
 

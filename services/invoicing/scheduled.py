@@ -121,6 +121,7 @@ async def issue_installment(uow: UnitOfWork, due: InstallmentDue, due_at: dateti
         draft=draft,
         installment=due.installment,
         renewal_id=due.renewal_id,
+        period=domain.service_period(due_at, billed.time_zone, 12),  # R20: a year a third
     )
 
 

@@ -20,6 +20,7 @@ from shared import people
 from shared.auth import Principal
 from shared.contracts import (
     AccountOpened,
+    BillingDetailsChanged,
     CreditNoteIssued,
     InvoiceLine,
     OrderPlaced,
@@ -94,6 +95,13 @@ CREDIT_NOTE_SERIES = "CN"
 
 async def remember_account(uow: UnitOfWork, cause: Cause, opened: AccountOpened) -> None:
     await uow.repo.upsert_account(cause.account_id, opened)
+
+
+async def remember_billing_details(
+    uow: UnitOfWork, cause: Cause, changed: BillingDetailsChanged
+) -> None:
+    """Issue 15: printed on the documents issued from now on (an issued one keeps its own)."""
+    await uow.repo.set_billing_identity(cause.account_id, changed.billing)
 
 
 async def remember_roles(uow: UnitOfWork, cause: Cause, snapshot: RolesChanged) -> None:
@@ -272,7 +280,13 @@ async def invoice_added_seats(uow: UnitOfWork, cause: Cause, added: SeatsAdded) 
         time_zone=added.time_zone,
     )
     await issue_invoice(
-        uow, when, billed, source_key=f"co_term:{added.order_id}", purpose="co_term", draft=draft
+        uow,
+        when,
+        billed,
+        source_key=f"co_term:{added.order_id}",
+        purpose="co_term",
+        draft=draft,
+        period=domain.period_until(added.prorate_from, added.coterm_until, added.time_zone),
     )
 
 
@@ -434,17 +448,30 @@ async def get_invoice(
     return invoice, await uow.repo.invoice_lines(invoice_id)
 
 
-async def print_invoice(
+async def invoice_facts(
     uow: UnitOfWork, actor: Principal, invoice_id: uuid.UUID
-) -> PrintedDocument:
+) -> tuple[Invoice, list[StoredLine], printing.Party]:
+    """What the invoice's PDF and e-invoice say (R8: who may read the invoice)."""
     invoice, lines = await get_invoice(uow, actor, invoice_id)
-    buyer = await buyer_lines(uow, invoice.account_id)
-    return printing.invoice_document(invoice, lines, buyer)
+    return invoice, lines, await party_of(uow, invoice)
 
 
-async def buyer_lines(uow: UnitOfWork, account_id: uuid.UUID) -> list[str]:
-    account = await uow.repo.get_account(account_id)
-    return printing.buyer_lines(account_id, account, await uow.repo.buyer_of(account_id))
+async def print_invoice(
+    uow: UnitOfWork, actor: Principal, invoice_id: uuid.UUID, seller: printing.Seller
+) -> PrintedDocument:
+    invoice, lines, party = await invoice_facts(uow, actor, invoice_id)
+    return printing.invoice_document(invoice, lines, party, seller)
+
+
+async def party_of(uow: UnitOfWork, invoice: Invoice) -> printing.Party:
+    """The buyer as the invoice names it: its identity as issued with (issue 15)."""
+    account_id = invoice.account_id
+    return printing.Party(
+        account_id=account_id,
+        account=await uow.repo.get_account(account_id),
+        billing=printing.identity_at_issue(invoice, await uow.repo.billing_identity(account_id)),
+        contact=await uow.repo.buyer_of(account_id),
+    )
 
 
 async def change_purchase_order(
@@ -515,15 +542,22 @@ async def get_credit_note(
     return note, await uow.repo.credit_note_lines(credit_note_id)
 
 
-async def print_credit_note(
+async def credit_note_facts(
     uow: UnitOfWork, actor: Principal, credit_note_id: uuid.UUID
-) -> PrintedDocument:
+) -> tuple[CreditNote, Invoice, list[StoredLine], printing.Party]:
+    """What the credit note's PDF and e-invoice say (R8, as its invoice)."""
     note, lines = await get_credit_note(uow, actor, credit_note_id)
     invoice = await uow.repo.get_invoice(note.invoice_id)
     if invoice is None:
         raise not_found("invoice")
-    buyer = await buyer_lines(uow, note.account_id)
-    return printing.credit_note_document(note, invoice, lines, buyer)
+    return note, invoice, lines, await party_of(uow, invoice)
+
+
+async def print_credit_note(
+    uow: UnitOfWork, actor: Principal, credit_note_id: uuid.UUID, seller: printing.Seller
+) -> PrintedDocument:
+    note, invoice, lines, party = await credit_note_facts(uow, actor, credit_note_id)
+    return printing.credit_note_document(note, invoice, lines, party, seller)
 
 
 async def pay_by_bank_transfer(

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from shared.auth import Caller, Principal, issue_token, verify_token
-from shared.contracts import Person, RolesChanged
+from shared.contracts import BillingIdentity, Person, RolesChanged
 from shared.db import Conn
 from shared.idempotency import run_keyed
 from shared.problems import READ, WRITE, problem_responses
@@ -269,6 +269,22 @@ async def change_buyer(account_id: uuid.UUID, body: schemas.UserRef, door: Write
     """R5: only support (an operator token) changes the buyer, never self-service."""
     await door.authorize(account_id, OPERATOR, "change the buyer", "R5")
     return await door.write(body, lambda uow: service.change_buyer(uow, account_id, body.user_id))
+
+
+@router.put(
+    "/accounts/{account_id}/billing-details",
+    summary="Set the account's billing address, organisation number and VAT id",
+    response_model=BillingIdentity,
+    responses=WRITES,
+)
+async def change_billing_details(
+    account_id: uuid.UUID, body: schemas.BillingDetails, door: Writer
+) -> JSONResponse:
+    """Issue 15, R2: the buyer's. Validated per country (a Norwegian organisation number's MOD11
+    check digit, "NO" + number + "MVA", an EU VAT id's format); printed on documents issued from
+    then on (invoicing hears ``BillingDetailsChanged``)."""
+    await door.authorize(account_id, service.BUYER, "change the billing details", "R2, R8")
+    return await door.write(body, lambda uow: service.change_billing_details(uow, account_id, body))
 
 
 @router.post(

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import asyncpg
 
 from shared import people
-from shared.contracts import PaymentMethod, Person, RolesChanged, Term
+from shared.contracts import BillingIdentity, PaymentMethod, Person, RolesChanged, Term
 from shared.db import Conn
 from shared.time.test_clocks import attach_account
 
@@ -228,6 +228,10 @@ class Repository(Protocol):
         ...
 
     async def insert_account(self, account: Account) -> None: ...
+    async def billing_details(self, account_id: uuid.UUID) -> BillingIdentity | None: ...
+    async def set_billing_details(
+        self, account_id: uuid.UUID, identity: BillingIdentity
+    ) -> None: ...
     async def test_clock_time(self, clock_id: uuid.UUID) -> datetime | None: ...
     async def follow_test_clock(self, account_id: uuid.UUID, clock_id: uuid.UUID) -> None: ...
     async def insert_user(self, user: User) -> None: ...
@@ -348,6 +352,19 @@ class PostgresRepository:
 
     async def insert_account(self, account: Account) -> None:
         await _insert(self.conn, "accounts", account, NEW_ACCOUNT)
+
+    async def billing_details(self, account_id: uuid.UUID) -> BillingIdentity | None:
+        found = await self.conn.fetchval(
+            "SELECT billing_details::text FROM accounts WHERE id = $1", account_id
+        )
+        return BillingIdentity.model_validate_json(found) if isinstance(found, str) else None
+
+    async def set_billing_details(self, account_id: uuid.UUID, identity: BillingIdentity) -> None:
+        await self.conn.execute(
+            "UPDATE accounts SET billing_details = $2::jsonb WHERE id = $1",
+            account_id,
+            identity.model_dump_json(),
+        )
 
     async def test_clock_time(self, clock_id: uuid.UUID) -> datetime | None:
         now = await self.conn.fetchval(

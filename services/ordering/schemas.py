@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.contracts import Language, OrderPrice, PaymentMethod, Person, Term
+from shared.contracts import BillingIdentity, Language, OrderPrice, PaymentMethod, Person, Term
 from shared.schemas import Name, Text, refuse_control_characters
 from shared.time.calendar import local_date
 
@@ -48,6 +48,25 @@ class NewUser(Strict):
     language: Language | None = None
 
 
+ShortText = Annotated[Text, Field(min_length=1, max_length=40)]
+
+
+class BillingDetails(Strict):
+    """The billing address, organisation number and VAT id (issue 15), validated per country:
+    a Norwegian organisation number is 9 digits with a MOD11 check digit, a Norwegian VAT id is
+    "NO" + that number + "MVA", an EU VAT id has its country's format."""
+
+    address_lines: list[Name] = Field(min_length=1, max_length=3, examples=[["Storgata 1"]])
+    postcode: ShortText = Field(examples=["0155"])
+    city: Name = Field(examples=["Oslo"])
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="The account's billing country")
+    organisation_number: ShortText | None = Field(None, examples=["923609016"])
+    vat_id: ShortText | None = Field(None, examples=["NO923609016MVA"])
+
+    def identity(self) -> BillingIdentity:
+        return BillingIdentity.model_validate(self.model_dump())
+
+
 class OpenAccount(Strict):
     name: Name
     country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166 alpha-2 billing country")
@@ -59,6 +78,7 @@ class OpenAccount(Strict):
     test_clock_id: uuid.UUID | None = Field(
         None, description="Operators only, when test clocks are enabled: the account follows it"
     )
+    billing_details: BillingDetails | None = None
 
 
 class UserRef(Strict):
@@ -155,6 +175,7 @@ class AccountFields(Answer):
     tax_exempt_reason: str | None
     test_clock_id: uuid.UUID | None
     opened_at: datetime
+    billing_details: BillingIdentity | None = None
 
 
 class NewAccount(AccountFields):

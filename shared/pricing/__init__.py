@@ -266,3 +266,28 @@ def price_term(
         for number in numbers
     ]
     return TermPrice(unit_price=unit, first_invoice=drafts[0], installments=drafts)
+
+
+# --- R18: who pays the VAT ------------------------------------------------------------------------
+
+# Issue 15 [ours]: a Norwegian seller's service to an EU business with a VAT id is taxed where
+# the buyer is, by the buyer (VAT Directive art. 196): no VAT on the invoice, which says so.
+REVERSE_CHARGE = "Reverse charge"
+EU_COUNTRIES = frozenset(
+    "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split()
+)
+
+
+def reverse_charged(country: str, vat_id: str | None) -> bool:
+    return country in EU_COUNTRIES and bool(vat_id)
+
+
+def tax_exemption(country: str, tax_exempt_reason: str | None, vat_id: str | None) -> str | None:
+    """R18: why an account pays no VAT, if it does not: its own exemption, or the reverse charge
+    of an EU business that gave its VAT id. Ordering prices orders and invoicing bills terms with
+    this one answer, so the preview, the order and the invoice agree."""
+    if tax_exempt_reason:
+        return tax_exempt_reason
+    if reverse_charged(country, vat_id):
+        return REVERSE_CHARGE
+    return None

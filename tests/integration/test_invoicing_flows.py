@@ -25,12 +25,16 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from pypdf import PdfReader
 
-from services.invoicing import domain, exchange_rates
+from services.invoicing import domain, exchange_rates, kid
 from services.invoicing.gateway import CARD_SANDBOX
+from services.ordering import billing_identity
 from shared.auth import issue_token
+from shared.config import Settings
 from shared.contracts import (
     AccountOpened,
     AutoRenewChanged,
+    BillingDetailsChanged,
+    BillingIdentity,
     Contract,
     OrderPlaced,
     Person,
@@ -45,6 +49,7 @@ from shared.contracts import (
 )
 from shared.time.clock import SystemClock
 from shared.topics import Topics
+from tests import einvoice
 from tests.integration.conftest import in_process
 from tests.support import Backing, Deployment, deployment, wait_for
 
@@ -168,6 +173,15 @@ async def open_account(
         envelope(roles, account.id, at=start),
     )
     return account
+
+
+def nb_money(amount: str | Decimal) -> str:
+    """As a Norwegian reads an amount in kroner: 21 330,00 kr."""
+    return f"{Decimal(amount):,.2f}".replace(",", " ").replace(".", ",") + " kr"
+
+
+def nb_day(iso: str) -> str:
+    return date.fromisoformat(iso).strftime("%d.%m.%Y")
 
 
 async def advance(inv: Invoicing, account: Account, to: datetime) -> None:
@@ -623,9 +637,10 @@ async def test_r39_a_refund_issues_a_credit_note_and_pays_back_through_the_metho
         pdf = await client.get(f"/v1/credit-notes/{note['credit_note_id']}.pdf", headers=auth)
     assert pdf.status_code == 200
     text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages)
+    text = text.replace("\xa0", " ")
     assert note["credit_note_number"] in text
-    assert f"-{Decimal(note['gross_total']):,f}" in text
-    assert expected.isoformat() in text
+    assert f"-{nb_money(note['gross_total'])}" in text
+    assert nb_day(expected.isoformat()) in text
 
 
 async def test_r39_a_refund_credits_the_purchase_not_a_later_co_term_invoice(
@@ -813,20 +828,21 @@ async def test_r18_the_pdf_shows_number_totals_each_vat_line_and_any_exemption(
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/pdf"
     text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(response.content)).pages)
-    assert issued["invoice_number"] in text
-    for label, total in (("Net total", "net_total"), ("VAT total", "vat_total")):
-        assert f"{label}: NOK {Decimal(issued[total]):,f}" in text
-    assert f"Total: NOK {Decimal(issued['gross_total']):,f}" in text
+    text = text.replace("\xa0", " ")
+    assert issued["invoice_number"] in text  # a Norwegian account: nb words and formats
+    for label, total in (("Sum eks. MVA", "net_total"), ("MVA", "vat_total")):
+        assert f"{label}: {nb_money(issued[total])}" in text
+    assert f"Å betale: {nb_money(issued['gross_total'])}" in text
     for line in issued["lines"]:
         rate = f"{Decimal(line['vat_rate']).normalize():f}"
-        assert f"VAT {rate}% of NOK {Decimal(line['net_amount']):,f}" in text
-    assert issued["due_date"] in text and "Fjordbygg AS" in text
-    assert domain.seller()["name"] in text and domain.seller()["bank_account"] in text
+        assert f"MVA {rate} % av {nb_money(line['net_amount'])}" in text
+    assert nb_day(issued["due_date"]) in text and "Fjordbygg AS" in text
+    assert Settings().seller_name in text and "8601.11.17947" in text  # the seller's account
     if exempt:
         assert Decimal(issued["vat_total"]) == 0 and issued["tax_exempt_reason"] == exempt
-        assert f"VAT exemption: {exempt}" in text
+        assert f"Fritatt for merverdiavgift: {exempt}" in text
     else:
-        assert "VAT 25% of NOK" in text
+        assert "MVA 25 % av" in text
 
 
 # --- R19: exchange rates ------------------------------------------------------------------------
@@ -988,3 +1004,121 @@ async def test_r24_r34_r37_no_retry_after_auto_renew_off_or_cancellation(
         return bool(await inv.pool.fetchval(retries, failed["invoice_id"]) == 0)
 
     await wait_for(retries_gone, what="the R37 retry cancelled")
+
+
+# --- issue 15: the buyer's billing identity on the PDF and the e-invoice -------------------------
+
+
+async def with_billing_identity(inv: Invoicing, account: Account) -> BillingIdentity:
+    """The identity as ordering publishes it (its own validation, compacted)."""
+    given = BillingIdentity(
+        address_lines=["Storgata 1", "Bygg B"],
+        postcode="0155",
+        city="Oslo",
+        country="NO",
+        organisation_number="923 609 016",
+        vat_id="NO 923 609 016 MVA",
+    )
+    identity = billing_identity.checked(given, "NO", "billing_details")
+    body = envelope(BillingDetailsChanged(billing=identity), account.id, at=T0)
+    await send(inv, "ordering", account.id, body)
+
+    async def stored() -> bool | None:
+        found = await inv.pool.fetchval(
+            "SELECT 1 FROM account_billing_details WHERE account_id = $1", account.id
+        )
+        return True if found else None
+
+    await wait_for(stored, timeout=30, what="the billing identity stored")
+    return identity
+
+
+async def test_issue15_r8_the_pdf_and_e_invoice_name_the_buyer_by_its_billing_identity(
+    invoicing: Invoicing,
+) -> None:
+    inv = invoicing
+    account = await open_account(inv, payers=1)
+    await with_billing_identity(inv, account)
+    await subscribed(inv, account, method="invoice")
+    [issued] = await wait_emitted(inv, account, "InvoiceIssued")
+    invoice = issued["invoice_id"]
+    async with inv.http() as client:
+        buyer = inv.token(account.buyer.user_id)
+        pdf = await client.get(f"/v1/invoices/{invoice}.pdf", headers=buyer)
+        xml = await client.get(f"/v1/invoices/{invoice}.xml", headers=buyer)
+        payer = await client.get(
+            f"/v1/invoices/{invoice}.xml", headers=inv.token(account.payers[0].user_id)
+        )
+        refused = {
+            status: (
+                await client.get(f"/v1/invoices/{invoice}.xml", headers=inv.token(who))
+            ).status_code
+            for who, status in ((account.admin.user_id, 403), (account.stranger, 404))
+        }
+    text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages)
+    text = text.replace("\xa0", " ")
+    reference = kid.for_invoice(issued["invoice_number"])
+    for fragment in (
+        "Storgata 1",
+        "Bygg B",
+        "0155 Oslo, Norge",
+        "Org.nr. 923 609 016",
+        "MVA-nr. NO923609016MVA",
+        f"KID {reference}",
+        "Leveringsperiode",
+        "AutoCAD, årsabonnement",
+    ):
+        assert fragment in text, fragment
+    assert str(account.id) not in text and "Exchange rate" not in text
+    assert xml.status_code == 200 and xml.headers["content-type"] == "application/xml"
+    assert payer.status_code == 200 and payer.content == xml.content  # R8: payers read it
+    assert refused == {403: 403, 404: 404}  # R8: an admin who is not the buyer; a stranger
+    assert einvoice.schema_errors(xml.content) == []
+    assert einvoice.fatal(einvoice.rule_findings(xml.content)) == []
+    assert f"<cbc:PaymentID>{reference}</cbc:PaymentID>".encode() in xml.content
+
+
+async def test_issue15_a_credit_note_e_invoice_validates_and_keeps_r8(invoicing: Invoicing) -> None:
+    inv = invoicing
+    account = await open_account(inv)
+    await with_billing_identity(inv, account)
+    sub, _ = await subscribed(inv, account, method="card")
+    approved_at = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    refund = RefundApproved(
+        refund_id=uuid.uuid4(),
+        purchase_kind="order",
+        purchased_at=T0 - timedelta(days=365),
+        reason="Kjøpt ved en feil",
+        approved_at=approved_at,
+    )
+    await send(
+        inv,
+        "ordering",
+        account.id,
+        envelope(refund, account.id, at=approved_at, subscription_id=sub),
+    )
+    [note] = await wait_emitted(inv, account, "CreditNoteIssued")
+    path = f"/v1/credit-notes/{note['credit_note_id']}.xml"
+    async with inv.http() as client:
+        xml = await client.get(path, headers=inv.token(account.buyer.user_id))
+        stranger = await client.get(path, headers=inv.token(account.stranger))
+    assert xml.status_code == 200, xml.text
+    assert stranger.status_code == 404
+    assert einvoice.schema_errors(xml.content) == []
+    assert einvoice.fatal(einvoice.rule_findings(xml.content)) == []
+    assert note["credit_note_number"].encode() in xml.content
+
+
+async def test_issue15_no_e_invoice_for_a_buyer_without_organisation_number(
+    invoicing: Invoicing,
+) -> None:
+    inv = invoicing
+    account = await open_account(inv)
+    await subscribed(inv, account)
+    [issued] = await wait_emitted(inv, account, "InvoiceIssued")
+    async with inv.http() as client:
+        answer = await client.get(
+            f"/v1/invoices/{issued['invoice_id']}.xml", headers=inv.token(account.buyer.user_id)
+        )
+    assert answer.status_code == 409
+    assert answer.json()["type"].endswith("no-electronic-address")

@@ -205,6 +205,18 @@ ENDPOINTS: list[tuple[str, str, Body | None, dict[str, int]]] = [
     ),
     ("DELETE", "/v1/accounts/{account}/payers/{spare_payer}", None, expect({"buyer": 200})),
     (
+        "PUT",
+        "/v1/accounts/{account}/billing-details",
+        lambda ids: {
+            "address_lines": ["Storgata 1"],
+            "postcode": "0155",
+            "city": "Oslo",
+            "country": "NO",
+            "organisation_number": "923609016",
+        },
+        expect({"buyer": 200}),  # issue 15, R2: the buyer's
+    ),
+    (
         "POST",
         "/v1/accounts/{account}/orders",
         lambda ids: {"offering": "docs", "term": "annual", "seats": 1, "payment_method": "card"},

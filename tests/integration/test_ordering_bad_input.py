@@ -32,6 +32,15 @@ GOOD_ACCOUNT = {
     "buyer": {"email": "kari@example.com", "name": "Kari"},
 }
 
+GOOD_BILLING = {
+    "address_lines": ["Storgata 1"],
+    "postcode": "0155",
+    "city": "Oslo",
+    "country": "NO",
+    "organisation_number": "923609016",
+    "vat_id": "NO923609016MVA",
+}
+
 CASES: list[tuple[str, str, Any, str]] = [
     # (path kind, case, body, the field the problem must name)
     ("orders", "unknown field", {**GOOD_ORDER, "discount": 50}, "discount"),
@@ -67,6 +76,30 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("accounts", "LF in the account name", {**GOOD_ACCOUNT, "name": "A\nB"}, "name"),
     ("accounts", "unknown country", {**GOOD_ACCOUNT, "country": "XX"}, "country"),
     ("accounts", "not a time zone", {**GOOD_ACCOUNT, "time_zone": "Mars/Olympus"}, "time_zone"),
+    (
+        "accounts",
+        "issue 15: a Norwegian org no with a wrong MOD11 check digit",
+        {**GOOD_ACCOUNT, "billing_details": {**GOOD_BILLING, "organisation_number": "923609017"}},
+        "billing_details.organisation_number",
+    ),
+    (
+        "accounts",
+        "issue 15: a Norwegian VAT id without MVA",
+        {**GOOD_ACCOUNT, "billing_details": {**GOOD_BILLING, "vat_id": "NO923609016"}},
+        "billing_details.vat_id",
+    ),
+    (
+        "accounts",
+        "issue 15: a billing address in another country",
+        {**GOOD_ACCOUNT, "billing_details": {**GOOD_BILLING, "country": "SE"}},
+        "billing_details.country",
+    ),
+    (
+        "accounts",
+        "issue 15: CR/LF in the billing address",
+        {**GOOD_ACCOUNT, "billing_details": {**GOOD_BILLING, "address_lines": ["A\r\nB"]}},
+        "billing_details.address_lines.0",
+    ),
     ("payers", "CR/LF in a payer's e-mail", {"email": "p@example.com\n", "name": "P"}, "email"),
     (
         "quotes",
@@ -162,3 +195,44 @@ async def test_an_unknown_idempotency_key_format_is_refused(
     )
     assert response.status_code == 400
     assert response.json()["type"] == PROBLEM + "idempotency-key-invalid"
+
+
+async def test_issue15_the_buyer_sets_billing_details_validated_and_published_whole(
+    ordering: tuple[Ordering, uuid.UUID, uuid.UUID],
+) -> None:
+    service, account, buyer = ordering
+    path = f"/v1/accounts/{account}/billing-details"
+    wrong = await service.call("PUT", path, user(buyer), {**GOOD_BILLING, "vat_id": "SE123"})
+    assert wrong.status_code == 422
+    assert [e["field"] for e in wrong.json()["errors"]] == ["vat_id"]
+    assert await service.outbox("BillingDetailsChanged", account) == []
+    spaced = {**GOOD_BILLING, "organisation_number": "923 609 016", "vat_id": "no923609016mva"}
+    answer = await service.call("PUT", path, user(buyer), spaced)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["organisation_number"] == "923609016"
+    assert answer.json()["vat_id"] == "NO923609016MVA"
+    again = await service.call("PUT", path, user(buyer), GOOD_BILLING)  # the same, compacted
+    assert again.status_code == 200
+    [published] = await service.outbox("BillingDetailsChanged", account)  # once: unchanged
+    assert published["payload"]["billing"] == answer.json()
+    seen = await service.call("GET", f"/v1/accounts/{account}", user(buyer))
+    assert seen.json()["billing_details"] == answer.json()
+
+
+async def test_issue15_sign_up_with_billing_details_publishes_them_after_the_account(
+    ordering: tuple[Ordering, uuid.UUID, uuid.UUID],
+) -> None:
+    service, _, _ = ordering
+    body = {
+        **GOOD_ACCOUNT,
+        "buyer": {"email": f"k-{uuid.uuid4().hex[:8]}@example.com", "name": "Kari"},
+        "billing_details": GOOD_BILLING,
+    }
+    opened = await service.call("POST", "/v1/accounts", None, body)
+    assert opened.status_code == 201, opened.text
+    account = uuid.UUID(opened.json()["id"])
+    assert opened.json()["billing_details"]["organisation_number"] == "923609016"
+    [published] = await service.outbox("BillingDetailsChanged", account)
+    [account_opened] = await service.outbox("AccountOpened", account)
+    assert published["payload"]["billing"] == opened.json()["billing_details"]
+    assert account_opened["recorded_at"] <= published["recorded_at"]

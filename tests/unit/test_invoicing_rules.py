@@ -321,13 +321,16 @@ def test_r18_vat_is_summarised_per_rate() -> None:
 def test_pdf_renders_latin1_and_replaces_what_it_cannot_print() -> None:
     assert pdf.latin1("Ærlig Øl Å 東") == "Ærlig Øl Å ?"
     document = pdf.PrintedDocument(
-        title="Invoice",
+        title="Faktura",
         number="INV-0000001",
-        seller=domain.seller(),
+        seller_lines=["Subscriptions Nordic AS"],
+        bill_to="Faktureres til",
         buyer_lines=["Blåbær AS"],
-        facts=[("Due date", "2026-12-27")],
-        currency="NOK",
+        facts=[("Forfallsdato", "27.12.2026")],
+        headers=("Beskrivelse", "Antall", "Enhetspris", "Netto", "MVA %", "MVA"),
         lines=[],
+        vat_summary=[],
+        totals=[("Å betale", "\u22121\u00a0000,00\u00a0kr")],
     )
     assert pdf.render(document).startswith(b"%PDF")
 

@@ -33,6 +33,7 @@ from services.invoicing.models import (
 from shared.auth import Principal
 from shared.contracts import (
     AccountOpened,
+    BillingIdentity,
     InvoiceLine,
     OrderPlaced,
     PaymentMethod,
@@ -67,6 +68,7 @@ class InMemoryRepository:
 
     def __init__(self) -> None:
         self.accounts: dict[uuid.UUID, Account] = {}
+        self.billing: dict[uuid.UUID, BillingIdentity] = {}
         self.roles: dict[tuple[uuid.UUID, uuid.UUID], set[str]] = {}
         self.emails: dict[tuple[uuid.UUID, str], str] = {}
         self.subscriptions: dict[uuid.UUID, Subscription] = {}
@@ -88,6 +90,12 @@ class InMemoryRepository:
 
     async def require_prepayment(self, account_id: uuid.UUID) -> None:
         self.accounts[account_id] = dataclasses.replace(self.accounts[account_id], prepay_only=True)
+
+    async def billing_identity(self, account_id: uuid.UUID) -> BillingIdentity | None:
+        return self.billing.get(account_id)
+
+    async def set_billing_identity(self, account_id: uuid.UUID, identity: BillingIdentity) -> None:
+        self.billing[account_id] = identity
 
     async def upsert_account(self, account_id: uuid.UUID, opened: AccountOpened) -> None:
         self.accounts[account_id] = Account(

@@ -223,3 +223,28 @@ def test_r23_the_shown_renewal_date_is_local_not_utc() -> None:
     assert dates.renewal_date == date(2026, 6, 10)
     assert dates.expiry_date == date(2026, 6, 9)
     assert dates.renews_at - dates.expires_at == timedelta(seconds=1)
+
+
+async def test_r18_an_eu_business_with_a_vat_id_is_shown_the_reverse_charge_the_invoice_applies(
+    world: World,
+) -> None:
+    """R18, issue 15: the preview decides VAT with the same rule invoicing bills with
+    (shared.pricing.tax_exemption): an EU business that gave its VAT id pays no VAT and is told
+    why; without a VAT id it pays its country's rate."""
+    billing = {
+        "address_lines": ["Unter den Linden 1"],
+        "postcode": "10115",
+        "city": "Berlin",
+        "country": "DE",
+        "vat_id": "DE123456789",
+    }
+    business, buyer = await opened(world, currency="EUR", country="DE", billing_details=billing)
+    preview = await service.preview_order(world.uow, buyer, business, order())
+    assert preview.price is not None
+    assert (preview.price.vat_total, preview.price.tax_exempt_reason) == (0, "Reverse charge")
+    consumer, consumer_buyer = await opened(
+        world, currency="EUR", country="DE", buyer={"email": "max@example.de", "name": "Max"}
+    )
+    plain = await service.preview_order(world.uow, consumer_buyer, consumer, order())
+    assert plain.price is not None and plain.price.vat_rate == 19
+    assert plain.price.tax_exempt_reason is None

@@ -30,7 +30,7 @@ from services.ordering.repository import (
 )
 from shared import people
 from shared.auth import Principal
-from shared.contracts import RolesChanged, StageChanged, SubscriptionActivated
+from shared.contracts import BillingIdentity, RolesChanged, StageChanged, SubscriptionActivated
 from shared.errors import DomainError
 from shared.time.clock import FrozenClock
 from shared.unit_of_work import FixedTime, RecordedEvents, Work
@@ -55,6 +55,7 @@ class InMemoryRepository:
     followers: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
     saved_methods: dict[uuid.UUID, SavedPaymentMethod] = field(default_factory=dict)
     applied_rates: dict[tuple[str, str, datetime], Decimal] = field(default_factory=dict)
+    billing: dict[uuid.UUID, BillingIdentity] = field(default_factory=dict)
     sequence: int = 0
 
     async def account(self, account_id: uuid.UUID, *, lock: bool = False) -> Account | None:
@@ -62,6 +63,12 @@ class InMemoryRepository:
 
     async def insert_account(self, account: Account) -> None:
         self.accounts[account.id] = account
+
+    async def billing_details(self, account_id: uuid.UUID) -> BillingIdentity | None:
+        return self.billing.get(account_id)
+
+    async def set_billing_details(self, account_id: uuid.UUID, identity: BillingIdentity) -> None:
+        self.billing[account_id] = identity
 
     async def test_clock_time(self, clock_id: uuid.UUID) -> datetime | None:
         return self.clocks.get(clock_id)

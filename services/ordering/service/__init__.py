@@ -27,6 +27,7 @@ from .access import quote_for_buyer as quote_for_buyer
 from .accounts import add_payer as add_payer
 from .accounts import add_user as add_user
 from .accounts import appoint_secondary_admin as appoint_secondary_admin
+from .accounts import change_billing_details as change_billing_details
 from .accounts import change_buyer as change_buyer
 from .accounts import get_account as get_account
 from .accounts import open_account as open_account

@@ -8,12 +8,14 @@ from typing import Any
 from shared.auth import Principal
 from shared.contracts import (
     AccountOpened,
+    BillingDetailsChanged,
+    BillingIdentity,
     Person,
     RolesChanged,
 )
 from shared.errors import not_found
 
-from .. import domain, schemas
+from .. import billing_identity, domain, schemas
 from ..repository import (
     Account,
     User,
@@ -32,6 +34,13 @@ from .access import (
 async def open_account(uow: UnitOfWork, command: schemas.OpenAccount) -> schemas.NewAccount:
     """R1: the account's first user becomes buyer and primary admin. A new account follows the
     test clock named (already checked: operators only, test clocks enabled)."""
+    billing = (
+        billing_identity.checked(
+            command.billing_details.identity(), command.country, "billing_details"
+        )
+        if command.billing_details is not None
+        else None
+    )
     account_id, user_id = uuid.uuid4(), uuid.uuid4()
     now = await uow.time.now()
     if command.test_clock_id is not None:
@@ -65,9 +74,30 @@ async def open_account(uow: UnitOfWork, command: schemas.OpenAccount) -> schemas
     )
     await uow.events.emit(opened, account_id=account_id)
     await uow.events.emit(snapshot, account_id=account_id)
+    if billing is not None:
+        await uow.repo.set_billing_details(account_id, billing)
+        await uow.events.emit(BillingDetailsChanged(billing=billing), account_id=account_id)
     return schemas.NewAccount.model_validate(
-        {**vars(account), "buyer": buyer.person(), "roles": ["buyer", "primary_admin"]}
+        {
+            **vars(account),
+            "buyer": buyer.person(),
+            "roles": ["buyer", "primary_admin"],
+            "billing_details": billing,
+        }
     )
+
+
+async def change_billing_details(
+    uow: UnitOfWork, account_id: uuid.UUID, command: schemas.BillingDetails
+) -> BillingIdentity:
+    """Issue 15: the buyer's (R2) billing address, organisation number and VAT id, validated
+    per country; published whole when it changed, printed on documents issued from then on."""
+    account = await locked_account(uow, account_id)
+    billing = billing_identity.checked(command.identity(), account.country, "")
+    if await uow.repo.billing_details(account_id) != billing:
+        await uow.repo.set_billing_details(account_id, billing)
+        await uow.events.emit(BillingDetailsChanged(billing=billing), account_id=account_id)
+    return billing
 
 
 async def get_account(
@@ -81,6 +111,7 @@ async def get_account(
     return schemas.AccountView.model_validate(
         {
             **vars(account),
+            "billing_details": await uow.repo.billing_details(account_id),
             "people": [vars(m) for m in await uow.repo.members(account_id)],
             "users": [vars(u) for u in await uow.repo.users(account_id)],
         }

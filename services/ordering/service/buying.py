@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
+from shared import pricing as shared_pricing
 from shared.auth import Principal
 from shared.contracts import (
     ExchangeRateApplied,
@@ -87,6 +88,7 @@ async def price_of(
     if subscription.trial:
         return None, None
     placed_at = subscription.purchased_at
+    billing = await uow.repo.billing_details(account.id)  # R18: reverse charge needs the VAT id
     rate = (
         None
         if quoted_net is not None
@@ -97,7 +99,12 @@ async def price_of(
         term=subscription.term,
         seats=subscription.seats,
         customer=pricing.Customer(
-            account.country, account.currency, account.tax_exempt_reason, account.time_zone
+            account.country,
+            account.currency,
+            shared_pricing.tax_exemption(
+                account.country, account.tax_exempt_reason, billing.vat_id if billing else None
+            ),
+            account.time_zone,
         ),
         placed_at=placed_at,
         rate_in_force=rate,
