@@ -319,6 +319,8 @@ class SignedIn(BaseModel):
     """Who the link signs in, and a bearer token for that user on that account."""
 
     account_id: uuid.UUID
+    account_name: str
+    time_zone: str
     user_id: uuid.UUID
     email: str
     name: str

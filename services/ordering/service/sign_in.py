@@ -80,10 +80,13 @@ async def redeem_sign_in_link(
         )
     await uow.repo.mark_sign_in_link_used(link.token_hash, now)
     user = await uow.repo.user(link.account_id, link.user_id)
-    if user is None:  # users are never deleted; a link names one of its account's users
+    account = await uow.repo.account(link.account_id)
+    if user is None or account is None:  # never deleted; a link names its account's user
         raise NotFound("sign-in-link-unknown", "This sign-in link is not valid")
     return schemas.SignedIn(
         account_id=link.account_id,
+        account_name=account.name,
+        time_zone=account.time_zone,
         user_id=user.id,
         email=user.email,
         name=user.name,
