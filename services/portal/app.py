@@ -106,6 +106,8 @@ class Portal:
         session = self.session(request)
         nonce = request.cookies.get(CSRF_COOKIE) or new_csrf_nonce()
         lang = self.language(request)
+        # Instants in the account's time zone: the signed-in customer's, or the one a page names.
+        time_zone = context.pop("time_zone", None) or (session.time_zone if session else None)
         notice = request.query_params.get("done")
         html = self.templates.get_template(template).render(
             session=session,
@@ -114,7 +116,7 @@ class Portal:
             csrf=csrf_token(self.settings.session_key, nonce),
             new_key=lambda: str(uuid.uuid4()),
             notice=notice if notice in TEXTS["en"] else None,
-            **helpers(lang, session.time_zone if session else None),
+            **helpers(lang, time_zone),
             **context,
         )
         response = HTMLResponse(html, status_code=status)

@@ -372,9 +372,11 @@ def install(app: FastAPI, portal: Portal) -> None:
                 await api.get("invoicing", f"/v1/accounts/{account_id}/invoices", me.token)
             )["items"]
             timeline = clock_timeline(subscriptions, invoices)
+        zone = next((s["time_zone"] for s in subscriptions if s.get("time_zone")), None)
         return portal.render(
             request,
             "clock.html.j2",
+            time_zone=zone,
             clock=clock,
             account_id=account_id or "",
             subscriptions=subscriptions,
@@ -451,7 +453,7 @@ def clock_timeline(
             rows.append({**event, "event": sub["stage"]})
     for invoice in invoices:
         number = invoice["invoice_number"]
-        rows.append({"at": invoice["issued_at"], "subject": number, "event": "issued"})
+        rows.append({"at": invoice["issued_at"], "subject": number, "event": "invoice_issued"})
         if invoice.get("paid_at"):
-            rows.append({"at": invoice["paid_at"], "subject": number, "event": "paid"})
+            rows.append({"at": invoice["paid_at"], "subject": number, "event": "invoice_paid"})
     return sorted(rows, key=lambda r: str(r["at"]))

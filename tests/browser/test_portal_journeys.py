@@ -7,6 +7,7 @@ the buttons. Every page is screenshotted and checked with axe-core (``Pages.chec
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -77,3 +78,155 @@ async def test_sign_in_by_mailed_link_see_the_subscription_and_the_invoice_pdf(
     assert "This sign-in link has already been used" in pages.text()
     assert "Traceback" not in pages.driver.page_source
     pages.checked("link-used")
+
+
+async def test_declined_renewal_new_card_pay_and_active_again(
+    journey: Journey, pages: Pages
+) -> None:
+    """R37: the renewal charge declines and the subscription is Expired; in the portal the buyer
+    adds a new card in the payment center, pays the open renewal invoice with it (Pay, a chosen
+    method) and sees the subscription Active again (R32)."""
+    j = journey
+    await j.start_clock(local(2030, 1, 10, 14, 30))
+    account = await j.open_account()
+    await bought(j, account)
+    await j.advance(local(2030, 1, 10, 15, 0), "purchase settles")
+    await j.post(  # the card saved later stops working before the renewal
+        "invoicing",
+        f"/v1/accounts/{account.id}/payment-methods",
+        account.auth,
+        {"type": "card", "payment_token": "tok_decline"},
+    )
+    await j.advance(local(2031, 1, 10, 12, 0), "renewal day: the charge is declined")
+
+    await pages.sign_in(account.buyer_email)
+    stage = pages.driver.find_element(By.CSS_SELECTOR, ".subscription .stage")
+    assert stage.text == "Expired"
+    pages.checked("expired")
+
+    pages.open("/payment-center")
+    assert "Visa **** 0002 (Default)" in pages.text()
+    pages.fill("token", "tok_success")
+    pages.press("#make_default")  # keep the old default: pay with the new card by choice
+    pages.press("#add-method button")
+    pages.until("the new card", lambda d: "Visa **** 4242" in pages.text())
+    assert "Saved." in pages.text()
+    pages.checked("payment-center")
+
+    pages.open("/invoices")
+    [renewal] = [
+        row
+        for row in pages.driver.find_elements(By.CSS_SELECTOR, "tr.invoice")
+        if row.get_attribute("data-status") == "issued"
+    ]
+    assert "renewal" in renewal.text and "open" in renewal.text
+    pages.checked("open-renewal-invoice")
+    label = pages.driver.find_element(
+        By.XPATH, "//form[contains(@class,'pay')]//label[contains(., '4242')]"
+    )
+    pages.press(f"#{label.get_attribute('for')}")
+    pages.press("form.pay button[type=submit]")
+    pages.until("paid", lambda d: "Paid. Thank you." in pages.text())
+    statuses = [
+        r.get_attribute("data-status")
+        for r in pages.driver.find_elements(By.CSS_SELECTOR, "tr.invoice")
+    ]
+    assert statuses == ["paid", "paid"]
+    pages.checked("paid")
+
+    def active_again(driver: Any) -> bool:
+        pages.open("/subscriptions")
+        return bool(driver.find_element(By.CSS_SELECTOR, ".subscription .stage").text == "Active")
+
+    pages.until("lifecycle to read InvoicePaid", active_again, timeout=60)
+    assert "10 January 2032" in pages.text()  # R23: renewed on its anniversary
+    pages.checked("active-again")
+
+
+async def test_a_secondary_admin_sees_no_invoices(journey: Journey, pages: Pages) -> None:
+    """R8: a secondary admin signs in by link, sees the product view of the subscription (no
+    dates or billing) and, on the invoice page, the refusal in words, not one invoice."""
+    j = journey
+    await j.start_clock(local(2030, 1, 10, 14, 30))
+    account = await j.open_account()
+    await bought(j, account)
+    await j.advance(local(2030, 1, 10, 15, 0), "purchase settles")
+    email = f"admin-{account.id[:8]}@example.com"
+    user = await j.post(
+        "ordering",
+        f"/v1/accounts/{account.id}/users",
+        account.auth,
+        {"email": email, "name": "Ola"},
+    )
+    await j.post(
+        "ordering",
+        f"/v1/accounts/{account.id}/secondary-admins",
+        account.auth,
+        {"user_id": user["user_id"]},
+        expect=200,
+    )
+
+    await pages.sign_in(email)
+    text = pages.text()
+    assert "autocad" in text and "Active" in text
+    assert "Renews on" not in text and "Auto-renew" not in text  # R8: the product view only
+    pages.checked("admin-subscriptions")
+
+    pages.open("/invoices")
+    assert pages.heading() == "Invoices and credit notes"
+    assert "Your role does not allow this" in pages.text()
+    assert pages.driver.find_elements(By.CSS_SELECTOR, "tr.invoice") == []
+    pages.checked("admin-invoices-refused")
+
+
+async def test_an_operator_advances_a_test_clock_and_sees_the_stage_change(
+    journey: Journey, pages: Pages
+) -> None:
+    """An operator signs in with an operator token, finds the account, opens its test clock,
+    advances it past the expiry of a subscription whose auto-renew is off (R24) and sees the
+    stage go from Active to Expired (R35) with the timeline of what happened."""
+    j = journey
+    await j.start_clock(local(2030, 1, 10, 14, 30))
+    account = await j.open_account()
+    order = await bought(j, account)
+    await j.advance(local(2030, 1, 10, 15, 0), "purchase settles")
+    path = f"/v1/subscriptions/{order['subscription_id']}/auto-renew"
+    response = await j.http.put(
+        j.url("ordering", path),
+        headers={**account.auth, "Idempotency-Key": str(uuid.uuid4())},
+        json={"auto_renew": False},
+    )
+    assert response.status_code == 200, response.text
+
+    pages.open("/operator/sign-in")
+    pages.checked("operator-sign-in")
+    pages.fill("token", j.operator["Authorization"].removeprefix("Bearer "))
+    pages.press("form[action='/operator/sign-in'] button")
+    pages.until("the operator's page", lambda d: d.current_url.endswith("/operator"))
+    pages.fill("account", account.id)
+    pages.press("form[action='/operator'] button")
+    pages.until("the account", lambda d: "Fjord Arkitekter AS" in pages.text())
+    pages.checked("operator-account")
+
+    pages.press(f"a[href^='/operator/clocks/{j.clock_id}']")
+    stage = pages.until(
+        "the clock page", lambda d: d.find_element(By.CSS_SELECTOR, "li.subscription")
+    )
+    assert stage.get_attribute("data-stage") == "active"
+    pages.checked("clock-before")
+
+    pages.fill("to", local(2031, 1, 10, 12, 0).isoformat())
+    pages.press("form[action$='/advance'] button")
+
+    def expired(driver: Any) -> bool:
+        status = driver.find_element(By.ID, "clock-status").get_attribute("data-status")
+        sub = driver.find_element(By.CSS_SELECTOR, "li.subscription")
+        return bool(status == "ready" and sub.get_attribute("data-stage") == "expired")
+
+    pages.until("the page to redraw itself once the clock is ready", expired, timeout=120)
+    assert "autocad: Expired" in pages.text()
+    timeline = pages.driver.find_element(By.CSS_SELECTOR, "ol.timeline").text
+    assert "autocad: Active" in timeline and "autocad: Expired" in timeline
+    assert ": issued" in timeline and ": paid" in timeline  # the order invoice
+    assert "10 January 2030 14:30 CET" in timeline  # R13: in the account's time zone
+    pages.checked("clock-after")
