@@ -13,6 +13,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -38,7 +39,7 @@ from .session import (
     seal,
     unseal,
 )
-from .texts import TEXTS, helpers, language_of
+from .texts import PROBLEMS_NB, TEXTS, helpers, language_of
 
 HERE = Path(__file__).parent
 LANGUAGE_COOKIE = "portal_language"
@@ -127,7 +128,11 @@ class Portal:
     def problem(
         self, request: Request, refusal: Refused, heading: str | None = None
     ) -> HTMLResponse:
-        """A refusal in words: the problem document's title, detail and fields."""
+        """A refusal in words: the problem document's title, detail and fields (in Norwegian
+        where we have the words for its slug)."""
+        if self.language(request) == "nb" and refusal.slug in PROBLEMS_NB:
+            title, detail = PROBLEMS_NB[refusal.slug]
+            refusal = replace(refusal, title=title, detail=detail)
         return self.render(
             request, "problem.html.j2", refusal.status, problem=refusal, heading=heading
         )
@@ -240,9 +245,7 @@ def create_app(settings: PortalSettings | None = None, platform: Platform | None
             raise_operator = session is not None and session.kind == "operator"
             return await sign_in_needed(request, SignInNeeded(raise_operator, ended=True))
         heading = getattr(request.state, "heading", None)
-        return portal.render(
-            request, "problem.html.j2", error.status, problem=error, heading=heading
-        )
+        return portal.problem(request, error, heading)
 
     @app.exception_handler(Unavailable)
     async def unavailable(request: Request, error: Unavailable) -> Response:

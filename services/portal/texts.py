@@ -358,6 +358,33 @@ WORDS: dict[str, dict[str, str]] = {
 }
 
 
+# What the services' refusals say, in Norwegian, by the problem's slug; the services speak
+# English, and any slug not here is shown as they say it.
+PROBLEMS_NB: dict[str, tuple[str, str]] = {
+    "role-required": (
+        "Rollen din gir ikke tilgang til dette",
+        "Bare kjøperen (og betalere for fakturaer) kan se dette (R8).",
+    ),
+    "buyer-only": ("Bare kjøperen kan gjøre dette", "Be kjøperen av kontoen om å gjøre det (R2)."),
+    "not-found": ("Ikke funnet", "Det finnes ikke, eller du har ikke tilgang til det."),
+    "sign-in-link-used": (
+        "Denne innloggingslenken er allerede brukt",
+        "En innloggingslenke virker én gang. Be om en ny.",
+    ),
+    "sign-in-link-expired": (
+        "Denne innloggingslenken er utløpt",
+        "En innloggingslenke virker i 15 minutter. Be om en ny.",
+    ),
+    "sign-in-link-unknown": ("Denne innloggingslenken er ikke gyldig", "Be om en ny."),
+    "payment-declined": (
+        "Betalingen ble avvist",
+        "Betalingsløsningen avviste betalingen. Velg en annen betalingsmåte.",
+    ),
+    "payer-limit": ("Høyst fem betalere", "Fjern en betaler før du legger til en ny (R6)."),
+    "validation": ("Skjemaet er ikke gyldig", "Rett feltet som er nevnt og send igjen."),
+}
+
+
 def language_of(*candidates: str | None) -> str:
     for candidate in candidates:
         if candidate in LANGUAGES:

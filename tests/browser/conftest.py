@@ -19,8 +19,15 @@ from typing import Any
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -103,7 +110,11 @@ class Pages:
         return str(self.driver.find_element(By.TAG_NAME, "main").text)
 
     def heading(self) -> str:
-        return str(self.driver.find_element(By.TAG_NAME, "h1").text)
+        """The page's h1 ("" while a page is still being replaced)."""
+        try:
+            return str(self.driver.find_element(By.TAG_NAME, "h1").text)
+        except WebDriverException:
+            return ""
 
     def fill(self, field_id: str, value: str) -> None:
         element = self.driver.find_element(By.ID, field_id)
@@ -113,8 +124,44 @@ class Pages:
     def press(self, css: str) -> None:
         self.driver.find_element(By.CSS_SELECTOR, css).click()
 
+    def keys(self, text: str) -> None:
+        ActionChains(self.driver).send_keys(text).perform()
+
+    def focused(self) -> str:
+        return str(self.driver.execute_script("return document.activeElement.id"))
+
+    def tab_to(self, element_id: str, most: int = 30) -> None:
+        """Move the focus with Tab until it reaches the element (the focus order reaches it)."""
+        for _ in range(most):
+            if self.focused() == element_id:
+                return
+            self.keys(Keys.TAB)
+        raise AssertionError(f"Tab never reached #{element_id} (at #{self.focused()})")
+
+    def fits_a_phone(self, name: str) -> None:
+        """At 390 CSS pixels wide nothing scrolls sideways (tables scroll in their own box)."""
+        self.driver.set_window_size(390, 844)
+        try:
+            self.driver.refresh()
+            wide = self.driver.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            culprits = self.driver.execute_script(
+                "const w = document.documentElement.clientWidth;"
+                "return [...document.querySelectorAll('body *')]"
+                ".filter(e => e.getBoundingClientRect().right > w + 1 && !e.closest('.table-wrap'))"
+                ".map(e => e.tagName + '.' + e.className).slice(0, 8);"
+            )
+            assert wide <= 0, f"{name}: {wide} px wider than a phone: {culprits}"
+            self.checked(f"{name}-phone")
+        finally:
+            self.driver.set_window_size(1280, 900)
+
     def until(self, what: str, condition: Any, timeout: float = 30) -> Any:
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(condition, what)
+        # A condition read while the next page replaces this one meets stale elements: read again.
+        ignored = (NoSuchElementException, StaleElementReferenceException)
+        wait = WebDriverWait(self.driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored)
+        return wait.until(condition, what)
 
     def checked(self, name: str) -> dict[str, Any]:
         """Screenshot the page and run axe-core on it: no serious or critical violations."""
@@ -141,9 +188,8 @@ class Pages:
     async def sign_in(self, email: str) -> str:
         """Ask for a link, read it from the mail catcher, use it; returns the link."""
         seen = {link for mail in await self.mail.to(email) for link in self.links(mail)}
-        self.open("/sign-in")
-        self.fill("email", email)
-        self.press("form[action='/sign-in'] button")
+        self.open("/sign-in")  # by keyboard only: the address field has the focus
+        self.keys(email + Keys.ENTER)
         self.until("the link-sent page", lambda d: self.heading() == "Check your mail")
 
         async def mailed() -> str | None:
@@ -152,7 +198,8 @@ class Pages:
 
         link = await wait_for(mailed, timeout=60, what=f"a sign-in link mailed to {email}")
         self.driver.get(link)
-        self.press("#use-link")
+        self.tab_to("use-link")
+        self.keys(Keys.ENTER)
         self.until("the subscriptions page", lambda d: d.current_url.endswith("/subscriptions"))
         return link
 

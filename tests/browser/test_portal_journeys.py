@@ -59,6 +59,8 @@ async def test_sign_in_by_mailed_link_see_the_subscription_and_the_invoice_pdf(
     assert row.get_attribute("data-status") == "paid"
     assert "paid" in row.text and "NOK" in row.text  # en_GB: NOK 1,234.00
     pages.checked("invoices")
+    pages.fits_a_phone("invoices")
+    [row] = pages.driver.find_elements(By.CSS_SELECTOR, "tr.invoice")
     pdf_href = row.find_element(By.CSS_SELECTOR, "a.pdf").get_attribute("href")
     fetched = pages.driver.execute_async_script(
         "const done = arguments[arguments.length - 1];"
@@ -177,6 +179,15 @@ async def test_a_secondary_admin_sees_no_invoices(journey: Journey, pages: Pages
     assert "Your role does not allow this" in pages.text()
     assert pages.driver.find_elements(By.CSS_SELECTOR, "tr.invoice") == []
     pages.checked("admin-invoices-refused")
+
+    pages.press("a[lang='nb']")  # the same refusal in Norwegian, readable on a phone
+    pages.until("Norwegian", lambda d: pages.heading() == "Fakturaer og kreditnotaer")
+    assert "Rollen din gir ikke tilgang til dette" in pages.text()
+    pages.checked("admin-invoices-refused-nb")
+    pages.fits_a_phone("admin-invoices-refused-nb")
+    pages.open("/subscriptions")
+    assert "Aktiv" in pages.text() and "produkttilgang: full" in pages.text()
+    pages.fits_a_phone("admin-subscriptions-nb")
 
 
 async def test_an_operator_advances_a_test_clock_and_sees_the_stage_change(

@@ -132,6 +132,10 @@ def test_a_member_without_the_role_reads_the_refusal_in_words() -> None:
     assert page.status_code == 403
     assert "Invoices and credit notes" in page.text
     assert "Your role does not allow this" in page.text and "Only buyer (R8)." in page.text
+    client.cookies.set("portal_language", "nb")
+    norsk = client.get("/invoices")
+    assert "Fakturaer og kreditnotaer" in norsk.text
+    assert "Rollen din gir ikke tilgang til dette" in norsk.text
 
 
 def test_an_unexpected_failure_is_a_sentence_not_a_trace() -> None:
