@@ -62,6 +62,7 @@ def browser() -> Iterator[WebDriver]:
     options.add_argument("--lang=en-GB")
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     driver.set_page_load_timeout(30)
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)  # this run's pages only
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     try:
         yield driver
