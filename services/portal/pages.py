@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from .platform import Refused
+from .platform import Refused, Unavailable
 from .session import SESSION_COOKIE, Session
 from .texts import language_of
 
 if TYPE_CHECKING:
     from .app import Portal
+
+
+SERVICES = ("ordering", "invoicing", "lifecycle", "notifications")
 
 
 def redirect(location: str) -> RedirectResponse:
@@ -478,6 +481,30 @@ def install(app: FastAPI, portal: Portal) -> None:
         await api.send("lifecycle", "POST", path, me.token, {"to": form.get("to", "")})
         account = uuid_or_none(form.get("account"))
         return redirect(f"/operator/clocks/{clock_id}" + (f"?account={account}" if account else ""))
+
+    @app.get("/operator/dead-letters")
+    async def dead_letters(request: Request) -> Response:
+        me = portal.operator(request)
+        request.state.heading = "dead_letters"
+        found = {}
+        for service in SERVICES:
+            try:
+                found[service] = await api.get(
+                    service, "/v1/operator/dead-letters?limit=100", me.token
+                )
+            except Unavailable:
+                found[service] = None
+        return portal.render(request, "dead_letters.html.j2", found=found)
+
+    @app.post("/operator/dead-letters/{service}/replay")
+    async def replay_dead_letters(request: Request, service: str) -> Response:
+        me = portal.operator(request)
+        await portal.form(request)
+        request.state.heading = "dead_letters"
+        if service not in SERVICES:
+            raise Refused(404, "No such service")
+        await api.send(service, "POST", "/v1/operator/dead-letters/replay", me.token)
+        return redirect("/operator/dead-letters?done=replayed")
 
     @app.get("/operator/exchange-rates")
     async def exchange_rates(request: Request) -> Response:

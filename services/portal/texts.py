@@ -166,6 +166,16 @@ TEXTS: dict[str, dict[str, str]] = {
         "make_admin": "Make secondary admin",
         "remove_admin": "Remove as admin",
         "hand_over": "Hand over primary admin",
+        "dead_letters": "Dead letters",
+        "dead_letters_intro": "Messages a service could not handle, with the reason. Fix the "
+        "cause first, then replay: the service handles each again once (its inbox drops what "
+        "it already handled).",
+        "replay": "Replay",
+        "replayed": "Replayed what was waiting.",
+        "replayed_flag": "replayed",
+        "waiting": "waiting",
+        "no_dead_letters": "No dead letters.",
+        "service": "Service",
     },
     "nb": {
         "portal": "Kontoportal",
@@ -318,6 +328,16 @@ TEXTS: dict[str, dict[str, str]] = {
         "make_admin": "Gjør til administrator",
         "remove_admin": "Fjern som administrator",
         "hand_over": "Overlat hovedadministrator",
+        "dead_letters": "Døde meldinger",
+        "dead_letters_intro": "Meldinger en tjeneste ikke kunne behandle, med årsaken. Rett "
+        "årsaken først, og spill dem så av igjen: tjenesten behandler hver av dem én gang til "
+        "(innboksen dropper det den alt har behandlet).",
+        "replay": "Spill av igjen",
+        "replayed": "Det som ventet er spilt av igjen.",
+        "replayed_flag": "spilt av",
+        "waiting": "venter",
+        "no_dead_letters": "Ingen døde meldinger.",
+        "service": "Tjeneste",
     },
 }
 

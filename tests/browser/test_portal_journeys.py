@@ -7,16 +7,29 @@ the buttons. Every page is screenshotted and checked with axe-core (``Pages.chec
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
+from shared.topics import Topics
 from tests.browser.conftest import Pages
 from tests.e2e.journeys import Account, Journey, local
+from tests.integration.test_consumer import send
+from tests.support import Backing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+
+def operator_signs_in(pages: Pages, j: Journey) -> None:
+    """With an operator token (python -m shared.auth mint --kind operator)."""
+    pages.open("/operator/sign-in")
+    pages.checked("operator-sign-in")
+    pages.fill("token", j.operator["Authorization"].removeprefix("Bearer "))
+    pages.press("form[action='/operator/sign-in'] button")
+    pages.until("the operator's page", lambda d: d.current_url.endswith("/operator"))
 
 
 async def bought(j: Journey, account: Account, **changes: Any) -> dict[str, Any]:
@@ -254,11 +267,7 @@ async def test_an_operator_advances_a_test_clock_and_sees_the_stage_change(
     pages.press("form[action='/sign-out'] button")
     pages.until("signed out", lambda d: "/sign-in" in d.current_url)
 
-    pages.open("/operator/sign-in")
-    pages.checked("operator-sign-in")
-    pages.fill("token", j.operator["Authorization"].removeprefix("Bearer "))
-    pages.press("form[action='/operator/sign-in'] button")
-    pages.until("the operator's page", lambda d: d.current_url.endswith("/operator"))
+    operator_signs_in(pages, j)
     pages.fill("account", account.id)
     pages.press("form[action='/operator'] button")
     pages.until("the account", lambda d: "Fjord Arkitekter AS" in pages.text())
@@ -289,3 +298,40 @@ async def test_an_operator_advances_a_test_clock_and_sees_the_stage_change(
     for path, name in (("/operator/clocks", "clocks"), ("/operator/exchange-rates", "rates")):
         pages.open(path)
         pages.checked(name)
+
+
+async def test_an_operator_inspects_and_replays_dead_letters(
+    journey: Journey, pages: Pages, backing: Backing
+) -> None:
+    """A message no consumer can read is dead-lettered by each consumer of ordering's topic; the
+    operator sees it per service with its reason and replays invoicing's: that one, and no
+    other service's, is marked replayed (shared.dead_letters: to that consumer only)."""
+    j = journey
+    topics = Topics(j.dep.prefix)
+    await send(backing, topics.events("ordering"), uuid.uuid4(), b"{not json")
+    operator_signs_in(pages, j)
+
+    def dead_lettered(driver: Any) -> bool:
+        pages.open("/operator/dead-letters")
+        rows = driver.find_elements(By.CSS_SELECTOR, "[data-service='invoicing'] tr.dead-letter")
+        return bool(rows)
+
+    pages.until("invoicing to dead-letter the message", dead_lettered, timeout=60)
+    invoicing = pages.driver.find_element(By.CSS_SELECTOR, "[data-service='invoicing']")
+    assert "unparseable" in invoicing.text  # the reason, from the dead letter's headers
+    assert "waiting" in invoicing.text
+    pages.checked("dead-letters")
+
+    invoicing.find_element(By.CSS_SELECTOR, "button").click()
+    pages.until("replayed", lambda d: "Replayed what was waiting." in pages.text())
+
+    def marked(service: str) -> list[str]:
+        css = f"[data-service='{service}'] tr.dead-letter"
+        return [
+            r.get_attribute("data-replayed") or ""
+            for r in pages.driver.find_elements(By.CSS_SELECTOR, css)
+        ]
+
+    assert marked("invoicing")[0] == "yes"
+    assert "yes" not in marked("lifecycle")  # a replay reaches the one consumer only
+    pages.checked("dead-letters-replayed")
