@@ -226,6 +226,8 @@ async def test_a_secondary_admin_sees_no_invoices(journey: Journey, pages: Pages
     )
 
     await pages.sign_in(email)
+    # Personal mail: the admin's link went to the admin only, never to the buyer.
+    assert [link for m in await pages.mail.to(account.buyer_email) for link in pages.links(m)] == []
     text = pages.text()
     assert "autocad" in text and "Active" in text
     assert "Renews on" not in text and "Auto-renew" not in text  # R8: the product view only
