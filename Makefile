@@ -18,7 +18,7 @@ status:
 	-deploy/local/stack status
 	-.venv/bin/python scripts/devstack.py status
 
-start:           ## start the four services in the background, test clocks on (logs in .local/logs)
+start:           ## start the four services and the portal (:8005) in the background, test clocks on
 	.venv/bin/python scripts/devstack.py start
 
 stop:

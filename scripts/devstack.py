@@ -1,6 +1,6 @@
 """Run the four services on the local stack, and the demo: ``python scripts/devstack.py --help``.
 
-start   start ordering, invoicing, lifecycle and notifications in the background
+start   start ordering, invoicing, lifecycle, notifications and the portal (:8005) in the background
         (logs in .local/logs/<service>.log) with test clocks enabled; idempotent (a service
         it started without test clocks is restarted)
 stop    stop them
@@ -25,7 +25,13 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("STACK_HOME", REPO / ".local"))
-SERVICES = {"ordering": 8001, "invoicing": 8002, "lifecycle": 8003, "notifications": 8004}
+SERVICES = {
+    "ordering": 8001,
+    "invoicing": 8002,
+    "lifecycle": 8003,
+    "notifications": 8004,
+    "portal": 8005,  # issue 16: no database; calls the four services' APIs
+}
 MAIL_UI = "http://127.0.0.1:1080"
 
 
@@ -117,7 +123,8 @@ def start() -> None:
                     f"[devstack] {service} not ready after 90 s; see .local/logs/{service}.log"
                 )
             time.sleep(0.2)
-        say(f"{service}: ready on http://127.0.0.1:{port} (API docs at /docs)")
+        what = "sign in by mailed link" if service == "portal" else "API docs at /docs"
+        say(f"{service}: ready on http://127.0.0.1:{port} ({what})")
 
 
 def stop_one(service: str, pid: int) -> None:

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     invoicing_public_url: str = Field(
         "http://127.0.0.1:8002", description="Base URL of invoicing as mail readers reach it."
     )
+    portal_public_url: str = Field(
+        "http://127.0.0.1:8005", description="Base URL of the portal as mail readers reach it."
+    )
     mail_from: str = "Subscriptions <no-reply@subscriptions.example>"
     # The seller on every invoice and credit note (bokføringsforskriften § 5-1-1; issue 15).
     # Development defaults: a made-up company with a valid organisation number and bank account.

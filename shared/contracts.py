@@ -260,6 +260,20 @@ class RenewalPaymentMethodChanged(Contract):
     changed_at: AwareDatetime
 
 
+@event("ordering")
+class SignInLinkRequested(Contract):
+    """Issue 16: a person asked the portal for a sign-in link; notifications mails ``link`` to
+    ``email`` only (whatever roles the person holds). The link is single-use and expires at
+    ``expires_at``; ordering keeps only its hash."""
+
+    user_id: uuid.UUID
+    email: EmailStr
+    name: str
+    language: Language
+    link: str
+    expires_at: AwareDatetime
+
+
 # --- invoicing ------------------------------------------------------------------------------
 
 

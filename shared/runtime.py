@@ -33,6 +33,7 @@ from shared import asyncapi, docs, guard, logs, metrics, problems, tracing
 from shared.background import ShutdownTimeout, cancel_all, within
 from shared.config import SERVICE_NAMES, Settings
 from shared.db import Conn, create_pool, migrate
+from shared.dead_letter_api import dead_letter_router
 from shared.messaging import (
     ConsumerRuntime,
     EventConsumer,
@@ -274,6 +275,7 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
     app.add_middleware(tracing.TraceMiddleware, service=spec.name)  # outermost: the server span
     app.include_router(spec.router)
     app.include_router(_operations_router(spec, topics, settings))
+    app.include_router(dead_letter_router(spec.consumer.name, settings))  # issue 16
     app.openapi = functools.partial(problems.contract, app)  # type: ignore[method-assign]
     return app
 

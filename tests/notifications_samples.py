@@ -24,6 +24,7 @@ from shared.contracts import (
     RenewalWindowOpened,
     RolesChanged,
     SeatsAdded,
+    SignInLinkRequested,
     StageChanged,
     SubscriptionActivated,
     SubscriptionReactivated,
@@ -156,6 +157,14 @@ def samples() -> dict[str, Contract]:
         ),
         "TermChangeScheduled": TermChangeScheduled(new_term="monthly", effective_at=LATER),
         "AutoRenewChanged": AutoRenewChanged(auto_renew=False, changed_at=AT),
+        "SignInLinkRequested": SignInLinkRequested(
+            user_id=uuid.uuid4(),
+            email="kari@example.com",
+            name="Kari Nordmann",
+            language="nb",
+            link="https://portal.example/sign-in/abc",
+            expires_at=AT,
+        ),
         "SeatsAdded": SeatsAdded(
             order_id=uuid.uuid4(),
             order_number="ORD-1002",

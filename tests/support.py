@@ -254,6 +254,16 @@ class Deployment:
         )
 
     def environment(self, service: str) -> dict[str, str]:
+        if service == "portal":  # no database, no broker: the four services' URLs (issue 16)
+            return {
+                **os.environ,
+                "PLATFORM_HTTP_PORT": str(self.ports["portal"]),
+                "PLATFORM_PORTAL_PUBLIC_URL": self.url("portal"),
+                "PLATFORM_DEVELOPMENT_MODE": "true",
+                "PLATFORM_LOG_LEVEL": "WARNING",
+                **{f"PLATFORM_{s.upper()}_URL": self.url(s) for s in self.databases},
+                **self.extra_env,
+            }
         s = self.settings(service)
         return {
             **os.environ,
@@ -271,6 +281,9 @@ class Deployment:
             "PLATFORM_INVOICING_PUBLIC_URL": self.url("invoicing")
             if "invoicing" in self.ports
             else "http://127.0.0.1:8002",
+            **(
+                {"PLATFORM_PORTAL_PUBLIC_URL": self.url("portal")} if "portal" in self.ports else {}
+            ),
             **self.extra_env,
         }
 
@@ -281,10 +294,11 @@ class Deployment:
 @contextlib.asynccontextmanager
 async def deployment(backing: Backing, services: tuple[str, ...]) -> AsyncIterator[Deployment]:
     dep = Deployment(backing=backing, prefix=unique("t") + ".")
-    names = {s: unique(f"test_{s}_") for s in services}
+    names = {s: unique(f"test_{s}_") for s in services if s != "portal"}  # the portal: no DB
     try:
         for service, name in names.items():
             dep.databases[service] = await create_database(backing.postgres_dsn, name)
+        for service in services:
             dep.ports[service] = free_port()
         yield dep
     finally:

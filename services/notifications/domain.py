@@ -31,13 +31,15 @@ LANGUAGES = ("en", "nb")
 LOCALES = {"en": "en_GB", "nb": "nb_NO"}
 ROLES = ("buyer", "primary_admin", "secondary_admin", "payer")
 ADMIN_ROLES = frozenset({"primary_admin", "secondary_admin"})
-KINDS = ("billing", "invoice", "renewal", "product", "user_management")
+KINDS = ("billing", "invoice", "renewal", "product", "user_management", "personal")
 # R10: admins get product and user-management mail only; R11: payers get invoice mail only.
+# "personal" [ours, issue 16]: mail a person asked for themselves (a sign-in link), sent to the
+# address named in the event only (``addressee_only``), whatever role that person holds.
 KINDS_ALLOWED = {
     "buyer": frozenset(KINDS),
-    "primary_admin": frozenset({"product", "user_management"}),
-    "secondary_admin": frozenset({"product", "user_management"}),
-    "payer": frozenset({"invoice"}),
+    "primary_admin": frozenset({"product", "user_management", "personal"}),
+    "secondary_admin": frozenset({"product", "user_management", "personal"}),
+    "payer": frozenset({"invoice", "personal"}),
 }
 
 
@@ -51,6 +53,7 @@ class Route:
     kind: str
     roles: frozenset[str]
     new_holders_only: bool = False
+    addressee_only: bool = False  # only the member whose address is the payload's ``email``
 
 
 def parse_routing(raw: Mapping[str, Any]) -> dict[str, tuple[Route, ...]]:
@@ -66,9 +69,12 @@ def parse_routing(raw: Mapping[str, Any]) -> dict[str, tuple[Route, ...]]:
                 kind=entry["kind"],
                 roles=frozenset(entry["roles"]),
                 new_holders_only=bool(entry.get("new_holders_only", False)),
+                addressee_only=bool(entry.get("addressee_only", False)),
             )
             if route.kind not in KINDS:
                 raise RoutingError(f"{event_type}: unknown kind {route.kind!r}")
+            if (route.kind == "personal") != route.addressee_only:
+                raise RoutingError(f"{event_type}: personal mail goes to its addressee only")
             for role in route.roles:
                 if role not in KINDS_ALLOWED:
                     raise RoutingError(f"{event_type}: unknown role {role!r}")
@@ -342,6 +348,9 @@ def plan_mails(
     (R13)."""
     routes = routing().get(event_type, ())
     receivers = list(members)
+    if any(route.addressee_only for route in routes):
+        addressee = str(getattr(payload, "email", "")).lower()
+        receivers = [m for m in receivers if m.email.lower() == addressee]
     if isinstance(payload, INVOICE_MAILS):
         # R11: the payer addresses printed on the invoice receive it too (R7: at most five).
         receivers += invoice_payers(payload.payer_emails, receivers)
@@ -446,6 +455,8 @@ def routing_document() -> str:
             who = ", ".join(ROLE_NAMES[r] for r in ROLES if r in route.roles)
             if route.new_holders_only:
                 who += " (only who newly holds the role)"
+            if route.addressee_only:
+                who = "the person who asked (any role), at the address in the event"
             lines.append(f"| `{event_type}` | `{route.template}` | {route.kind} | {who} |")
     lines += [
         "",
@@ -466,6 +477,8 @@ def routing_document() -> str:
         "  (so a new account's first admin, a promotion to primary admin and a newly added",
         "  admin are told). Losing a role, becoming buyer or payer, or an unchanged snapshot",
         "  mails nobody.",
+        "- **SignInLinkRequested** [ours, issue 16] is `personal` mail: the sign-in link goes to",
+        "  the one address that asked for it, whatever role the person holds; nobody else.",
         "- **R13** the mail is in the person's language (`en` or `nb`), else the account's,",
         "  else English; dates in the account's time zone; money formatted for the language.",
         "",

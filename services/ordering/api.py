@@ -198,6 +198,53 @@ async def get_account(account_id: uuid.UUID, door: Reader) -> JSONResponse:
     return await door.answer(lambda uow: service.get_account(uow, door.caller, account_id))
 
 
+# --- sign-in links for the portal (issue 16) ---------------------------------------------------
+
+
+@router.post(
+    "/sign-in-links",
+    status_code=202,
+    summary="Mail a one-time sign-in link to a person",
+    response_model=schemas.SignInLinkAccepted,
+    responses=problem_responses(400, 413, 422),
+)
+async def request_sign_in_links(
+    body: schemas.SignInLinkRequest,
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    """Public: a link for each account where the address holds a role, mailed to that address
+    only. The answer is the same for an unknown address."""
+    portal_url = runtime_of(request).settings.portal_public_url
+
+    async def request_them(uow: service.UnitOfWork) -> schemas.SignInLinkAccepted:
+        return await service.request_sign_in_links(uow, body, portal_url=portal_url)
+
+    status, answer = await _keyed(request, None, idempotency_key, body, request_them, 202)
+    return JSONResponse(answer, status_code=status)
+
+
+@router.post(
+    "/sign-in-links/redemption",
+    summary="Sign in with a mailed link (once, before it expires)",
+    response_model=schemas.SignedIn,
+    responses=problem_responses(400, 404, 409, 410, 413, 422),
+)
+async def redeem_sign_in_link(body: schemas.SignInLinkRedemption, request: Request) -> JSONResponse:
+    """Public: the link's secret is the credential and works once, so this takes no
+    Idempotency-Key (a replay would hand out a token again). 409 used, 410 expired."""
+    runtime = runtime_of(request)
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        signed_in = await service.redeem_sign_in_link(_unit_of_work(runtime, conn), body)
+    token = issue_token(
+        runtime.settings,
+        runtime.clock,
+        subject=signed_in.user_id,
+        account_id=signed_in.account_id,
+    )
+    return _answer(signed_in.model_copy(update={"token": token}))
+
+
 @router.post(
     "/accounts/{account_id}/users",
     status_code=201,

@@ -68,6 +68,18 @@ class Member:
 
 
 @dataclass(frozen=True)
+class SignInLink:
+    """Issue 16: a one-time sign-in link; only the hash of its secret is kept."""
+
+    token_hash: bytes
+    account_id: uuid.UUID
+    user_id: uuid.UUID
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Order:
     """An order of any kind: a purchase, a trial, a trial's conversion (R17), added seats (R30),
     a renewal bought through a partner's renewal quote (R27)."""
@@ -238,6 +250,17 @@ class Repository(Protocol):
     async def user(self, account_id: uuid.UUID, user_id: uuid.UUID) -> User | None: ...
     async def user_by_email(self, account_id: uuid.UUID, email: str) -> User | None: ...
     async def users(self, account_id: uuid.UUID) -> list[User]: ...
+    async def members_by_email(self, email: str) -> list[Member]: ...
+    async def insert_sign_in_link(
+        self,
+        token_hash: bytes,
+        account_id: uuid.UUID,
+        user_id: uuid.UUID,
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> None: ...
+    async def sign_in_link(self, token_hash: bytes, *, lock: bool = False) -> SignInLink | None: ...
+    async def mark_sign_in_link_used(self, token_hash: bytes, at: datetime) -> None: ...
     async def members(self, account_id: uuid.UUID) -> list[Member]: ...
     async def roles_of(self, account_id: uuid.UUID, user_id: uuid.UUID) -> set[str]: ...
     async def replace_roles(self, account_id: uuid.UUID, snapshot: RolesChanged) -> None: ...
@@ -389,6 +412,41 @@ class PostgresRepository:
     async def users(self, account_id: uuid.UUID) -> list[User]:
         query = f"SELECT {USER} FROM users WHERE account_id = $1 ORDER BY email"  # noqa: S608
         return _rows(User, await self.conn.fetch(query, account_id))
+
+    async def members_by_email(self, email: str) -> list[Member]:
+        query = (
+            f"SELECT {_columns(Member)} FROM account_people"  # noqa: S608
+            " WHERE lower(email) = lower($1) AND cardinality(roles) > 0 ORDER BY account_id"
+        )
+        return _rows(Member, await self.conn.fetch(query, email))
+
+    async def insert_sign_in_link(
+        self,
+        token_hash: bytes,
+        account_id: uuid.UUID,
+        user_id: uuid.UUID,
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> None:
+        await self.conn.execute(
+            """INSERT INTO sign_in_links (token_hash, account_id, user_id, created_at, expires_at)
+               VALUES ($1, $2, $3, $4, $5)""",
+            token_hash,
+            account_id,
+            user_id,
+            created_at,
+            expires_at,
+        )
+
+    async def sign_in_link(self, token_hash: bytes, *, lock: bool = False) -> SignInLink | None:
+        query = f"SELECT {_columns(SignInLink)} FROM sign_in_links WHERE token_hash = $1"  # noqa: S608
+        record = await self.conn.fetchrow(query + (" FOR UPDATE" if lock else ""), token_hash)
+        return _row(SignInLink, record)
+
+    async def mark_sign_in_link_used(self, token_hash: bytes, at: datetime) -> None:
+        await self.conn.execute(
+            "UPDATE sign_in_links SET used_at = $2 WHERE token_hash = $1", token_hash, at
+        )
 
     async def members(self, account_id: uuid.UUID) -> list[Member]:
         query = (

@@ -369,3 +369,37 @@ class Refund(Answer):
     reason: str
     approved_by: uuid.UUID
     approved_at: datetime
+
+
+# --- sign-in links for the portal (issue 16) --------------------------------------------------
+
+
+class SignInLinkRequest(Strict):
+    email: Email
+
+
+class SignInLinkAccepted(BaseModel):
+    """The same answer whether or not the address is known (nothing to learn from it)."""
+
+    detail: str = (
+        "If the address belongs to a user of an account, a sign-in link is on its way to it."
+    )
+
+
+class SignInLinkRedemption(Strict):
+    secret: str = Field(
+        min_length=20, max_length=128, pattern=r"^[A-Za-z0-9_-]+$", description="From the link"
+    )
+
+
+class SignedIn(BaseModel):
+    """Who the link signs in, and a bearer token for that user on that account."""
+
+    account_id: uuid.UUID
+    account_name: str
+    time_zone: str
+    user_id: uuid.UUID
+    email: str
+    name: str
+    language: Language
+    token: str

@@ -162,6 +162,18 @@ ENDPOINTS: list[tuple[str, str, Body | None, dict[str, int]]] = [
         {p: 201 for p in PRINCIPALS},  # public sign-up: a token is not looked at
     ),
     (
+        "POST",
+        "/v1/sign-in-links",
+        lambda ids: {"email": fresh_person()["email"]},
+        {p: 202 for p in PRINCIPALS},  # public (issue 16): the same answer for any address
+    ),
+    (
+        "POST",
+        "/v1/sign-in-links/redemption",
+        lambda ids: {"secret": "A" * 43},
+        {p: 404 for p in PRINCIPALS},  # public: only the mailed secret signs anyone in
+    ),
+    (
         "GET",
         "/v1/accounts/{account}",
         None,

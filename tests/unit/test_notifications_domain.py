@@ -42,6 +42,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "secondary_admin": "product_access_granted",
     },
     "RolesChanged": {"primary_admin": "admin_appointed", "secondary_admin": "admin_appointed"},
+    # Issue 16 [ours]: personal mail, any role; only the address that asked (plan_mails).
+    "SignInLinkRequested": {role: "sign_in_link" for role in ROLES},
 }
 ROLE_SETS = [frozenset(c) for n in range(1, 5) for c in combinations(ROLES, n)]
 
@@ -99,7 +101,7 @@ def test_r12_buyer_primary_admin_and_payer_in_one_person_plus_others(event_type:
 def test_r10_admins_never_get_billing_or_renewal_mail_unless_buyer() -> None:
     for event_type, routes in domain.routing().items():
         for route in routes:
-            if route.roles & domain.ADMIN_ROLES:
+            if route.roles & domain.ADMIN_ROLES and not route.addressee_only:
                 assert route.kind in {"product", "user_management"}, event_type
 
 
@@ -174,3 +176,29 @@ async def test_a_connection_lost_between_envelope_and_data_is_retried_not_failed
     sender._smtp = Dropped()  # type: ignore[assignment]
     with pytest.raises(TransientFailure, match="before DATA"):
         await sender.finish(EmailMessage())
+
+
+def test_a_sign_in_link_goes_to_the_address_that_asked_and_nobody_else() -> None:
+    """Issue 16 [ours]: personal mail reaches only the addressee, whatever roles others hold."""
+    from tests.notifications_samples import samples
+
+    people = [
+        member("kari@example.com", "payer"),
+        member("ola@example.com", "buyer", "primary_admin"),
+    ]
+    planned = domain.plan_mails(
+        "SignInLinkRequested",
+        samples()["SignInLinkRequested"],
+        members=people,
+        account=None,
+        offering=None,
+        invoicing_url="http://invoicing.example",
+    )
+    assert [(p.recipient.email, p.recipient.template) for p in planned] == [
+        ("kari@example.com", "sign_in_link")
+    ]
+    assert "https://portal.example/sign-in/abc" in planned[0].mail.text
+    with pytest.raises(RoutingError, match="addressee only"):
+        domain.parse_routing(
+            {"OrderPlaced": [{"template": "x", "kind": "personal", "roles": ["payer"]}]}
+        )

@@ -25,6 +25,7 @@ from services.ordering.repository import (
     Refund,
     RenewalRequest,
     SavedPaymentMethod,
+    SignInLink,
     Subscription,
     User,
 )
@@ -56,6 +57,7 @@ class InMemoryRepository:
     saved_methods: dict[uuid.UUID, SavedPaymentMethod] = field(default_factory=dict)
     applied_rates: dict[tuple[str, str, datetime], Decimal] = field(default_factory=dict)
     billing: dict[uuid.UUID, BillingIdentity] = field(default_factory=dict)
+    sign_in_links: dict[bytes, SignInLink] = field(default_factory=dict)
     sequence: int = 0
 
     async def account(self, account_id: uuid.UUID, *, lock: bool = False) -> Account | None:
@@ -104,6 +106,31 @@ class InMemoryRepository:
             ),
             key=lambda m: m.email,
         )
+
+    async def members_by_email(self, email: str) -> list[Member]:
+        return [
+            m
+            for account_id in sorted(self.roles)
+            for m in await self.members(account_id)
+            if m.email.lower() == email.lower() and m.roles
+        ]
+
+    async def insert_sign_in_link(
+        self,
+        token_hash: bytes,
+        account_id: uuid.UUID,
+        user_id: uuid.UUID,
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> None:
+        link = SignInLink(token_hash, account_id, user_id, created_at, expires_at, None)
+        self.sign_in_links[token_hash] = link
+
+    async def sign_in_link(self, token_hash: bytes, *, lock: bool = False) -> SignInLink | None:
+        return self.sign_in_links.get(token_hash)
+
+    async def mark_sign_in_link_used(self, token_hash: bytes, at: datetime) -> None:
+        self.sign_in_links[token_hash] = replace(self.sign_in_links[token_hash], used_at=at)
 
     async def roles_of(self, account_id: uuid.UUID, user_id: uuid.UUID) -> set[str]:
         for member in await self.members(account_id):
@@ -826,3 +853,53 @@ async def test_r2_a_card_renewal_names_one_of_the_accounts_own_saved_methods(wor
     assert chosen.payment_method == "paypal"
     [changed] = world.emitted("RenewalPaymentMethodChanged")
     assert changed["payment_method_id"] == str(paypal.id)
+
+
+# --- sign-in links for the portal (issue 16) ----------------------------------------------------
+
+
+def mailed_secret(world: World) -> str:
+    [requested] = world.emitted("SignInLinkRequested")
+    link: str = requested["link"]
+    assert link.startswith("https://portal.example/sign-in/")
+    return link.rsplit("/", 1)[1]
+
+
+async def test_a_sign_in_link_is_mailed_to_a_member_and_works_once(world: World) -> None:
+    account_id, buyer = await opened(world)
+    request = schemas.SignInLinkRequest(email="KARI@fjord.example")
+    await service.request_sign_in_links(world.uow, request, portal_url="https://portal.example/")
+    [requested] = world.emitted("SignInLinkRequested")
+    assert (requested["user_id"], requested["email"]) == (str(buyer.subject), "kari@fjord.example")
+    assert datetime.fromisoformat(requested["expires_at"]) == T0 + timedelta(minutes=15)
+    secret = mailed_secret(world)
+    # Only the hash is kept: the secret itself is nowhere in the repository.
+    assert all(secret.encode() not in h for h in world.repo.sign_in_links)
+
+    redemption = schemas.SignInLinkRedemption(secret=secret)
+    signed_in = await service.redeem_sign_in_link(world.uow, redemption)
+    assert (signed_in.account_id, signed_in.user_id) == (account_id, buyer.subject)
+    again = await refused(service.redeem_sign_in_link(world.uow, redemption))
+    assert (again.status, again.slug) == (409, "sign-in-link-used")
+
+
+async def test_a_sign_in_link_expires_after_fifteen_minutes(world: World) -> None:
+    await opened(world)
+    request = schemas.SignInLinkRequest(email="kari@fjord.example")
+    await service.request_sign_in_links(world.uow, request, portal_url="https://portal.example")
+    world.clock.advance(timedelta(minutes=15))
+    redemption = schemas.SignInLinkRedemption(secret=mailed_secret(world))
+    late = await refused(service.redeem_sign_in_link(world.uow, redemption))
+    assert (late.status, late.slug) == (410, "sign-in-link-expired")
+
+
+async def test_an_unknown_address_gets_the_same_answer_and_no_link(world: World) -> None:
+    await opened(world)
+    request = schemas.SignInLinkRequest(email="nobody@fjord.example")
+    known = schemas.SignInLinkRequest(email="kari@fjord.example")
+    unknown_answer = await service.request_sign_in_links(world.uow, request, portal_url="x")
+    assert world.emitted("SignInLinkRequested") == []
+    assert unknown_answer == await service.request_sign_in_links(world.uow, known, portal_url="x")
+    forged = schemas.SignInLinkRedemption(secret="A" * 43)
+    unknown = await refused(service.redeem_sign_in_link(world.uow, forged))
+    assert (unknown.status, unknown.slug) == (404, "sign-in-link-unknown")

@@ -10,6 +10,7 @@ call these; unit tests call them with in-memory fakes (tests/unit/test_ordering_
 - ``buying``: orders, quotes and trials (R14-R17).
 - ``quotes``: a partner's quote, for a new subscription or the renewal of one (R16, R27).
 - ``subscriptions``: conversion, auto-renew, term and product changes, seats, renewals, refunds.
+- ``sign_in``: one-time sign-in links for the portal (issue 16).
 - ``lifecycle``: ordering's view of each subscription, from lifecycle's events.
 """
 
@@ -46,6 +47,8 @@ from .lifecycle import record_renewal as record_renewal
 from .lifecycle import record_stage_change as record_stage_change
 from .quotes import accept_quote as accept_quote
 from .quotes import issue_quote as issue_quote
+from .sign_in import redeem_sign_in_link as redeem_sign_in_link
+from .sign_in import request_sign_in_links as request_sign_in_links
 from .subscriptions import add_seats as add_seats
 from .subscriptions import change_renewal_payment_method as change_renewal_payment_method
 from .subscriptions import change_term as change_term
