@@ -50,6 +50,13 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8002", description="Base URL of invoicing as mail readers reach it."
     )
     mail_from: str = "Subscriptions <no-reply@subscriptions.example>"
+    # Signed links to documents in mails (issue 15, shared/signed_links.py).
+    document_link_secret: SecretStr | None = Field(
+        None,
+        description="Signs the document links in mails (the JWT secret when unset; either way"
+        " under its own label).",
+    )
+    document_link_days: int = Field(30, ge=1, le=365, description="How long a mailed link opens.")
     # The seller on every invoice and credit note (bokføringsforskriften § 5-1-1; issue 15).
     # Development defaults: a made-up company with a valid organisation number and bank account.
     seller_name: str = "Subscriptions Nordic AS"
