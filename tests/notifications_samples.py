@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+from services.lifecycle.domain import entitlements as stage_entitlements
 from shared.contracts import (
     AutoRenewChanged,
     Contract,
@@ -64,7 +65,7 @@ def order_placed(order_number: str = "ORD-1001", buyer: str = "kari@example.com"
 
 def samples() -> dict[str, Contract]:
     """Event type -> a payload; keys must cover the routing table."""
-    entitlements = {"product_access": "full", "downloads": "no upgrades", "support": "self-help"}
+    entitlements = stage_entitlements("expired")  # lifecycle's R35 table, as it publishes it
     return {
         "OrderPlaced": order_placed(),
         "QuoteIssued": QuoteIssued(

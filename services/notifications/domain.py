@@ -292,7 +292,10 @@ def entitlement_lists(
     words = ENTITLEMENT_WORDS[language]
     allowed: list[str] = []
     withdrawn: list[str] = []
-    for capability in sorted(entitlements):
+    order = list(words)  # R35's order: product access first, support last
+    for capability in sorted(
+        entitlements, key=lambda c: (c not in words, order.index(c) if c in words else 0, c)
+    ):
         found = words.get(capability, {}).get(entitlements[capability])
         if found is None:
             found = ((), (OTHER_FEATURES[language],))
@@ -326,7 +329,46 @@ def formatters(language: str, zone: ZoneInfo) -> dict[str, Callable[..., Any]]:
     def product(code: str | None) -> str | None:
         return formats.product_name(code, language)
 
-    return {"money": money, "when": when, "day": day, "label": label, "product": product}
+    def invoice_for(purpose: str, installment: int | None, offering: str | None) -> str:
+        return invoice_subject(language, purpose, installment, offering)
+
+    return {
+        "money": money,
+        "when": when,
+        "day": day,
+        "label": label,
+        "product": product,
+        "invoice_for": invoice_for,
+    }
+
+
+INVOICE_FOR = {
+    "en": {
+        "order": (" for {product}", " for your order"),
+        "renewal": (" for the renewal of {product}", " for your renewal"),
+        "co_term": (" for the seats added to {product}", " for the seats you added"),
+        "installment": (" for {product}, installment {n} of 3", ", installment {n} of 3"),
+    },
+    "nb": {
+        "order": (" for {product}", " for bestillingen din"),
+        "renewal": (" for fornyelsen av {product}", " for fornyelsen"),
+        "co_term": (" for lisensene lagt til {product}", " for lisensene dere la til"),
+        "installment": (" for {product}, avdrag {n} av 3", ", avdrag {n} av 3"),
+    },
+}
+
+
+def invoice_subject(
+    language: str, purpose: str, installment: int | None, offering: str | None
+) -> str:
+    """What an invoice is for, in plain words, to follow its number (issue 15): " for AutoCAD",
+    " for the renewal of AutoCAD", " for AutoCAD, installment 2 of 3"; never the purpose's
+    code."""
+    phrases = INVOICE_FOR[language]
+    kind = "installment" if installment else purpose if purpose in phrases else "order"
+    with_product, without = phrases[kind]
+    text = with_product if offering else without
+    return text.format(product=offering, n=installment)
 
 
 @cache
@@ -434,6 +476,7 @@ def mail_context(
     signed links (issue 15, ``shared.signed_links``) to the invoice's or credit note's PDF that
     open in a browser without a bearer token until ``links.lifetime`` after ``now``."""
     context: dict[str, Any] = {"account_name": account_name, "offering": offering, **payload}
+    context["link_days"] = links.lifetime.days
     if payload.get("invoice_id"):
         context["pdf_url"] = links.url("invoice", uuid.UUID(str(payload["invoice_id"])), now)
     if payload.get("credit_note_id"):

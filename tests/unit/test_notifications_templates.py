@@ -66,7 +66,7 @@ def test_r11_r13_invoice_mail_links_the_pdf_and_formats_money_for_the_locale() -
     assert f"{pdf}?expires=" in nb.text and f'href="{pdf}?expires=' in nb.html
     assert "15\xa0000,00\xa0kr" in nb.text and "NOK\xa015,000.00" in en.text
     assert "NOK15" not in en.text + en.html
-    assert nb.subject == "Avdrag 2 av 3: Faktura INV-2025-0001"  # R20 installments
+    assert nb.subject == "Faktura INV-2025-0001 for AutoCAD, avdrag 2 av 3"  # R20, issue 15
 
 
 def test_r13_dates_are_shown_in_the_account_time_zone() -> None:
