@@ -117,6 +117,13 @@ class Settings(BaseSettings):
                 "(for example `openssl rand -hex 32`), or, for local development only, set "
                 "PLATFORM_DEVELOPMENT_MODE=true."
             )
+        link = self.document_link_secret
+        if link is not None and len(link.get_secret_value()) < MIN_JWT_SECRET_LENGTH:
+            return (
+                f"PLATFORM_DOCUMENT_LINK_SECRET is shorter than {MIN_JWT_SECRET_LENGTH} "
+                "characters: anyone could forge links to invoices. Set a longer one, or unset "
+                "it to derive the link key from the JWT secret."
+            )
         return None
 
     @model_validator(mode="after")

@@ -116,3 +116,10 @@ def test_the_lifetime_and_base_url_come_from_the_settings() -> None:
     settings = Settings(invoicing_public_url="https://billing.example", document_link_days=7)
     links = DocumentLinks.of(settings)
     assert links.lifetime == timedelta(days=7) and links.base_url == "https://billing.example"
+
+
+def test_a_short_link_secret_is_refused_at_start_up() -> None:
+    strong = "x" * 40
+    assert Settings(jwt_secret=strong, document_link_secret="short").refusal() is not None
+    assert Settings(jwt_secret=strong, document_link_secret="y" * 32).refusal() is None
+    assert Settings(jwt_secret=strong).refusal() is None
