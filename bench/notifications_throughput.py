@@ -28,6 +28,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -42,6 +43,7 @@ from services.notifications.mailer import SmtpSender, compose
 from shared.config import Settings
 from shared.contracts import RolesChanged
 from shared.runtime import create_app, load_spec
+from shared.signed_links import DocumentLinks
 from shared.topics import Topics
 from tests.integration.notifications_support import (
     OwnMaildev,
@@ -104,7 +106,11 @@ async def parts(settings: Settings, smtp_url: str, pool: asyncpg.Pool) -> dict[s
     """Milliseconds of each part of one mail, measured alone."""
     context = domain.personal(
         domain.mail_context(
-            order_placed().model_dump(), account_name="A", offering=None, invoicing_url="http://x"
+            order_placed().model_dump(),
+            account_name="A",
+            offering=None,
+            links=DocumentLinks("http://x", b"k" * 32),
+            now=datetime.now(UTC),
         ),
         domain.Recipient("a@example.com", "A", "nb", ("buyer",), "order_confirmation"),
     )
@@ -127,6 +133,7 @@ async def parts(settings: Settings, smtp_url: str, pool: asyncpg.Pool) -> dict[s
         text="t" * 1500,
         html="<p>h</p>" * 200,
         message_id="<bench@subscription-platform>",
+        date=datetime.now(UTC),
     )
     t = time.perf_counter()
     for _ in range(200):

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8005", description="Base URL of the portal as mail readers reach it."
     )
     mail_from: str = "Subscriptions <no-reply@subscriptions.example>"
+    # Signed links to documents in mails (issue 15, shared/signed_links.py).
+    document_link_secret: SecretStr | None = Field(
+        None,
+        description="Signs the document links in mails (the JWT secret when unset; either way"
+        " under its own label).",
+    )
+    document_link_days: int = Field(30, ge=1, le=365, description="How long a mailed link opens.")
     # The seller on every invoice and credit note (bokføringsforskriften § 5-1-1; issue 15).
     # Development defaults: a made-up company with a valid organisation number and bank account.
     seller_name: str = "Subscriptions Nordic AS"
@@ -112,6 +119,13 @@ class Settings(BaseSettings):
                 f"{MIN_JWT_SECRET_LENGTH} characters: anyone could sign tokens. Set your own "
                 "(for example `openssl rand -hex 32`), or, for local development only, set "
                 "PLATFORM_DEVELOPMENT_MODE=true."
+            )
+        link = self.document_link_secret
+        if link is not None and len(link.get_secret_value()) < MIN_JWT_SECRET_LENGTH:
+            return (
+                f"PLATFORM_DOCUMENT_LINK_SECRET is shorter than {MIN_JWT_SECRET_LENGTH} "
+                "characters: anyone could forge links to invoices. Set a longer one, or unset "
+                "it to derive the link key from the JWT secret."
             )
         return None
 

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+from services.lifecycle.domain import entitlements as stage_entitlements
 from shared.contracts import (
     AutoRenewChanged,
     Contract,
@@ -32,9 +33,13 @@ from shared.contracts import (
     TermChangeScheduled,
     TrialConverted,
 )
+from shared.signed_links import DocumentLinks, link_key
 
 AT = datetime(2025, 6, 9, 22, 0, tzinfo=UTC)  # 2025-06-10 00:00 in Oslo
 LATER = datetime(2026, 6, 9, 22, 0, tzinfo=UTC)
+LINK_SECRET = "test-document-link-secret-0123456789abcdef"
+# Signed links to documents as mails carry them (issue 15), signed with a test key.
+LINKS = DocumentLinks("http://invoicing.example:8002/", link_key(LINK_SECRET))
 
 
 def person(email: str, name: str = "Kari Nordmann", language: str = "nb") -> Person:
@@ -61,7 +66,7 @@ def order_placed(order_number: str = "ORD-1001", buyer: str = "kari@example.com"
 
 def samples() -> dict[str, Contract]:
     """Event type -> a payload; keys must cover the routing table."""
-    entitlements = {"product_access": "full", "downloads": "no upgrades", "support": "self-help"}
+    entitlements = stage_entitlements("expired")  # lifecycle's R35 table, as it publishes it
     return {
         "OrderPlaced": order_placed(),
         "QuoteIssued": QuoteIssued(

@@ -394,7 +394,8 @@ class MailCatcher:
         self.kind = backing.mail_kind
 
     async def messages(self) -> list[dict[str, Any]]:
-        """Each mail as {"to": [addresses], "subject": str, "text": str, "html": str}."""
+        """Each mail as {"to": [addresses], "subject", "text", "html", "date" and "message_id"
+        (the raw Date and Message-ID headers)}."""
         async with httpx.AsyncClient(timeout=5) as client:
             if self.kind == "mailpit":
                 data = (await client.get(f"{self.base}/api/v1/messages?limit=1000")).json()
@@ -408,6 +409,8 @@ class MailCatcher:
                             "subject": full.get("Subject", ""),
                             "text": full.get("Text", ""),
                             "html": full.get("HTML", ""),
+                            "date": full.get("Date", ""),
+                            "message_id": full.get("MessageID", ""),
                         }
                     )
                 return found
@@ -418,6 +421,8 @@ class MailCatcher:
                     "subject": m.get("subject", ""),
                     "text": m.get("text", ""),
                     "html": m.get("html", ""),
+                    "date": (m.get("headers") or {}).get("date", ""),
+                    "message_id": (m.get("headers") or {}).get("message-id", ""),
                 }
                 for m in data
             ]

@@ -27,6 +27,7 @@ from shared.guard import LIMIT_KEY
 from shared.idempotency import run_keyed
 from shared.problems import READ, WRITE, Problem, problem_responses
 from shared.runtime import runtime_of
+from shared.signed_links import DocumentKind, LinkRefused, key_from, verify
 
 from . import domain, exchange_rates, pdf, printing, service, ubl
 from .billing import UnitOfWork
@@ -488,6 +489,46 @@ async def get_credit_note(
     async with reading(request) as uow:
         note, lines = await service.get_credit_note(uow, who, credit_note_id)
     return CreditNoteDetail.with_lines(note, lines)
+
+
+# --- signed links (issue 15) ----------------------------------------------------------------------
+
+
+@router.get(
+    "/documents/{kind}/{document_id}.pdf",
+    response_class=Response,
+    responses={**PDF, **problem_responses(403, 404, 410, 422)},
+    summary="Open an invoice or credit note PDF through a signed link from a mail",
+)
+async def linked_document(
+    kind: DocumentKind,
+    document_id: uuid.UUID,
+    request: Request,
+    expires: Annotated[int, Query(ge=0, le=2**40, description="Unix seconds")],
+    signature: Annotated[str, Query(min_length=1, max_length=128)],
+) -> Response:
+    """No bearer token: the signature (HMAC over kind, id and expiry, shared/signed_links.py)
+    opens this one document until it expires (410), and nothing if tampered with (403)."""
+    rt = runtime_of(request)
+    try:
+        verify(key_from(rt.settings), kind, document_id, expires, signature, rt.clock.now())
+    except LinkRefused as refused:
+        if refused.reason == "expired":
+            raise Problem(
+                410,
+                "link-expired",
+                "The link has expired",
+                "Sign in to download the document, or use the link in a newer mail.",
+            ) from None
+        raise Problem(
+            403, "link-invalid", "The link is not valid", "Use the link as mailed."
+        ) from None
+    async with reading(request) as uow:
+        document = await service.print_linked_document(uow, kind, document_id, seller_of(request))
+    answer = pdf_answer(document)
+    answer.headers["Cache-Control"] = "private, no-store"
+    answer.headers["Referrer-Policy"] = "no-referrer"
+    return answer
 
 
 # --- operators -----------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from decimal import Decimal
 
 from babel import Locale
 from babel.dates import format_date
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import format_decimal
 
+from shared import formats
 from shared.config import Settings
 from shared.contracts import BillingIdentity, InvoiceLine
 from shared.time.calendar import local_date
@@ -198,11 +199,9 @@ def words(language: str) -> dict[str, str]:
 
 
 def money(value: Decimal, currency: str, language: str) -> str:
-    """nb: ``21 330,00 kr`` (other currencies by code); en: ``NOK 21,330.00``."""
-    if language == "nb":
-        pattern = None if currency == "NOK" else "#,##0.00\u00a0¤¤"
-        return format_currency(value, currency, format=pattern, locale=LOCALES["nb"])
-    return format_currency(value, currency, format="¤¤\u00a0#,##0.00", locale=LOCALES["en"])
+    """nb: ``21 330,00 kr`` (other currencies by code); en: ``NOK 21,330.00`` (shared with the
+    mails: ``shared.formats``)."""
+    return formats.money(value, currency, language)
 
 
 def number(value: Decimal, language: str) -> str:
@@ -236,11 +235,8 @@ def bank_account(account: str) -> str:
 
 
 def product_name(offering: str | None, language: str) -> str | None:
-    if offering is None:
-        return None
-    names: dict[str, dict[str, str]] = domain.price_book()["offering_names"]
-    found = names.get(offering)
-    return found.get(language, found["en"]) if found else offering
+    """The price book's name (shared with the mails: ``shared.formats``)."""
+    return formats.product_name(offering, language)
 
 
 # --- the parties ---------------------------------------------------------------------------

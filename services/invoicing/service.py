@@ -34,6 +34,7 @@ from shared.contracts import (
     TrialConverted,
 )
 from shared.errors import not_found
+from shared.signed_links import DocumentKind
 
 from . import domain, exchange_rates, printing
 from .billing import (
@@ -558,6 +559,26 @@ async def print_credit_note(
 ) -> PrintedDocument:
     note, invoice, lines, party = await credit_note_facts(uow, actor, credit_note_id)
     return printing.credit_note_document(note, invoice, lines, party, seller)
+
+
+async def print_linked_document(
+    uow: UnitOfWork, kind: DocumentKind, document_id: uuid.UUID, seller: printing.Seller
+) -> PrintedDocument:
+    """The document a verified signed link names (issue 15): the signature stands in for the
+    R8 check, for this one document only."""
+    if kind == "invoice":
+        invoice = await uow.repo.get_invoice(document_id)
+        if invoice is None:
+            raise not_found("invoice")
+        lines = await uow.repo.invoice_lines(document_id)
+        return printing.invoice_document(invoice, lines, await party_of(uow, invoice), seller)
+    note = await uow.repo.get_credit_note(document_id)
+    credited = await uow.repo.get_invoice(note.invoice_id) if note else None
+    if note is None or credited is None:
+        raise not_found("credit note")
+    lines = await uow.repo.credit_note_lines(document_id)
+    party = await party_of(uow, credited)
+    return printing.credit_note_document(note, credited, lines, party, seller)
 
 
 async def pay_by_bank_transfer(

@@ -5,6 +5,7 @@ tried again."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -16,12 +17,13 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.dates import format_date
-from babel.numbers import format_currency
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 from markupsafe import Markup
 
+from shared import formats
 from shared.contracts import Contract, InvoiceDueSoon, InvoiceIssued, InvoiceOverdue
 from shared.errors import Forbidden, not_found
+from shared.signed_links import DocumentLinks
 
 ROUTING_FILE = Path(__file__).parent / "routing.json"
 # R11: the invoice mails whose payload carries the payer addresses printed on the invoice.
@@ -220,27 +222,159 @@ def local_time(instant: datetime, time_zone: str) -> str:
     return instant.astimezone(ZoneInfo(time_zone)).strftime("%Y-%m-%d %H:%M %Z")
 
 
-def formatters(language: str, zone: ZoneInfo) -> dict[str, Callable[..., str]]:
-    """What templates use to show money, instants, days and enum values in the language."""
+# R35 in words (issue 15): capability -> value -> (what is still allowed, what no longer is).
+# A value that withdraws something lists it as no longer allowed, never as allowed.
+Entitled = dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]]
+ENTITLEMENT_WORDS: dict[str, Entitled] = {
+    "en": {
+        "product_access": {
+            "full": (("Use the software",), ()),
+            "none": ((), ("Use the software",)),
+        },
+        "user_management": {
+            "full": (("Manage users and assign seats",), ()),
+            "assignments_preserved": ((), ("Manage users (the seat assignments are kept)",)),
+            "assignments_deleted": ((), ("Manage users (the seat assignments are deleted)",)),
+        },
+        "downloads_uploads": {
+            "full": (("Download the software and its upgrades, upload files",), ()),
+            "no_upgrades": (
+                ("Download the version you have and upload files",),
+                ("Download upgrades",),
+            ),
+            "none": ((), ("Download the software or upload files",)),
+        },
+        "insight_reporting": {
+            "full": (("Usage and insight reports",), ()),
+            "none": ((), ("Usage and insight reports",)),
+        },
+        "product_support": {
+            "full": (("Contact product support",), ()),
+            "self_help": (
+                ("Self-help: help pages and the user forum",),
+                ("Contact product support",),
+            ),
+        },
+    },
+    "nb": {
+        "product_access": {
+            "full": (("Bruke programvaren",), ()),
+            "none": ((), ("Bruke programvaren",)),
+        },
+        "user_management": {
+            "full": (("Administrere brukere og tildele lisenser",), ()),
+            "assignments_preserved": ((), ("Administrere brukere (tildelingene beholdes)",)),
+            "assignments_deleted": ((), ("Administrere brukere (tildelingene er slettet)",)),
+        },
+        "downloads_uploads": {
+            "full": (("Laste ned programvaren og oppgraderinger, laste opp filer",), ()),
+            "no_upgrades": (
+                ("Laste ned versjonen dere har, og laste opp filer",),
+                ("Laste ned oppgraderinger",),
+            ),
+            "none": ((), ("Laste ned programvaren eller laste opp filer",)),
+        },
+        "insight_reporting": {
+            "full": (("Bruks- og innsiktsrapporter",), ()),
+            "none": ((), ("Bruks- og innsiktsrapporter",)),
+        },
+        "product_support": {
+            "full": (("Kontakte produktstøtte",), ()),
+            "self_help": (
+                ("Selvhjelp: hjelpesider og brukerforum",),
+                ("Kontakte produktstøtte",),
+            ),
+        },
+    },
+}
+OTHER_FEATURES = {"en": "Other features of the subscription", "nb": "Andre deler av abonnementet"}
+
+
+def entitlement_lists(
+    entitlements: Mapping[str, str], language: str
+) -> tuple[list[str], list[str]]:
+    """R35 as a reader reads it: (still allowed, no longer allowed), in words. A capability or
+    value without words is counted as no longer allowed, and never shown as its code."""
+    words = ENTITLEMENT_WORDS[language]
+    allowed: list[str] = []
+    withdrawn: list[str] = []
+    order = list(words)  # R35's order: product access first, support last
+    for capability in sorted(
+        entitlements, key=lambda c: (c not in words, order.index(c) if c in words else 0, c)
+    ):
+        found = words.get(capability, {}).get(entitlements[capability])
+        if found is None:
+            found = ((), (OTHER_FEATURES[language],))
+        allowed += [w for w in found[0] if w not in allowed]
+        withdrawn += [w for w in found[1] if w not in withdrawn]
+    return allowed, withdrawn
+
+
+def formatters(language: str, zone: ZoneInfo) -> dict[str, Callable[..., Any]]:
+    """What templates use to show money, instants, days, products and enum values in the
+    language: nb ``21 330,00 kr``, ``29. nov. 2026 kl. 14:30 CET``; en ``NOK 21,330.00``,
+    ``29 Nov 2026, 14:30 CET``."""
     locale = LOCALES[language]
     at = " kl. " if language == "nb" else ", "
 
     def money(amount: Decimal | str | float, currency: str) -> str:
-        return format_currency(Decimal(str(amount)), currency, locale=locale)
+        return formats.money(Decimal(str(amount)), currency, language)
 
     def when(instant: datetime) -> str:
         local = instant.astimezone(zone)
-        return f"{format_date(local.date(), 'long', locale=locale)}{at}{local:%H:%M %Z}"
+        return f"{format_date(local.date(), 'medium', locale=locale)}{at}{local:%H:%M %Z}"
 
     def day(value: date | datetime) -> str:
         if isinstance(value, datetime):
             value = value.astimezone(zone).date()
-        return format_date(value, "long", locale=locale)
+        return format_date(value, "medium", locale=locale)
 
     def label(value: str) -> str:
         return LABELS[language].get(value, value)
 
-    return {"money": money, "when": when, "day": day, "label": label}
+    def product(code: str | None) -> str | None:
+        return formats.product_name(code, language)
+
+    def invoice_for(purpose: str, installment: int | None, offering: str | None) -> str:
+        return invoice_subject(language, purpose, installment, offering)
+
+    return {
+        "money": money,
+        "when": when,
+        "day": day,
+        "label": label,
+        "product": product,
+        "invoice_for": invoice_for,
+    }
+
+
+INVOICE_FOR = {
+    "en": {
+        "order": (" for {product}", " for your order"),
+        "renewal": (" for the renewal of {product}", " for your renewal"),
+        "co_term": (" for the seats added to {product}", " for the seats you added"),
+        "installment": (" for {product}, installment {n} of 3", ", installment {n} of 3"),
+    },
+    "nb": {
+        "order": (" for {product}", " for bestillingen din"),
+        "renewal": (" for fornyelsen av {product}", " for fornyelsen"),
+        "co_term": (" for lisensene lagt til {product}", " for lisensene dere la til"),
+        "installment": (" for {product}, avdrag {n} av 3", ", avdrag {n} av 3"),
+    },
+}
+
+
+def invoice_subject(
+    language: str, purpose: str, installment: int | None, offering: str | None
+) -> str:
+    """What an invoice is for, in plain words, to follow its number (issue 15): " for AutoCAD",
+    " for the renewal of AutoCAD", " for AutoCAD, installment 2 of 3"; never the purpose's
+    code."""
+    phrases = INVOICE_FOR[language]
+    kind = "installment" if installment else purpose if purpose in phrases else "order"
+    with_product, without = phrases[kind]
+    text = with_product if offering else without
+    return text.format(product=offering, n=installment)
 
 
 @cache
@@ -260,6 +394,42 @@ def _block(template: Template, name: str, context: dict[str, Any]) -> str:
     return "".join(template.blocks[name](template.new_context(context)))
 
 
+# Inline styles only (issue 15): mail clients drop <style> blocks and never load external
+# sheets, so every element a template writes carries its style (the layout writes its own).
+# Templates are autoescaped, so no text of a name or a number can open one of these tags.
+INLINE_STYLES = {
+    "p": "margin:0 0 14px 0;",
+    "table": "border-collapse:collapse;margin:0 0 14px 0;",
+    "th": "padding:4px 16px 4px 0;font-weight:bold;vertical-align:top;",
+    "td": "padding:4px 16px 4px 0;vertical-align:top;",
+    "ul": "margin:0 0 14px 0;padding:0 0 0 20px;",
+    "li": "margin:0 0 4px 0;",
+    "a": "color:#1a5fb4;text-decoration:underline;",
+    "strong": "font-weight:bold;",
+}
+_OPENING_TAG = re.compile(r"<(p|table|th|td|ul|li|a|strong)(?=[\s>])([^>]*)>")
+_ALIGN = re.compile(r'\balign="(left|right|center)"')
+
+
+def inline_styles(html: str) -> str:
+    """Each opening tag of ``INLINE_STYLES`` without a style gets its style (and its ``align``
+    as ``text-align``, which every client honours)."""
+
+    def styled(match: re.Match[str]) -> str:
+        tag, attributes = match.group(1), match.group(2)
+        if "style=" in attributes:
+            return match.group(0)
+        style = INLINE_STYLES[tag]
+        aligned = _ALIGN.search(attributes)
+        if aligned:
+            style += f"text-align:{aligned.group(1)};"
+        elif tag == "th":
+            style += "text-align:left;"
+        return f'<{tag} style="{style}"{attributes}>'
+
+    return _OPENING_TAG.sub(styled, html)
+
+
 def template_names() -> list[str]:
     """Every mail template, as ``<language>/<name>.j2`` files."""
     return sorted(p.stem for p in (TEMPLATES / "en").glob("*.j2"))
@@ -272,13 +442,19 @@ def render(
     text and HTML, dates in ``time_zone``."""
     lang = language if language in LANGUAGES else "en"
     full = {**context, **formatters(lang, time_zone or ZoneInfo("UTC")), "lang": lang}
+    if context.get("offering"):  # products by name, never by code (issue 15)
+        full["offering"] = formats.product_name(context["offering"], lang)
+    if isinstance(context.get("entitlements"), Mapping):  # R35 in words
+        full["still_allowed"], full["no_longer_allowed"] = entitlement_lists(
+            context["entitlements"], lang
+        )
     text_template = _environment(False).get_template(f"{lang}/{template}.j2")
     html_template = _environment(True).get_template(f"{lang}/{template}.j2")
     # A subject is one line whatever a name or a number contains (no header injection).
     subject = " ".join(_block(text_template, "subject", full).split())
     signature = LABELS[lang]["signature"]
     text = f"{_block(text_template, 'text', full).strip()}\n\n-- \n{signature}\n"
-    body = Markup(_block(html_template, "html", full))  # noqa: S704 - autoescaped when rendered
+    body = Markup(inline_styles(_block(html_template, "html", full)))  # noqa: S704 - autoescaped
     html = (
         _environment(True)
         .get_template("layout.html.j2")
@@ -294,17 +470,24 @@ def invoice_payers(addresses: Iterable[str], members: Iterable[Member]) -> list[
     return [Member(a, "", "", frozenset({"payer"})) for a in addresses if a.lower() not in known]
 
 
-def invoice_pdf_url(invoicing_url: str, invoice_id: object) -> str:
-    return f"{invoicing_url.rstrip('/')}/v1/invoices/{invoice_id}.pdf"
-
-
 def mail_context(
-    payload: dict[str, Any], *, account_name: str | None, offering: str | None, invoicing_url: str
+    payload: dict[str, Any],
+    *,
+    account_name: str | None,
+    offering: str | None,
+    links: DocumentLinks,
+    now: datetime,
 ) -> dict[str, Any]:
-    """What every template of an event sees: the payload, the account's name, the product."""
+    """What every template of an event sees: the payload, the account's name, the product, and
+    signed links (issue 15, ``shared.signed_links``) to the invoice's or credit note's PDF that
+    open in a browser without a bearer token until ``links.lifetime`` after ``now``."""
     context: dict[str, Any] = {"account_name": account_name, "offering": offering, **payload}
-    if "invoice_id" in payload:
-        context["pdf_url"] = invoice_pdf_url(invoicing_url, payload["invoice_id"])
+    context["link_days"] = links.lifetime.days
+    if payload.get("invoice_id"):
+        context["pdf_url"] = links.url("invoice", uuid.UUID(str(payload["invoice_id"])), now)
+    if payload.get("credit_note_id"):
+        note = uuid.UUID(str(payload["credit_note_id"]))
+        context["credit_note_url"] = links.url("credit-note", note, now)
     return context
 
 
@@ -341,7 +524,8 @@ def plan_mails(
     before: Iterable[Member] = (),
     account: Account | None,
     offering: str | None,
-    invoicing_url: str,
+    links: DocumentLinks,
+    now: datetime,
 ) -> list[PlannedMail]:
     """The mails an event causes: one per address (R12), chosen by the routing table and the
     roles people hold (R9-R11), each in the person's language and the account's time zone
@@ -359,7 +543,8 @@ def plan_mails(
         payload.model_dump(),
         account_name=account.name if account else None,
         offering=offering,
-        invoicing_url=invoicing_url,
+        links=links,
+        now=now,
     )
     planned = []
     for recipient in recipients(routes, receivers, before):

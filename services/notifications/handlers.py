@@ -20,6 +20,7 @@ from shared.contracts import (
     payload_model,
 )
 from shared.messaging import EventConsumer, HandlerContext
+from shared.signed_links import DocumentLinks
 from shared.unit_of_work import Work
 
 from . import domain, service
@@ -30,9 +31,10 @@ consumer = EventConsumer(CONSUMER)
 
 
 @cache
-def _invoicing_public_url() -> str:
-    # Read from the process environment like the rest of the settings (PLATFORM_...).
-    return Settings().invoicing_public_url
+def _document_links() -> DocumentLinks:
+    """Signed links to documents (issue 15): invoicing's public URL, the link key and lifetime,
+    read from the process environment like the rest of the settings (PLATFORM_...)."""
+    return DocumentLinks.of(Settings())
 
 
 def unit_of_work(ctx: HandlerContext) -> UnitOfWork:
@@ -59,9 +61,7 @@ async def remember_account(ctx: HandlerContext, opened: AccountOpened) -> None:
 async def roles_changed(ctx: HandlerContext, snapshot: RolesChanged) -> None:
     """R10: the projection takes the snapshot; new admins get a mail."""
     event = RoutedEvent.of(ctx.envelope, snapshot)
-    await service.take_roles_snapshot(
-        unit_of_work(ctx), event, invoicing_url=_invoicing_public_url()
-    )
+    await service.take_roles_snapshot(unit_of_work(ctx), event, links=_document_links())
     await release_waiting(ctx)
 
 
@@ -69,14 +69,14 @@ async def roles_changed(ctx: HandlerContext, snapshot: RolesChanged) -> None:
 async def order_placed(ctx: HandlerContext, order: OrderPlaced) -> None:
     """R9: the buyer gets an order confirmation; its activation may be waiting."""
     event = RoutedEvent.of(ctx.envelope, order)
-    await service.take_order(unit_of_work(ctx), event, invoicing_url=_invoicing_public_url())
+    await service.take_order(unit_of_work(ctx), event, links=_document_links())
     await release_waiting(ctx)
 
 
 @consumer.on(SubscriptionActivated)
 async def subscription_activated(ctx: HandlerContext, activated: SubscriptionActivated) -> None:
     event = RoutedEvent.of(ctx.envelope, activated)
-    await service.take_activation(unit_of_work(ctx), event, invoicing_url=_invoicing_public_url())
+    await service.take_activation(unit_of_work(ctx), event, links=_document_links())
     await release_waiting(ctx)
 
 
@@ -84,7 +84,7 @@ async def routed_mail(ctx: HandlerContext, payload: Contract) -> None:
     """Every other routed event type (TrialConverted, invoices, renewals, ...): the routing
     table decides."""
     event = RoutedEvent.of(ctx.envelope, payload)
-    await service.queue_mails(unit_of_work(ctx), event, invoicing_url=_invoicing_public_url())
+    await service.queue_mails(unit_of_work(ctx), event, links=_document_links())
     await release_waiting(ctx)
 
 

@@ -23,12 +23,13 @@ from __future__ import annotations
 import base64
 import unicodedata
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from email import policy as email_policy
 from email.errors import MessageDefect
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import Policy
-from email.utils import parseaddr
+from email.utils import format_datetime, parseaddr
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import aiosmtplib
@@ -207,15 +208,27 @@ def message_id_for(delivery_id: object, domain: str = "subscription-platform") -
 
 
 def compose(
-    *, sender: str, recipient: str, subject: str, text: str, html: str, message_id: str
+    *,
+    sender: str,
+    recipient: str,
+    subject: str,
+    text: str,
+    html: str,
+    message_id: str,
+    date: datetime,
 ) -> EmailMessage:
     """The mail, every header a structured value. ``sender`` may carry a display name
-    (``Name <address>``); ``ValueError`` for an address that is not one plain mailbox."""
+    (``Name <address>``); ``ValueError`` for an address that is not one plain mailbox.
+    ``date`` (timezone-aware, from the business clock when the mail was queued) is the ``Date``
+    header, the same on every copy, as the Message-ID is."""
+    if date.tzinfo is None:
+        raise ValueError("a mail's date is timezone-aware")
     message = EmailMessage(policy=MAIL_POLICY)
     name, addr = parseaddr(sender)
     message["From"] = mailbox(name, addr if name or "<" in sender else sender)
     message["To"] = mailbox("", recipient)
     message["Subject"] = header_text(subject)  # the policy refuses line breaks before ours
+    message["Date"] = format_datetime(date.astimezone(UTC))
     if not set(message_id) <= _VCHAR or not message_id.startswith("<"):
         raise ValueError("not a Message-ID")
     message["Message-ID"] = message_id

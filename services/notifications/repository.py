@@ -46,6 +46,7 @@ class DueMail:
     message_id: str
     correlation_id: uuid.UUID | None = None  # of the event that asked for the mail
     traceparent: str | None = None  # the trace of the handler that queued it (shared.tracing)
+    dated_at: datetime | None = None  # the Date header: the business clock when queued
 
     def cause(self) -> Cause:
         """The event that asked for this mail, as the cause of EmailSent / EmailFailed."""
@@ -99,6 +100,7 @@ class Repository(Protocol):
         mail: RenderedMail,
         now: datetime,
         correlation_id: uuid.UUID | None = None,
+        dated_at: datetime | None = None,
     ) -> bool: ...
     async def wake_delivery_workers(self) -> None: ...
     async def deliveries_of(
@@ -213,6 +215,7 @@ class SqlRepository:
         mail: RenderedMail,
         now: datetime,
         correlation_id: uuid.UUID | None = None,
+        dated_at: datetime | None = None,
     ) -> bool:
         """R12: the unique (event, address) key makes a second queueing of the same mail a
         no-op."""
@@ -220,8 +223,9 @@ class SqlRepository:
         inserted = await self.db.fetchval(
             """INSERT INTO deliveries (id, event_id, event_type, account_id, recipient, roles,
                    template, language, subject, body_text, body_html, next_attempt_at,
-                   created_at, message_id, correlation_id, traceparent)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15)
+                   created_at, message_id, correlation_id, traceparent, dated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15,
+                       $16)
                ON CONFLICT (event_id, recipient) DO NOTHING RETURNING true""",
             delivery_id,
             event_id,
@@ -238,6 +242,7 @@ class SqlRepository:
             message_id_for(delivery_id),
             correlation_id,
             tracing.current_traceparent(),  # the SMTP hand-over continues this trace
+            dated_at or now,
         )
         return bool(inserted)
 
@@ -278,7 +283,7 @@ class SqlRepository:
                    FOR UPDATE SKIP LOCKED)
                RETURNING id, event_id, event_type, account_id, recipient, roles, template,
                          subject, body_text, body_html, attempts, message_id, correlation_id,
-                         traceparent""",
+                         traceparent, coalesce(dated_at, created_at) AS dated_at""",
             now,
             token,
             lease_until,

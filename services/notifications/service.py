@@ -42,6 +42,7 @@ from shared.contracts import (
     SubscriptionActivated,
 )
 from shared.messaging import WaitForCause
+from shared.signed_links import DocumentLinks
 from shared.time.clock import Clock
 from shared.unit_of_work import Work
 
@@ -109,7 +110,7 @@ async def remember_account(uow: UnitOfWork, account_id: uuid.UUID, opened: Accou
     await uow.repo.upsert_account(account_id, opened.name, opened.language, opened.time_zone)
 
 
-async def take_roles_snapshot(uow: UnitOfWork, event: RoutedEvent, *, invoicing_url: str) -> int:
+async def take_roles_snapshot(uow: UnitOfWork, event: RoutedEvent, *, links: DocumentLinks) -> int:
     """The projection takes the snapshot; people who just became admins get a mail (R10).
     The caller then releases the events that waited for the account's people."""
     if not isinstance(event.payload, RolesChanged):
@@ -117,25 +118,25 @@ async def take_roles_snapshot(uow: UnitOfWork, event: RoutedEvent, *, invoicing_
     await uow.repo.lock_people(event.account_id)  # held until commit, through the release
     before = await uow.repo.members(event.account_id)
     await uow.repo.apply_roles(event.account_id, event.payload)
-    return await queue_mails(uow, event, invoicing_url=invoicing_url, before=before)
+    return await queue_mails(uow, event, links=links, before=before)
 
 
-async def take_order(uow: UnitOfWork, event: RoutedEvent, *, invoicing_url: str) -> int:
+async def take_order(uow: UnitOfWork, event: RoutedEvent, *, links: DocumentLinks) -> int:
     """R9: the buyer gets an order confirmation carrying the order number; the product is
     remembered for later mails about the subscription."""
     if isinstance(event.payload, OrderPlaced):
         order = event.payload
         subscription_id = order.subscription_id
         await uow.repo.remember_subscription(subscription_id, event.account_id, order.offering)
-    return await queue_mails(uow, event, invoicing_url=invoicing_url)
+    return await queue_mails(uow, event, links=links)
 
 
-async def take_activation(uow: UnitOfWork, event: RoutedEvent, *, invoicing_url: str) -> int:
+async def take_activation(uow: UnitOfWork, event: RoutedEvent, *, links: DocumentLinks) -> int:
     """R10: the admins are told of the product access (once the order's roles are known)."""
     if isinstance(event.payload, SubscriptionActivated) and event.subscription_id is not None:
         offering = event.payload.offering
         await uow.repo.remember_subscription(event.subscription_id, event.account_id, offering)
-    return await queue_mails(uow, event, invoicing_url=invoicing_url)
+    return await queue_mails(uow, event, links=links)
 
 
 # --- mails of an event -----------------------------------------------------------------------
@@ -145,7 +146,7 @@ async def queue_mails(
     uow: UnitOfWork,
     event: RoutedEvent,
     *,
-    invoicing_url: str,
+    links: DocumentLinks,
     before: Sequence[domain.Member] = (),
 ) -> int:
     """Plan the event's mails by the routing table and the roles (R9-R12), rendered now (R13),
@@ -160,6 +161,11 @@ async def queue_mails(
         raise WaitForCause(
             domain.people_cause(event.account_id), "the account's people are not known yet"
         )
+    # Delivery is infrastructure: due now in real time, whatever clock the account follows; so
+    # is a link's expiry (a reader opens it in real time). The mail is dated by the account's
+    # (business) clock, as the events it tells of are.
+    now = await uow.time.now()
+    dated_at = await uow.time.now(event.account_id)
     planned = domain.plan_mails(
         event.event_type,
         event.payload,
@@ -167,10 +173,9 @@ async def queue_mails(
         before=before,
         account=await uow.repo.account(event.account_id),
         offering=await uow.repo.offering_of(event.subscription_id),
-        invoicing_url=invoicing_url,
+        links=links,
+        now=now,
     )
-    # Delivery is infrastructure: due now in real time, whatever clock the account follows.
-    now = await uow.time.now()
     recorded = 0
     for mail in planned:
         recorded += await uow.repo.add_delivery(
@@ -181,6 +186,7 @@ async def queue_mails(
             mail=mail.mail,
             now=now,
             correlation_id=event.correlation_id,
+            dated_at=dated_at,
         )
     await uow.repo.wake_delivery_workers()
     return recorded
@@ -280,6 +286,7 @@ async def _hand_over(
             text=mail.body_text,
             html=mail.body_html,
             message_id=mail.message_id,
+            date=mail.dated_at or desk.clock.now(),
         )
     except ValueError:  # not one plain address: refused, never sent
         await desk.steps.mark_failed(mail.id, token, "invalid header value", desk.clock.now())

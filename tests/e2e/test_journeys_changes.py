@@ -174,7 +174,7 @@ async def test_journey_6_refund_inside_30_days_ends_access_at_once(journey: Jour
         ("StageChanged", "stage_changed", "buyer", ("buyer", "primary_admin")),
     ]
     [refund_mail] = [m for m in await j.mail.to(kari.buyer_email) if "refund" in m["subject"]]
-    amount = f"NOK{Decimal(invoice['gross_total']):,.2f}"
+    amount = f"NOK\xa0{Decimal(invoice['gross_total']):,.2f}"
     assert f"We have refunded {amount} to your card." in refund_mail["text"]
     assert "Card refunds take 5-7 business days" in refund_mail["text"]
     assert "Expected by: 27 May 2030." in refund_mail["text"]
@@ -328,7 +328,7 @@ async def test_journey_8_monthly_lapses_15_days_expired_15_suspended_30_day_late
     assert await mails.new() == [
         ("StageChanged", "stage_changed", "buyer", ("buyer", "primary_admin")),
     ]
-    assert mails.subjects("stage_changed") == ["autocad: subscription is now Expired"]
+    assert mails.subjects("stage_changed") == ["AutoCAD: subscription is now Expired"]
 
     await j.advance(local(2030, 3, 19, 23, 59, 59), "the last second of Expired")
     assert stage_of(await j.subscription(kari, lapsing))[0] == "expired"
@@ -339,7 +339,7 @@ async def test_journey_8_monthly_lapses_15_days_expired_15_suspended_30_day_late
     assert await mails.new() == [
         ("StageChanged", "stage_changed", "buyer", ("buyer", "primary_admin")),
     ]
-    assert mails.subjects("stage_changed") == ["autocad: subscription is now Suspended"]
+    assert mails.subjects("stage_changed") == ["AutoCAD: subscription is now Suspended"]
 
     # R27: the last day of the 30-day late window; the other account renews and is Active
     # again, its next renewal on the original anniversary (the 5th).
@@ -368,7 +368,7 @@ async def test_journey_8_monthly_lapses_15_days_expired_15_suspended_30_day_late
         ("SubscriptionReactivated", "subscription_reactivated", "buyer", ("buyer",)),
         ("SubscriptionRenewed", "renewal_confirmation", "buyer", ("buyer",)),
     ]
-    assert ola_mails.subjects("stage_changed") == ["autocad: subscription is now Active"]
+    assert ola_mails.subjects("stage_changed") == ["AutoCAD: subscription is now Active"]
 
     # R33, R34: 15 days of Suspended end at 2030-04-04 00:00 local; Cancelled is final.
     await j.advance(local(2030, 4, 3, 23, 59, 59), "the last second of the late window")
@@ -381,7 +381,7 @@ async def test_journey_8_monthly_lapses_15_days_expired_15_suspended_30_day_late
     assert await mails.new() == [
         ("StageChanged", "stage_changed", "buyer", ("buyer", "primary_admin")),
     ]
-    assert mails.subjects("stage_changed") == ["autocad: subscription is now Cancelled"]
+    assert mails.subjects("stage_changed") == ["AutoCAD: subscription is now Cancelled"]
     assert await refused(
         j, "POST", "ordering", f"/v1/subscriptions/{lapsing}/renewals", kari.auth, {}
     ) == (409, "subscription-cancelled")
@@ -427,7 +427,7 @@ async def test_journey_9_a_no_grace_offering_goes_straight_to_cancelled(journey:
         ("StageChanged", "stage_changed", "buyer", ("buyer", "primary_admin")),
     ]
     [stage_mail] = mails.last
-    assert stage_mail["subject"] == "docs: subscription is now Cancelled"
+    assert stage_mail["subject"] == "Docs: subscription is now Cancelled"
     [text] = [
         m["text"]
         for m in await j.mail.to(kari.buyer_email)

@@ -157,7 +157,7 @@ async def test_journey_2_auto_renew_off_runs_out_expired_suspended_cancelled(
     assert await log.new() == [("renewal_reminder", buyer, ("buyer",))]
     assert "expires in 4 days" in log.subjects["renewal_reminder", buyer]
     [caught] = [m for m in await j.mail.to(buyer) if "expires in 4 days" in m["subject"]]
-    assert "expires 4 March 2031, 23:59 CET, in 4 days" in caught["text"]  # R13, R23: local
+    assert "expires 4 Mar 2031, 23:59 CET, in 4 days" in caught["text"]  # R13, R23: local
 
     # R23: the last second of the term is 2031-03-04 23:59:59 local; still Active, full access.
     await j.advance(local(2031, 3, 4, 23, 59, 59), "last second of the term")
@@ -372,7 +372,7 @@ async def test_journey_4_three_year_term_pays_in_three_annual_installments(
             ("product_access_granted", buyer, ("primary_admin",)),
         ]
     )
-    assert log.subjects["invoice_issued", buyer].startswith("Installment 1 of 3: ")
+    assert log.subjects["invoice_issued", buyer].endswith(", installment 1 of 3")
     sub = await j.subscription(account, sub_id)
     assert (sub["stage"], sub["term"]) == ("active", "three_year")
     assert at(sub["renews_at"]) == local(2033, 2, 20)  # R23: three years
@@ -396,7 +396,7 @@ async def test_journey_4_three_year_term_pays_in_three_annual_installments(
         assert await log.new() == sorted(
             [("invoice_issued", buyer, ("buyer",)), ("payment_receipt", buyer, ("buyer",))]
         )
-        assert log.subjects["invoice_issued", buyer].startswith(f"Installment {number} of 3: ")
+        assert log.subjects["invoice_issued", buyer].endswith(f", installment {number} of 3")
         sub = await j.subscription(account, sub_id)
         assert (sub["stage"], at(sub["renews_at"])) == ("active", local(2033, 2, 20))
 

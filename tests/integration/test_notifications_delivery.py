@@ -100,7 +100,7 @@ async def test_r9_r10_r11_r12_each_address_once_even_when_the_event_comes_again(
         assert sorted(got[kari]) == sorted(
             [
                 "Du er nå administrator for Fjord Arkitekter AS",  # R10: became primary admin
-                "Avdrag 2 av 3: Faktura INV-2025-0001",  # R9/R11 once, though three roles
+                "Faktura INV-2025-0001, avdrag 2 av 3",  # R9/R11 once, though three roles
                 "abonnementet er nå Suspendert",  # the buyer's stage mail wins (R12)
                 "Ordrebekreftelse ORD-SENTINEL",
             ]
@@ -111,8 +111,8 @@ async def test_r9_r10_r11_r12_each_address_once_even_when_the_event_comes_again(
                 "Product access has changed",  # R10: no billing or renewal mail
             ]
         )
-        assert got[per] == ["Installment 2 of 3: Invoice INV-2025-0001"]  # R11: invoices only
-        assert got[ap] == ["Installment 2 of 3: Invoice INV-2025-0001"]
+        assert got[per] == ["Your invoice INV-2025-0001, installment 2 of 3"]  # R11: invoices only
+        assert got[ap] == ["Your invoice INV-2025-0001, installment 2 of 3"]
 
         # The delivery log: the buyer and operators read it, an admin who is not buyer may not.
         rows = await pool.fetch(

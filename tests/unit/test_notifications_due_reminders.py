@@ -11,7 +11,7 @@ import pytest
 
 from services.notifications import domain
 from services.notifications.domain import Member
-from tests.notifications_samples import samples
+from tests.notifications_samples import AT, LINKS, samples
 
 ACCOUNT = domain.Account(name="Fjord Arkitekter AS", language="nb", time_zone="Europe/Oslo")
 PEOPLE = [
@@ -29,7 +29,8 @@ def planned(event_type: str, people: list[Member] = PEOPLE) -> dict[str, Any]:
         members=people,
         account=ACCOUNT,
         offering="revit",
-        invoicing_url="http://invoicing.example:8002",
+        links=LINKS,
+        now=AT,
     )
     return {m.recipient.email: m for m in mails}
 
@@ -69,20 +70,21 @@ def test_r13_each_in_the_person_language_dates_in_the_account_time_zone() -> Non
     mails = planned("InvoiceDueSoon")
     nb, en = mails["kari@example.com"].mail, mails["per@example.com"].mail
     assert nb.subject == "Faktura INV-2025-0003 forfaller 10. juli 2025"
-    assert en.subject == "Invoice INV-2025-0003 is due 10 July 2025"
+    assert en.subject == "Invoice INV-2025-0003 is due 10 Jul 2025"
     assert "forfaller om 7 dager" in nb.text and "falls due in 7 days" in en.text
-    assert "15\xa0000,00\xa0kr" in nb.text and "NOK15,000.00" in en.text
+    assert "15\xa0000,00\xa0kr" in nb.text and "NOK\xa015,000.00" in en.text
     assert mails["liv@example.com"].mail.subject == nb.subject  # no language: the account's
-    pdf = "http://invoicing.example:8002/v1/invoices/00000000-0000-0000-0000-0000000000ab.pdf"
-    assert pdf in en.text and f'href="{pdf}"' in en.html
+    # issue 15: a signed link that opens without a bearer token
+    pdf = "http://invoicing.example:8002/v1/documents/invoice/00000000-0000-0000-0000-0000000000ab.pdf"
+    assert f"{pdf}?expires=" in en.text and f'href="{pdf}?expires=' in en.html
     assert '<html lang="nb">' in nb.html
 
 
 def test_r13_the_overdue_mail_says_how_late_and_that_access_is_at_stake() -> None:
     mails = planned("InvoiceOverdue")
     nb, en = mails["kari@example.com"].mail, mails["per@example.com"].mail
-    assert en.subject == "Overdue: invoice INV-2025-0004 was due 10 July 2025"
-    assert "is 1 day overdue" in en.text and "renewal" in en.text and "revit" in en.text
+    assert en.subject == "Overdue: invoice INV-2025-0004 was due 10 Jul 2025"
+    assert "is 1 day overdue" in en.text and "renewal" in en.text and "Revit" in en.text
     assert "1 dag på overtid" in nb.text and "utløpsprosessen" in nb.text
     late = domain.render(
         "invoice_overdue",
@@ -92,7 +94,8 @@ def test_r13_the_overdue_mail_says_how_late_and_that_access_is_at_stake() -> Non
                 {**samples()["InvoiceOverdue"].model_dump(), "days_overdue": 7},
                 account_name=None,
                 offering=None,
-                invoicing_url="http://x",
+                links=LINKS,
+                now=AT,
             ),
             "recipient_name": "Per",
         },

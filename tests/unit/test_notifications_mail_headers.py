@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -17,7 +18,8 @@ from aiosmtplib.email import flatten_message
 from services.notifications.mailer import MAIL_POLICY, compose, header_text
 from tests.mail_header_corpus import CORPUS
 
-HEADERS = ["From", "To", "Subject", "Message-ID", "MIME-Version", "Content-Type"]
+HEADERS = ["From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type"]
+DATE = datetime(2026, 11, 29, 13, 5, tzinfo=UTC)
 
 
 def wire(subject: str, sender: str = "Subscriptions <no-reply@subscriptions.example>") -> bytes:
@@ -28,6 +30,7 @@ def wire(subject: str, sender: str = "Subscriptions <no-reply@subscriptions.exam
         text="text",
         html="<p>html</p>",
         message_id="<1b4e28ba-2fa1-11d2-883f-0016d3cca427@subscription-platform>",
+        date=DATE,
     )
     return flatten_message(message, cte_type="8bit")
 
@@ -113,4 +116,5 @@ def test_an_address_that_is_not_one_plain_mailbox_is_refused(recipient: str) -> 
             text="t",
             html="h",
             message_id="<a@subscription-platform>",
+            date=DATE,
         )

@@ -36,10 +36,9 @@ from shared.messaging import WaitForCause
 from shared.people import roles_by_person
 from shared.time.clock import FrozenClock
 from shared.unit_of_work import FixedTime, RecordedEvents, Work
-from tests.notifications_samples import AT, order_placed, person, samples
+from tests.notifications_samples import AT, LINKS, order_placed, person, samples
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-URL = "https://invoicing.example.com"
 
 
 @dataclass
@@ -58,6 +57,7 @@ class Delivery:
     claim_token: uuid.UUID | None = None
     sent_at: datetime | None = None
     failed_at: datetime | None = None
+    dated_at: datetime | None = None
 
 
 @dataclass
@@ -118,6 +118,7 @@ class FakeRepository:
         mail: RenderedMail,
         now: datetime,
         correlation_id: uuid.UUID | None = None,
+        dated_at: datetime | None = None,
     ) -> bool:
         address = recipient.email.lower()
         if any(d.event_id == event_id and d.recipient.email == address for d in self.deliveries):
@@ -132,6 +133,7 @@ class FakeRepository:
                 mail,
                 now,
                 next_attempt_at=now,
+                dated_at=dated_at or now,
             )
         )
         return True
@@ -197,6 +199,7 @@ class FakeRepository:
                 d.mail.html,
                 d.attempts,
                 f"<{d.id}@subscription-platform>",
+                dated_at=d.dated_at,
             )
             for d in due[:limit]
         ]
@@ -279,8 +282,8 @@ class Platform:
     async def handle(self, payload: Contract, causation_id: uuid.UUID | None = None) -> int:
         event = self.event(payload, causation_id)
         if isinstance(payload, RolesChanged):
-            return await service.take_roles_snapshot(self.uow(), event, invoicing_url=URL)
-        return await service.queue_mails(self.uow(), event, invoicing_url=URL)
+            return await service.take_roles_snapshot(self.uow(), event, links=LINKS)
+        return await service.queue_mails(self.uow(), event, links=LINKS)
 
     def mails(self) -> list[tuple[str, str]]:
         return sorted((d.recipient.template, d.recipient.email) for d in self.repo.deliveries)
@@ -330,8 +333,8 @@ async def test_r9_an_order_confirmation_reaches_the_buyer_once_and_names_the_ord
     order = order_placed("ORD-42", KARI)
     event = world.event(order)
 
-    assert await service.take_order(world.uow(), event, invoicing_url=URL) == 1
-    assert await service.take_order(world.uow(), event, invoicing_url=URL) == 0
+    assert await service.take_order(world.uow(), event, links=LINKS) == 1
+    assert await service.take_order(world.uow(), event, links=LINKS) == 0
 
     [delivery] = world.repo.deliveries
     assert (delivery.recipient.email, delivery.recipient.template) == (KARI, "order_confirmation")
@@ -375,7 +378,7 @@ async def test_an_event_nobody_is_routed_records_nothing() -> None:
     world = await opened(Platform())
     event = world.event(samples()["OrderPlaced"])
     unrouted = replace(event, event_type="PaymentSucceeded")
-    assert await service.queue_mails(world.uow(), unrouted, invoicing_url=URL) == 0
+    assert await service.queue_mails(world.uow(), unrouted, links=LINKS) == 0
     assert world.repo.deliveries == [] and world.repo.wakes == 0
 
 
@@ -415,13 +418,13 @@ async def test_r10_an_activation_before_its_order_waits_for_the_order() -> None:
     )
     activation = world.event(activated, causation_id=order.event_id)
     with pytest.raises(WaitForCause) as waiting:
-        await service.take_activation(world.uow(), activation, invoicing_url=URL)
+        await service.take_activation(world.uow(), activation, links=LINKS)
     assert waiting.value.cause == f"event:{order.event_id}"
 
     await world.handle(roles(admins=(OLA,)))  # the appointment, then the order
     world.repo.inbox.add(order.event_id)
-    await service.take_order(world.uow(), order, invoicing_url=URL)
-    assert await service.take_activation(world.uow(), activation, invoicing_url=URL) == 2
+    await service.take_order(world.uow(), order, links=LINKS)
+    assert await service.take_activation(world.uow(), activation, links=LINKS) == 2
     assert [m for m in world.mails() if m[0] == "product_access_granted"] == [
         ("product_access_granted", KARI),
         ("product_access_granted", OLA),

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.notifications import domain
-from tests.notifications_samples import samples
+from tests.notifications_samples import AT, LINKS, samples
 
 OSLO = ZoneInfo("Europe/Oslo")
 DOC = Path(__file__).resolve().parents[2] / "docs" / "notifications-routing.md"
@@ -25,7 +25,8 @@ def context_for(event_type: str, name: str = "Kari Nordmann") -> dict[str, Any]:
         samples()[event_type].model_dump(),
         account_name="Fjord Arkitekter AS",
         offering="autocad",
-        invoicing_url="http://invoicing.example:8002/",
+        links=LINKS,
+        now=AT,
     )
     recipient = domain.Recipient("kari@example.com", name, "nb", ("primary_admin",), "x")
     return domain.personal(base, recipient)
@@ -61,10 +62,11 @@ def test_r9_the_order_confirmation_carries_the_order_number() -> None:
 def test_r11_r13_invoice_mail_links_the_pdf_and_formats_money_for_the_locale() -> None:
     nb = domain.render("invoice_issued", "nb", context_for("InvoiceIssued"), OSLO)
     en = domain.render("invoice_issued", "en", context_for("InvoiceIssued"), OSLO)
-    pdf = "http://invoicing.example:8002/v1/invoices/00000000-0000-0000-0000-0000000000aa.pdf"
-    assert pdf in nb.text and f'href="{pdf}"' in nb.html
-    assert "15\xa0000,00\xa0kr" in nb.text and "NOK15,000.00" in en.text
-    assert nb.subject == "Avdrag 2 av 3: Faktura INV-2025-0001"  # R20 installments
+    pdf = "http://invoicing.example:8002/v1/documents/invoice/00000000-0000-0000-0000-0000000000aa.pdf"
+    assert f"{pdf}?expires=" in nb.text and f'href="{pdf}?expires=' in nb.html
+    assert "15\xa0000,00\xa0kr" in nb.text and "NOK\xa015,000.00" in en.text
+    assert "NOK15" not in en.text + en.html
+    assert nb.subject == "Faktura INV-2025-0001 for AutoCAD, avdrag 2 av 3"  # R20, issue 15
 
 
 def test_r13_dates_are_shown_in_the_account_time_zone() -> None:
@@ -74,7 +76,7 @@ def test_r13_dates_are_shown_in_the_account_time_zone() -> None:
         "order_confirmation", "en", context_for("OrderPlaced"), ZoneInfo("America/New_York")
     )
     assert "10. juni 2025 kl. 00:00 CEST" in oslo.text
-    assert "9 June 2025, 18:00 EDT" in york.text
+    assert "9 Jun 2025, 18:00 EDT" in york.text
 
 
 def test_r39_card_refund_mail_states_5_to_7_business_days() -> None:

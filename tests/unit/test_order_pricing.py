@@ -22,6 +22,7 @@ from services.notifications.domain import formatters, mail_context, render
 from services.ordering import pricing, schemas, service
 from shared.auth import Principal
 from shared.contracts import ExchangeRateApplied, OrderPlaced, OrderPrice
+from tests.notifications_samples import AT, LINKS
 from tests.unit import test_invoicing_service as billing_world
 from tests.unit.test_ordering_service import World, order, world
 
@@ -198,7 +199,11 @@ async def test_r18_r23_the_confirmation_shows_the_price_and_the_renewal_or_expir
     placed = placed_event(world)
     zone = ZoneInfo("Europe/Oslo")
     context = mail_context(
-        placed.model_dump(), account_name="Fjord AS", offering="AutoCAD", invoicing_url="http://i"
+        placed.model_dump(),
+        account_name="Fjord AS",
+        offering="AutoCAD",
+        links=LINKS,
+        now=AT,
     )
     mail = render("order_confirmation", language, {**context, "recipient_name": "Kari"}, zone)
     fmt = formatters(language, zone)
