@@ -180,7 +180,7 @@ async def test_a_connection_lost_between_envelope_and_data_is_retried_not_failed
 
 def test_a_sign_in_link_goes_to_the_address_that_asked_and_nobody_else() -> None:
     """Issue 16 [ours]: personal mail reaches only the addressee, whatever roles others hold."""
-    from tests.notifications_samples import samples
+    from tests.notifications_samples import AT, LINKS, samples
 
     people = [
         member("kari@example.com", "payer"),
@@ -192,7 +192,8 @@ def test_a_sign_in_link_goes_to_the_address_that_asked_and_nobody_else() -> None
         members=people,
         account=None,
         offering=None,
-        invoicing_url="http://invoicing.example",
+        links=LINKS,
+        now=AT,
     )
     assert [(p.recipient.email, p.recipient.template) for p in planned] == [
         ("kari@example.com", "sign_in_link")
