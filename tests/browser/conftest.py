@@ -108,7 +108,12 @@ class Pages:
         self.driver.get(self.base + path)
 
     def text(self) -> str:
-        return str(self.driver.find_element(By.TAG_NAME, "main").text)
+        """The main element's text, read in one script (a page being replaced meanwhile gives
+        its old or new text, never a node reference that is gone by the time it is read)."""
+        text = self.driver.execute_script(
+            "const main = document.querySelector('main'); return main ? main.innerText : '';"
+        )
+        return str(text or "")
 
     def heading(self) -> str:
         """The page's h1 ("" while a page is still being replaced)."""
