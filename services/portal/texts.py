@@ -526,11 +526,10 @@ def helpers(language: str, time_zone: str | None) -> dict[str, Callable[..., str
         return format_date(value, "long", locale=locale)
 
     def percent(rate: object) -> str:
-        """A VAT rate as invoicing gives it (``0.25``) as a percentage: ``25 %``, ``25%``."""
+        """A VAT rate as invoicing gives it, in percent (``25``): nb ``25 %``, en ``25%``."""
         try:
-            return str(
-                format_percent(Decimal(str(rate)), locale=locale, decimal_quantization=False)
-            )
+            fraction = Decimal(str(rate)) / 100
+            return str(format_percent(fraction, locale=locale, decimal_quantization=False))
         except (InvalidOperation, ValueError):
             return str(rate)
 

@@ -226,7 +226,7 @@ INVOICE = {
             "quantity": 2,
             "unit_price": "1000.00",
             "net_amount": "2000.00",
-            "vat_rate": "0.25",
+            "vat_rate": "25",  # percent, as invoicing answers it
             "vat_amount": "500.00",
         }
     ],
