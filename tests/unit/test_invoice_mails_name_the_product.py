@@ -94,3 +94,4 @@ async def test_reminders_and_a_failed_payment_name_the_product_and_link_the_invo
     page = f"{PORTAL}/invoices/{failed.payload['invoice_id']}"
     assert f"Se fakturaen i kontoen din: {page}" in mail.mail.text
     assert f'href="{page}"' in mail.mail.html
+    assert "Faktura (PDF): http://invoicing.example:8002/v1/documents/invoice/" in mail.mail.text
