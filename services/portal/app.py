@@ -37,6 +37,7 @@ from .session import (
     csrf_token,
     new_csrf_nonce,
     safe_next,
+    safe_path,
     seal,
     unseal,
 )
@@ -115,6 +116,7 @@ class Portal:
             session=session,
             lang=lang,
             path=request.url.path,
+            here=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
             csrf=csrf_token(self.settings.session_key, nonce),
             new_key=lambda: str(uuid.uuid4()),
             notice=notice if notice in TEXTS["en"] else None,
@@ -281,7 +283,7 @@ def create_app(settings: PortalSettings | None = None, platform: Platform | None
 
     @app.get("/language/{code}", include_in_schema=False)
     async def choose_language(code: str, next: str = "/") -> Response:
-        response = redirect(safe_next(next))
+        response = redirect(safe_path(next))  # the page it was on, sign-in pages too
         portal.set_cookie(response, LANGUAGE_COOKIE, language_of(code), 365 * 24 * 3600)
         return response
 

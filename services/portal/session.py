@@ -97,12 +97,11 @@ def csrf_ok(key: bytes, nonce: str | None, token: str | None) -> bool:
     return hmac.compare_digest(csrf_token(key, nonce), token)
 
 
-def safe_next(target: str | None) -> str:
-    """Where to send the browser after sign-in (or a language choice): only a path of this site,
-    else ``/``. Refused: anything with a scheme or host (``https://evil``, ``//evil``,
-    ``/\\evil``), whitespace or control characters (browsers drop a tab or newline, so
-    ``/<TAB>/evil`` would become ``//evil``), non-ASCII, over-long values, and the sign-in
-    pages themselves (no loop)."""
+def safe_path(target: str | None) -> str:
+    """A path of this site, else ``/`` (no open redirect). Refused: anything with a scheme or
+    host (``https://evil``, ``//evil``, ``/\\evil``), whitespace or control characters (browsers
+    drop a tab or newline, so ``/<TAB>/evil`` would become ``//evil``), non-ASCII and over-long
+    values."""
     if not target or len(target) > 2048 or not target.isascii():
         return "/"
     if any(c <= " " or c in "\\\x7f" for c in target):
@@ -112,6 +111,13 @@ def safe_next(target: str | None) -> str:
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not parts.path.startswith("/"):
         return "/"
-    if any(parts.path == p or parts.path.startswith(p + "/") for p in SIGN_IN_PATHS):
-        return "/"
     return target
+
+
+def safe_next(target: str | None) -> str:
+    """Where to send the browser after sign-in: a path of this site (``safe_path``) that is not
+    a sign-in page itself (no loop), else ``/``."""
+    path = safe_path(target)
+    if any(path == p or path.startswith((p + "/", p + "?")) for p in SIGN_IN_PATHS):
+        return "/"
+    return path

@@ -196,6 +196,12 @@ def test_language_choice_redirects_only_within_the_portal() -> None:
     client = portal(lambda request: httpx.Response(404))
     away = client.get("/language/nb?next=//evil.example/x", follow_redirects=False)
     assert away.headers["location"] == "/"
+    # A sign-in page is a place to switch language on, its ``next`` kept (issue 15 [links]).
+    signing_in = "/sign-in?next=%2Finvoices%2F1"
+    found = re.search(r'href="(/language/nb\?next=[^"]+)"', client.get(signing_in).text)
+    assert found, "no language link"
+    back = client.get(found.group(1).replace("&amp;", "&"), follow_redirects=False)
+    assert back.headers["location"] == signing_in
     page = client.get("/sign-in")
     assert '<html lang="nb">' in page.text and "Logg inn" in page.text
 
