@@ -304,6 +304,9 @@ class InvoiceIssued(Contract):
     installment: int | None = None  # R20: 1, 2 or 3 for three-year installments
     renewal_id: uuid.UUID | None = None  # set when purpose is "renewal"
     payer_emails: list[EmailStr] = []  # R7: at most five
+    # Issue 15 [links]: the product billed (offering code), so an invoice mail names it without
+    # waiting for OrderPlaced (another topic). Added to v1; None from producers before it.
+    offering: str | None = None
 
 
 @event("invoicing")
@@ -327,6 +330,7 @@ class PaymentFailed(Contract):
     purpose: InvoicePurpose = "order"
     attempt: int = 1
     next_attempt_at: AwareDatetime | None = None  # R37: retried on days 1, 3, 7 and 14
+    offering: str | None = None  # issue 15 [links]: the product billed, as in InvoiceIssued
 
 
 @event("invoicing")
@@ -602,6 +606,7 @@ class InvoiceDueSoon(Contract):
     purpose: InvoicePurpose = "order"
     installment: int | None = None
     payer_emails: list[EmailStr] = []  # R7, R11: the payers printed on the invoice
+    offering: str | None = None  # issue 15 [links]: the product billed, as in InvoiceIssued
 
 
 @event("invoicing")
@@ -619,6 +624,7 @@ class InvoiceOverdue(Contract):
     purpose: InvoicePurpose = "order"
     installment: int | None = None
     payer_emails: list[EmailStr] = []
+    offering: str | None = None  # issue 15 [links]: the product billed, as in InvoiceIssued
 
 
 # --- ordering: the account's billing identity (issue 15) ---------------------------------------

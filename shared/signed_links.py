@@ -82,6 +82,9 @@ class DocumentLinks:
     base_url: str
     key: bytes
     lifetime: timedelta = DEFAULT_LIFETIME
+    # The portal as readers reach it (``PLATFORM_PORTAL_PUBLIC_URL``): an invoice's page there
+    # asks the reader to sign in, so its link is not signed. None: mails carry no such link.
+    portal_url: str | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> DocumentLinks:
@@ -89,6 +92,7 @@ class DocumentLinks:
             settings.invoicing_public_url,
             key_from(settings),
             timedelta(days=settings.document_link_days),
+            settings.portal_public_url,
         )
 
     def url(self, kind: DocumentKind, document_id: uuid.UUID, now: datetime) -> str:
@@ -97,3 +101,10 @@ class DocumentLinks:
             {"expires": expires, "signature": sign(self.key, kind, document_id, expires)}
         )
         return f"{self.base_url.rstrip('/')}{document_path(kind, document_id)}?{query}"
+
+    def invoice_page(self, invoice_id: uuid.UUID) -> str | None:
+        """The invoice's page in the portal (issue 15 [links]): signed-out readers sign in first
+        and come back to it."""
+        if not self.portal_url:
+            return None
+        return f"{self.portal_url.rstrip('/')}/invoices/{invoice_id}"

@@ -39,7 +39,11 @@ AT = datetime(2025, 6, 9, 22, 0, tzinfo=UTC)  # 2025-06-10 00:00 in Oslo
 LATER = datetime(2026, 6, 9, 22, 0, tzinfo=UTC)
 LINK_SECRET = "test-document-link-secret-0123456789abcdef"
 # Signed links to documents as mails carry them (issue 15), signed with a test key.
-LINKS = DocumentLinks("http://invoicing.example:8002/", link_key(LINK_SECRET))
+LINKS = DocumentLinks(
+    "http://invoicing.example:8002/",
+    link_key(LINK_SECRET),
+    portal_url="http://portal.example:8005/",
+)
 
 
 def person(email: str, name: str = "Kari Nordmann", language: str = "nb") -> Person:

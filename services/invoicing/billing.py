@@ -169,6 +169,7 @@ async def issue_invoice(
         installment=installment,
         renewal_id=renewal_id,
         payer_emails=payers,
+        offering=invoice.offering,
     )
     await emit(uow, when, issued, billed.account_id, billed.subscription_id)
     if not domain.charged_at_issue(billed.payment_method):
@@ -278,6 +279,7 @@ async def fail_charge(
         purpose=invoice.purpose,
         attempt=attempt,
         next_attempt_at=next_at,
+        offering=invoice.offering,
     )
     await emit(uow, when, failed, invoice.account_id, invoice.subscription_id)
 

@@ -77,6 +77,7 @@ async def remind_due_invoice(uow: UnitOfWork, due: ReminderDue, due_at: datetime
             purpose=invoice.purpose,
             installment=invoice.installment,
             payer_emails=invoice.payer_emails,
+            offering=invoice.offering,
         )
     else:
         event = InvoiceOverdue(
@@ -90,6 +91,7 @@ async def remind_due_invoice(uow: UnitOfWork, due: ReminderDue, due_at: datetime
             purpose=invoice.purpose,
             installment=invoice.installment,
             payer_emails=invoice.payer_emails,
+            offering=invoice.offering,
         )
     when = BillingTime(due_at, due_at)
     await emit(uow, when, event, invoice.account_id, invoice.subscription_id)

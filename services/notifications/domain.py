@@ -480,11 +480,19 @@ def mail_context(
 ) -> dict[str, Any]:
     """What every template of an event sees: the payload, the account's name, the product, and
     signed links (issue 15, ``shared.signed_links``) to the invoice's or credit note's PDF that
-    open in a browser without a bearer token until ``links.lifetime`` after ``now``."""
-    context: dict[str, Any] = {"account_name": account_name, "offering": offering, **payload}
+    open in a browser without a bearer token until ``links.lifetime`` after ``now``.
+
+    The product is the event's own ``offering`` when it carries one (invoicing's invoice events
+    do), else the subscription's as this service learnt it (``OrderPlaced``, another topic, so
+    perhaps not yet). An invoice's mail also links its page in the portal (``invoice_page_url``),
+    which asks the reader to sign in, so that link needs no signature."""
+    context: dict[str, Any] = {"account_name": account_name, **payload}
+    context["offering"] = payload.get("offering") or offering
     context["link_days"] = links.lifetime.days
     if payload.get("invoice_id"):
-        context["pdf_url"] = links.url("invoice", uuid.UUID(str(payload["invoice_id"])), now)
+        invoice_id = uuid.UUID(str(payload["invoice_id"]))
+        context["pdf_url"] = links.url("invoice", invoice_id, now)
+        context["invoice_page_url"] = links.invoice_page(invoice_id)
     if payload.get("credit_note_id"):
         note = uuid.UUID(str(payload["credit_note_id"]))
         context["credit_note_url"] = links.url("credit-note", note, now)

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import jwt
 import uvicorn
@@ -36,6 +36,8 @@ from .session import (
     csrf_ok,
     csrf_token,
     new_csrf_nonce,
+    safe_next,
+    safe_path,
     seal,
     unseal,
 )
@@ -114,6 +116,7 @@ class Portal:
             session=session,
             lang=lang,
             path=request.url.path,
+            here=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
             csrf=csrf_token(self.settings.session_key, nonce),
             new_key=lambda: str(uuid.uuid4()),
             notice=notice if notice in TEXTS["en"] else None,
@@ -195,13 +198,6 @@ def redirect(location: str) -> RedirectResponse:
     return RedirectResponse(location, status_code=303)
 
 
-def safe_next(target: str | None) -> str:
-    """Only a path of this site (no other host: no open redirect)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/"
-
-
 def create_app(settings: PortalSettings | None = None, platform: Platform | None = None) -> FastAPI:
     settings = settings or PortalSettings()
 
@@ -228,8 +224,15 @@ def create_app(settings: PortalSettings | None = None, platform: Platform | None
 
     @app.exception_handler(SignInNeeded)
     async def sign_in_needed(request: Request, error: SignInNeeded) -> Response:
+        """To sign-in, with the page asked for as ``next`` (a GET's path and query; a form's
+        post is not repeated), so that signing in returns there."""
         where = "/operator/sign-in" if error.operator else "/sign-in"
-        response = redirect(where + ("?done=session_ended" if error.ended else ""))
+        query: dict[str, str] = {"done": "session_ended"} if error.ended else {}
+        if request.method == "GET":
+            asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            if safe_next(asked) != "/":
+                query["next"] = asked
+        response = redirect(where + (f"?{urlencode(query)}" if query else ""))
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
@@ -280,7 +283,7 @@ def create_app(settings: PortalSettings | None = None, platform: Platform | None
 
     @app.get("/language/{code}", include_in_schema=False)
     async def choose_language(code: str, next: str = "/") -> Response:
-        response = redirect(safe_next(next))
+        response = redirect(safe_path(next))  # the page it was on, sign-in pages too
         portal.set_cookie(response, LANGUAGE_COOKIE, language_of(code), 365 * 24 * 3600)
         return response
 

@@ -12,12 +12,13 @@ import asyncio
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from .platform import Refused, Unavailable
-from .session import SESSION_COOKIE, Session
+from .session import NEXT_COOKIE, NEXT_MAX_AGE, SESSION_COOKIE, Session, safe_next
 from .texts import language_of
 
 if TYPE_CHECKING:
@@ -36,6 +37,13 @@ def uuid_or_none(value: str | None) -> str | None:
         return str(uuid.UUID(value or ""))
     except ValueError:
         return None
+
+
+def returning_to(target: str | None) -> str:
+    """A page to return to after sign-in, or "" (none asked for, or not a path of this site:
+    ``session.safe_next`` refuses other hosts, so no open redirect)."""
+    safe = safe_next(target)
+    return "" if safe == "/" else safe
 
 
 def field_problem(field: str, detail: str) -> Refused:
@@ -57,8 +65,8 @@ def install(app: FastAPI, portal: Portal) -> None:
         return redirect("/operator" if session.kind == "operator" else "/subscriptions")
 
     @app.get("/sign-in")
-    async def sign_in_form(request: Request) -> Response:
-        return portal.render(request, "sign_in.html.j2")
+    async def sign_in_form(request: Request, next: str = "") -> Response:
+        return portal.render(request, "sign_in.html.j2", next=returning_to(next))
 
     @app.post("/sign-in")
     async def send_link(request: Request) -> Response:
@@ -69,7 +77,15 @@ def install(app: FastAPI, portal: Portal) -> None:
         await api.send(
             "ordering", "POST", "/v1/sign-in-links", None, {"email": email}, form.get("key")
         )
-        return portal.render(request, "link_sent.html.j2")
+        response = portal.render(request, "link_sent.html.j2")
+        # The mailed link knows nothing of the page asked for: this browser keeps it, and
+        # using the link here returns there (a link opened elsewhere lands on the start page).
+        target = returning_to(form.get("next"))
+        if target:
+            portal.set_cookie(response, NEXT_COOKIE, quote(target, safe=""), NEXT_MAX_AGE)
+        else:
+            response.delete_cookie(NEXT_COOKIE, path="/")
+        return response
 
     @app.get("/sign-in/{secret}")
     async def confirm_link(request: Request, secret: str) -> Response:
@@ -97,7 +113,9 @@ def install(app: FastAPI, portal: Portal) -> None:
             language=language_of(signed["language"]),
         )
         session = expiring_with_token(session)
-        response = redirect("/subscriptions")
+        asked = unquote(request.cookies.get(NEXT_COOKIE, ""))
+        response = redirect(returning_to(asked) or "/subscriptions")
+        response.delete_cookie(NEXT_COOKIE, path="/")
         portal.sign_in(response, session, now)
         return response
 
@@ -109,8 +127,8 @@ def install(app: FastAPI, portal: Portal) -> None:
         return response
 
     @app.get("/operator/sign-in")
-    async def operator_sign_in_form(request: Request) -> Response:
-        return portal.render(request, "operator_sign_in.html.j2")
+    async def operator_sign_in_form(request: Request, next: str = "") -> Response:
+        return portal.render(request, "operator_sign_in.html.j2", next=returning_to(next))
 
     @app.post("/operator/sign-in")
     async def operator_sign_in(request: Request) -> Response:
@@ -118,7 +136,7 @@ def install(app: FastAPI, portal: Portal) -> None:
         session = portal.operator_session(form.get("token", "").strip(), portal.language(request))
         if session is None:
             raise Refused(403, "Not an operator's token", "Paste a valid token of kind operator.")
-        response = redirect("/operator")
+        response = redirect(returning_to(form.get("next")) or "/operator")
         portal.sign_in(response, session, time.time())
         return response
 
@@ -263,6 +281,29 @@ def install(app: FastAPI, portal: Portal) -> None:
             headers={"Content-Disposition": answer.headers.get("content-disposition", "inline")},
         )
 
+    @app.get("/invoices/{invoice_id}")
+    async def invoice_page(request: Request, invoice_id: str) -> Response:
+        """One invoice (issue 15 [links]: the page an invoice mail links): its number, dates,
+        status, lines with VAT, totals, PDF and, while open, the Pay form. Invoicing answers as
+        for the person (R8: 404 to strangers, 403 to members without the role)."""
+        me = portal.user(request)
+        request.state.heading = "invoices"
+        found = uuid_or_none(invoice_id)
+        if found is None:
+            raise Refused(404, "No such invoice", "The link is not an invoice's.", "not-found")
+        invoice = await api.get("invoicing", f"/v1/invoices/{found}", me.token)
+        methods: dict[str, Any] | None = None
+        if invoice["status"] == "issued":
+            methods = await optional(
+                api.get("invoicing", f"/v1/accounts/{me.account_id}/payment-methods", me.token)
+            )
+        return portal.render(
+            request,
+            "invoice.html.j2",
+            invoice=invoice,
+            methods=(methods or {}).get("items", []),
+        )
+
     @app.post("/invoices/{invoice_id}/payment")
     async def pay(request: Request, invoice_id: uuid.UUID) -> Response:
         me = portal.user(request)
@@ -278,7 +319,10 @@ def install(app: FastAPI, portal: Portal) -> None:
             body = {"payment_method_id": method_id}
         path = f"/v1/invoices/{invoice_id}/payments"
         await api.send("invoicing", "POST", path, me.token, body, form.get("key"))
-        return redirect("/invoices?done=paid_ok")
+        back = "/invoices"
+        if form.get("from") == "invoice":  # paid on the invoice's own page: back to it
+            back = f"/invoices/{invoice_id}"
+        return redirect(f"{back}?done=paid_ok")
 
     # --- the payment center ---------------------------------------------------------------
 

@@ -20,9 +20,15 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 SESSION_COOKIE = "portal_session"
 CSRF_COOKIE = "portal_csrf"
+# Where a signed-out visitor was going (issue 15 [links]): kept by the browser that asked for a
+# sign-in link, across the mail round trip, and read once when that link is used.
+NEXT_COOKIE = "portal_next"
+NEXT_MAX_AGE = 30 * 60  # the sign-in link lives 15 minutes; a little slack to read the mail
+SIGN_IN_PATHS = ("/sign-in", "/sign-out", "/operator/sign-in")
 Kind = Literal["user", "operator"]
 
 
@@ -89,3 +95,29 @@ def csrf_ok(key: bytes, nonce: str | None, token: str | None) -> bool:
     if not nonce or not token:
         return False
     return hmac.compare_digest(csrf_token(key, nonce), token)
+
+
+def safe_path(target: str | None) -> str:
+    """A path of this site, else ``/`` (no open redirect). Refused: anything with a scheme or
+    host (``https://evil``, ``//evil``, ``/\\evil``), whitespace or control characters (browsers
+    drop a tab or newline, so ``/<TAB>/evil`` would become ``//evil``), non-ASCII and over-long
+    values."""
+    if not target or len(target) > 2048 or not target.isascii():
+        return "/"
+    if any(c <= " " or c in "\\\x7f" for c in target):
+        return "/"
+    if not target.startswith("/") or target.startswith("//"):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
+        return "/"
+    return target
+
+
+def safe_next(target: str | None) -> str:
+    """Where to send the browser after sign-in: a path of this site (``safe_path``) that is not
+    a sign-in page itself (no loop), else ``/``."""
+    path = safe_path(target)
+    if any(path == p or path.startswith((p + "/", p + "?")) for p in SIGN_IN_PATHS):
+        return "/"
+    return path

@@ -9,7 +9,7 @@ from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.dates import format_date
-from babel.numbers import format_currency
+from babel.numbers import format_currency, format_percent
 
 LANGUAGES = ("en", "nb")
 LOCALES = {"en": "en_GB", "nb": "nb_NO"}
@@ -176,6 +176,18 @@ TEXTS: dict[str, dict[str, str]] = {
         "waiting": "waiting",
         "no_dead_letters": "No dead letters.",
         "service": "Service",
+        "all_invoices": "All invoices and credit notes",
+        "paid_on": "Paid",
+        "no_vat": "No VAT",
+        "lines": "What the invoice is for",
+        "description": "Description",
+        "quantity": "Quantity",
+        "unit_price": "Unit price",
+        "net": "Net",
+        "vat_rate": "VAT rate",
+        "vat": "VAT",
+        "download_pdf": "Download the invoice (PDF)",
+        "sign_in_next": "Sign in to see the page you asked for; you return to it once signed in.",
     },
     "nb": {
         "portal": "Kontoportal",
@@ -338,6 +350,19 @@ TEXTS: dict[str, dict[str, str]] = {
         "waiting": "venter",
         "no_dead_letters": "Ingen døde meldinger.",
         "service": "Tjeneste",
+        "all_invoices": "Alle fakturaer og kreditnotaer",
+        "paid_on": "Betalt",
+        "no_vat": "Uten mva.",
+        "lines": "Hva fakturaen gjelder",
+        "description": "Beskrivelse",
+        "quantity": "Antall",
+        "unit_price": "Enhetspris",
+        "net": "Netto",
+        "vat_rate": "Mva.-sats",
+        "vat": "Mva.",
+        "download_pdf": "Last ned fakturaen (PDF)",
+        "sign_in_next": "Logg inn for å se siden du ba om; du kommer tilbake til den når du er "
+        "logget inn.",
     },
 }
 
@@ -467,7 +492,7 @@ def zone(name: str | None) -> ZoneInfo:
 
 def helpers(language: str, time_zone: str | None) -> dict[str, Callable[..., str]]:
     """What templates use: ``t`` (a phrase), ``word`` (an enum value), ``money``, ``when``
-    (an instant in the account's time zone) and ``day``."""
+    (an instant in the account's time zone), ``day`` and ``percent`` (a VAT rate)."""
     lang = language_of(language)
     locale = LOCALES[lang]
     tz = zone(time_zone)
@@ -500,4 +525,19 @@ def helpers(language: str, time_zone: str | None) -> dict[str, Callable[..., str
             value = value.astimezone(tz).date()
         return format_date(value, "long", locale=locale)
 
-    return {"t": t, "word": word, "money": money, "when": when, "day": day}
+    def percent(rate: object) -> str:
+        """A VAT rate as invoicing gives it, in percent (``25``): nb ``25 %``, en ``25%``."""
+        try:
+            fraction = Decimal(str(rate)) / 100
+            return str(format_percent(fraction, locale=locale, decimal_quantization=False))
+        except (InvalidOperation, ValueError):
+            return str(rate)
+
+    return {
+        "t": t,
+        "word": word,
+        "money": money,
+        "when": when,
+        "day": day,
+        "percent": percent,
+    }

@@ -191,10 +191,15 @@ class Pages:
     def links(self, mail: dict[str, Any]) -> list[str]:
         return [w for w in str(mail["text"]).split() if w.startswith(self.base + "/sign-in/")]
 
-    async def sign_in(self, email: str) -> str:
-        """Ask for a link, read it from the mail catcher, use it; returns the link."""
+    async def sign_in(
+        self, email: str, start: str = "/sign-in", lands_on: str = "/subscriptions"
+    ) -> str:
+        """Ask for a link, read it from the mail catcher, use it; returns the link. ``start``:
+        the page opened first (a signed-out page sends the browser to sign-in); ``lands_on``:
+        where using the link leads."""
         seen = {link for mail in await self.mail.to(email) for link in self.links(mail)}
-        self.open("/sign-in")  # by keyboard only: the address field has the focus
+        self.open(start)  # by keyboard only: the address field has the focus
+        self.until("the sign-in page", lambda d: "/sign-in" in d.current_url)
         self.keys(email + Keys.ENTER)
         self.until("the link-sent page", lambda d: self.heading() == "Check your mail")
 
@@ -206,7 +211,7 @@ class Pages:
         self.driver.get(link)
         self.tab_to("use-link")
         self.keys(Keys.ENTER)
-        self.until("the subscriptions page", lambda d: d.current_url.endswith("/subscriptions"))
+        self.until(f"the page {lands_on}", lambda d: d.current_url == self.base + lands_on)
         return link
 
 

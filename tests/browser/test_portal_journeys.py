@@ -18,7 +18,7 @@ from shared.topics import Topics
 from tests.browser.conftest import Pages
 from tests.e2e.journeys import Account, Journey, local
 from tests.integration.test_consumer import send
-from tests.support import Backing
+from tests.support import Backing, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -137,6 +137,36 @@ async def test_sign_in_by_mailed_link_buy_and_open_the_invoice_pdf(
     assert "This sign-in link has already been used" in pages.text()
     assert "Traceback" not in pages.driver.page_source
     pages.checked("link-used")
+
+    # Issue 15 [links]: the invoice mail names the product and links the invoice's page in the
+    # portal; opened signed out, it leads through sign-in (the mailed link, read from the
+    # catcher, used in this browser) to that invoice's page.
+    async def invoice_mail() -> dict[str, Any] | None:
+        mails = await pages.mail.to(account.buyer_email)
+        found = [m for m in mails if str(m["subject"]).startswith("Your invoice")]
+        return found[0] if found else None
+
+    mail = await wait_for(invoice_mail, timeout=60, what="the invoice mail")
+    assert "AutoCAD" in mail["subject"] and "autocad" not in mail["text"]
+    [invoice_page] = [
+        w for w in str(mail["text"]).split() if w.startswith(pages.base + "/invoices/")
+    ]
+    assert f'href="{invoice_page}"' in mail["html"]
+    page_path = invoice_page.removeprefix(pages.base)
+    pages.open(page_path)  # signed out: to sign-in, which says it returns to the page
+    pages.until("the sign-in page", lambda d: "/sign-in?next=" in d.current_url)
+    assert "you return to it once signed in" in pages.text()
+    pages.checked("sign-in-to-return")
+    await pages.sign_in(account.buyer_email, start=page_path, lands_on=page_path)
+    assert pages.heading().startswith("Invoice INV-")
+    facts = pages.driver.find_element(By.CSS_SELECTOR, ".invoice-facts")
+    assert facts.get_attribute("data-status") == "paid" and "paid" in facts.text
+    lines = pages.driver.find_element(By.CSS_SELECTOR, "table.lines").text
+    assert "autocad subscription, 1 year, 1 seat(s)" in lines and "25%" in lines  # R18 VAT
+    assert pages.driver.find_elements(By.CSS_SELECTOR, "form.pay") == []  # paid: no Pay form
+    pages.checked("invoice-page")
+    pages.tab_to("invoice-pdf")  # by keyboard
+    pages.fits_a_phone("invoice-page")
 
 
 async def test_declined_renewal_new_card_pay_and_active_again(

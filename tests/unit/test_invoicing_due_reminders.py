@@ -148,6 +148,7 @@ async def test_r9_r11_r21_an_open_invoice_is_reminded_on_each_day_then_no_more(
         "purpose": "order",
         "installment": None,
         "payer_emails": ["payer@example.com"],  # R11: the payers printed on the invoice
+        "offering": "autocad",  # issue 15: the mail names the product without OrderPlaced
     }
     [event] = [e for e in world.events.emitted if e.event_type == "InvoiceDueSoon"]
     assert event.occurred_at == timer.due_at  # business time: the reminder's day

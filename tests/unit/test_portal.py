@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from services.portal import session as cookies
 from services.portal.app import create_app
 from services.portal.config import PortalSettings
 from services.portal.platform import Platform
+from services.portal.session import safe_next
 from services.portal.texts import TEXTS, WORDS
 from shared.auth import issue_token
 from shared.config import Settings
@@ -163,10 +165,13 @@ def test_a_service_that_does_not_answer_is_said_so() -> None:
 def test_no_session_or_an_ended_one_goes_to_sign_in() -> None:
     client = portal(lambda request: problem(401, "unauthorized", "Authentication required", ""))
     first = client.get("/invoices", follow_redirects=False)
-    assert (first.status_code, first.headers["location"]) == (303, "/sign-in")
+    assert (first.status_code, first.headers["location"]) == (303, "/sign-in?next=%2Finvoices")
     signed_in(client)
     ended = client.get("/invoices", follow_redirects=False)  # the services say 401
-    assert (ended.status_code, ended.headers["location"]) == (303, "/sign-in?done=session_ended")
+    assert (ended.status_code, ended.headers["location"]) == (
+        303,
+        "/sign-in?done=session_ended&next=%2Finvoices",
+    )
     operator_page = client.get("/operator", follow_redirects=False)
     assert operator_page.headers["location"].startswith("/operator/sign-in")
 
@@ -191,8 +196,200 @@ def test_language_choice_redirects_only_within_the_portal() -> None:
     client = portal(lambda request: httpx.Response(404))
     away = client.get("/language/nb?next=//evil.example/x", follow_redirects=False)
     assert away.headers["location"] == "/"
+    # A sign-in page is a place to switch language on, its ``next`` kept (issue 15 [links]).
+    signing_in = "/sign-in?next=%2Finvoices%2F1"
+    found = re.search(r'href="(/language/nb\?next=[^"]+)"', client.get(signing_in).text)
+    assert found, "no language link"
+    back = client.get(found.group(1).replace("&amp;", "&"), follow_redirects=False)
+    assert back.headers["location"] == signing_in
     page = client.get("/sign-in")
     assert '<html lang="nb">' in page.text and "Logg inn" in page.text
+
+
+# --- back to the page asked for after sign-in (issue 15 [links]) ---------------------------------
+
+INVOICE_ID = str(uuid.uuid4())
+INVOICE = {
+    "id": INVOICE_ID,
+    "invoice_number": "INV-0000042",
+    "account_id": ACCOUNT,
+    "purpose": "order",
+    "installment": None,
+    "currency": "NOK",
+    "payment_method": "invoice",
+    "status": "issued",
+    "tax_exempt_reason": None,
+    "issued_at": "2026-06-01T08:00:00Z",
+    "due_date": "2026-07-01",
+    "paid_at": None,
+    "po_number": "PO-7",
+    "net_total": "2000.00",
+    "vat_total": "500.00",
+    "gross_total": "2500.00",
+    "lines": [
+        {
+            "description": "AutoCAD, annual, 2 seats",
+            "quantity": 2,
+            "unit_price": "1000.00",
+            "net_amount": "2000.00",
+            "vat_rate": "25",  # percent, as invoicing answers it
+            "vat_amount": "500.00",
+        }
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/invoices",
+        "//evil.example/invoices",
+        "///evil.example",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "/\t/evil.example",  # a browser drops the tab: //evil.example
+        "/\n/evil.example",
+        "/ /evil.example",
+        "http:/evil.example",
+        "javascript:alert(1)",
+        "invoices",
+        "/sign-in/abc",  # the sign-in pages themselves: no loop
+        "/sign-in?next=/invoices",
+        "/sign-out",
+        "/fakturaer/\u00e6",
+        "/" + "x" * 3000,
+        "",
+        None,
+    ],
+)
+def test_an_open_redirect_is_refused(target: str | None) -> None:
+    """Only a same-site relative path is a place to return to; anything else is the start."""
+    assert safe_next(target) == "/"
+
+
+@pytest.mark.parametrize(
+    "target", [f"/invoices/{INVOICE_ID}", "/invoices?done=paid_ok", "/operator/clocks/abc"]
+)
+def test_a_path_of_the_portal_is_a_place_to_return_to(target: str) -> None:
+    assert safe_next(target) == target
+
+
+def token_for(user: uuid.UUID) -> str:
+    return issue_token(Settings(development_mode=True), SystemClock(), subject=user)
+
+
+def services_for_kari(calls: list[httpx.Request]) -> Handler:
+    """Ordering mints and redeems sign-in links; invoicing answers Kari's invoice (R8: a
+    stranger's id is 404)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        path = request.url.path
+        if path == "/v1/sign-in-links":
+            return httpx.Response(202, json={"detail": "on its way"})
+        if path == "/v1/sign-in-links/redemption":
+            user = uuid.uuid4()
+            return httpx.Response(
+                200,
+                json={
+                    "user_id": str(user),
+                    "token": token_for(user),
+                    "account_id": ACCOUNT,
+                    "account_name": "Fjord Arkitekter AS",
+                    "time_zone": "Europe/Oslo",
+                    "name": "Kari",
+                    "email": "kari@example.com",
+                    "language": "en",
+                },
+            )
+        if path == f"/v1/invoices/{INVOICE_ID}":
+            return httpx.Response(200, json=INVOICE)
+        if path == f"/v1/accounts/{ACCOUNT}/payment-methods":
+            return httpx.Response(200, json={"items": []})
+        return problem(404, "not-found", "Not found", "No such invoice on your accounts.")
+
+    return answer
+
+
+def test_a_signed_out_visit_returns_to_its_page_through_the_mailed_link() -> None:
+    """The invoice mail's portal link, opened signed out: to sign-in with the page as ``next``,
+    kept by this browser while the link is mailed, and the link's use lands on the page."""
+    calls: list[httpx.Request] = []
+    client = portal(services_for_kari(calls))
+    page = f"/invoices/{INVOICE_ID}"
+    away = client.get(page, follow_redirects=False)
+    assert (away.status_code, away.headers["location"]) == (
+        303,
+        f"/sign-in?next=%2Finvoices%2F{INVOICE_ID}",
+    )
+    assert calls == []  # nothing asked of the services without a session
+
+    form = client.get(away.headers["location"])
+    assert f'name="next" value="{page}"' in form.text
+    assert "you return to it once signed in" in form.text
+    sent = client.post(
+        "/sign-in",
+        data={"email": "kari@example.com", "csrf": csrf_of(form.text), "key": "k", "next": page},
+    )
+    assert sent.status_code == 200 and "Check your mail" in sent.text
+    assert client.cookies.get(cookies.NEXT_COOKIE) == quote(page, safe="")
+    assert "max-age=1800" in sent.headers["set-cookie"].lower()
+
+    confirm = client.get("/sign-in/the-mailed-secret")  # the link from the mail
+    used = client.post(
+        "/sign-in/the-mailed-secret", data={"csrf": csrf_of(confirm.text)}, follow_redirects=False
+    )
+    assert (used.status_code, used.headers["location"]) == (303, page)
+    assert client.cookies.get(cookies.NEXT_COOKIE) is None  # read once
+
+    shown = client.get(used.headers["location"])
+    assert shown.status_code == 200
+    assert "Invoice INV-0000042" in shown.text
+    assert "AutoCAD, annual, 2 seats" in shown.text and "25%" in shown.text
+    assert "NOK2,500.00" in shown.text and "NOK500.00" in shown.text  # total, VAT (en_GB)
+    assert f'href="/invoices/{INVOICE_ID}.pdf"' in shown.text
+    assert f'action="/invoices/{INVOICE_ID}/payment"' in shown.text  # open: the Pay form
+    assert 'name="from" value="invoice"' in shown.text
+    [invoice_call] = [c for c in calls if c.url.path == f"/v1/invoices/{INVOICE_ID}"]
+    assert invoice_call.headers["Authorization"].startswith("Bearer ey")
+
+
+def test_an_open_redirect_through_sign_in_is_refused() -> None:
+    """A ``next`` to another site is never kept, and a planted cookie is never followed: the
+    person lands on the start page."""
+    client = portal(services_for_kari([]))
+    form = client.get("/sign-in?next=//evil.example/phish")
+    assert 'name="next"' not in form.text
+    client.post(
+        "/sign-in",
+        data={"email": "kari@example.com", "csrf": csrf_of(form.text), "next": "//evil.example"},
+    )
+    assert client.cookies.get(cookies.NEXT_COOKIE) is None
+    client.cookies.set(cookies.NEXT_COOKIE, "https://evil.example/phish")
+    confirm = client.get("/sign-in/the-mailed-secret")
+    used = client.post(
+        "/sign-in/the-mailed-secret", data={"csrf": csrf_of(confirm.text)}, follow_redirects=False
+    )
+    assert used.headers["location"] == "/subscriptions"
+    operator = client.get("/operator/sign-in?next=https://evil.example")
+    assert 'name="next"' not in operator.text
+
+
+def test_the_invoice_page_of_a_stranger_or_no_invoice_is_refused_in_words() -> None:
+    """R8: invoicing answers 404 to an invoice not of the person's account; a malformed id is
+    no invoice; both in words, in Norwegian too."""
+    calls: list[httpx.Request] = []
+    client = portal(services_for_kari(calls))
+    signed_in(client)
+    stranger = client.get(f"/invoices/{uuid.uuid4()}")
+    assert stranger.status_code == 404 and "No such invoice on your accounts." in stranger.text
+    malformed = client.get("/invoices/..%2f..%2fv1%2foperator")
+    assert malformed.status_code == 404 and "Traceback" not in malformed.text
+    assert all("operator" not in c.url.path for c in calls)
+    client.cookies.set("portal_language", "nb")
+    norsk = client.get(f"/invoices/{INVOICE_ID}")
+    assert "Faktura INV-0000042" in norsk.text and "25\xa0%" in norsk.text
+    assert "2\xa0500,00\xa0kr" in norsk.text and "Betal" in norsk.text
 
 
 # --- texts ------------------------------------------------------------------------------------
