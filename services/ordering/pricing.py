@@ -89,7 +89,7 @@ def price_order(
     )
     first = term_price.first_invoice
     term_line = InvoiceLine(
-        description=f"{offering} subscription, {pricing.TERM_NAMES[term]}, {seats} seat(s)",
+        description=pricing.line_description(offering, term, seats),
         quantity=seats,
         unit_price=term_price.unit_price,
         net_amount=term_price.term_net,

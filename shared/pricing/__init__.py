@@ -153,7 +153,7 @@ def subscription_line(
         if quoted_unit_price is None
         else round_money(quoted_unit_price, currency)
     )
-    description = f"{offering} subscription, {TERM_NAMES[term]}, {seats} seat(s)"
+    description = line_description(offering, term, seats)
     if installment is not None:
         third = round_money(price / INSTALLMENT_COUNT, currency)
         last = price - third * (INSTALLMENT_COUNT - 1)
@@ -291,3 +291,11 @@ def tax_exemption(country: str, tax_exempt_reason: str | None, vat_id: str | Non
     if reverse_charged(country, vat_id):
         return REVERSE_CHARGE
     return None
+
+
+def line_description(offering: str, term: Term, seats: int) -> str:
+    """An invoice line in words (issue 15: products by name, never by code), stored in English
+    on the invoice; documents and mails print the product in the reader's language."""
+    names: dict[str, dict[str, str]] = price_book().get("offering_names", {})
+    name = names.get(offering, {}).get("en", offering)
+    return f"{name} subscription, {TERM_NAMES[term]}, {seats} seat(s)"

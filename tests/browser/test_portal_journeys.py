@@ -162,7 +162,7 @@ async def test_sign_in_by_mailed_link_buy_and_open_the_invoice_pdf(
     facts = pages.driver.find_element(By.CSS_SELECTOR, ".invoice-facts")
     assert facts.get_attribute("data-status") == "paid" and "paid" in facts.text
     lines = pages.driver.find_element(By.CSS_SELECTOR, "table.lines").text
-    assert "autocad subscription, 1 year, 1 seat(s)" in lines and "25%" in lines  # R18 VAT
+    assert "AutoCAD subscription, 1 year, 1 seat(s)" in lines and "25%" in lines  # R18 VAT
     assert pages.driver.find_elements(By.CSS_SELECTOR, "form.pay") == []  # paid: no Pay form
     pages.checked("invoice-page")
     pages.tab_to("invoice-pdf")  # by keyboard

@@ -258,11 +258,11 @@ async def test_journey_7_product_switch_inside_the_window_applies_at_renewal(
     assert (renewal["purpose"], renewal["status"]) == ("renewal", "paid")
     lines = (await j.get("invoicing", f"/v1/invoices/{renewal['id']}", kari.auth))["lines"]
     assert [(line["description"], line["quantity"]) for line in lines] == [
-        ("revit subscription, 1 year, 2 seat(s)", 2)
+        ("Revit subscription, 1 year, 2 seat(s)", 2)
     ]
     first_lines = (await j.get("invoicing", f"/v1/invoices/{first['id']}", kari.auth))["lines"]
     assert [line["description"] for line in first_lines] == [
-        "autocad subscription, 1 year, 2 seat(s)"
+        "AutoCAD subscription, 1 year, 2 seat(s)"
     ]
     assert Decimal(renewal["gross_total"]) > Decimal(first["gross_total"])  # Revit costs more
     sold = await j.get("ordering", f"/v1/subscriptions/{sub_id}", kari.auth)
