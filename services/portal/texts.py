@@ -9,7 +9,9 @@ from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.dates import format_date
-from babel.numbers import format_currency, format_percent
+from babel.numbers import format_percent
+
+from shared import formats
 
 LANGUAGES = ("en", "nb")
 LOCALES = {"en": "en_GB", "nb": "nb_NO"}
@@ -504,9 +506,10 @@ def helpers(language: str, time_zone: str | None) -> dict[str, Callable[..., str
         return WORDS[lang].get(str(value), str(value))
 
     def money(amount: object, currency: str) -> str:
+        """As invoices and mails write it (shared.formats: ``NOK 21,330.00``, ``21 330,00 kr``)."""
         try:
-            return format_currency(Decimal(str(amount)), currency, locale=locale)
-        except (InvalidOperation, ValueError):
+            return formats.money(Decimal(str(amount)), currency, lang)
+        except (InvalidOperation, ValueError, KeyError):
             return f"{amount} {currency}"
 
     def when(value: str | datetime | None) -> str:
