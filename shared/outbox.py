@@ -153,12 +153,22 @@ class OutboxRelay:
     """Publishes unpublished outbox rows with an idempotent producer (acks=all)."""
 
     def __init__(
-        self, pool: asyncpg.Pool, producer: object, *, batch_size: int, poll_seconds: float
+        self,
+        pool: asyncpg.Pool,
+        producer: object,
+        *,
+        batch_size: int,
+        poll_seconds: float,
+        linger_seconds: float = 0.0,
     ) -> None:
         self._pool = pool
         self._producer = producer
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
+        # Woken by a commit, the relay waits this long before it claims, so the rows committed
+        # meanwhile go in the same batch (one transaction, one produce request) instead of one
+        # batch, and for the late notifications an empty one, each.
+        self._linger_seconds = linger_seconds
         self._wake = asyncio.Event()
 
     async def publish_batch(self) -> int:
@@ -217,7 +227,9 @@ class OutboxRelay:
                     published = 0
                 if published >= self._batch_size:
                     continue
-                await sleep_until_woken(self._wake, self._poll_seconds)
+                woken = await sleep_until_woken(self._wake, self._poll_seconds)
+                if woken and self._linger_seconds > 0:
+                    await asyncio.sleep(self._linger_seconds)
         finally:
             with contextlib.suppress(Exception):
                 await listener.remove_listener(NOTIFY_CHANNEL, self.wake)
