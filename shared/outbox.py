@@ -2,10 +2,11 @@
 
 The relay wakes on ``NOTIFY outbox`` (sent by ``emit`` and delivered at commit) and polls as a
 fallback; after a wake-up it waits ``outbox_linger_seconds`` (10 ms) so the rows committed
-meanwhile share its batch (issue 17). It claims rows with ``FOR UPDATE SKIP LOCKED`` inside a transaction that also holds an
-advisory lock, so with several replicas exactly one relay publishes at a time and the order of
-rows (and so the order per key) is the order of commits' ids. A crash between publish and
-"mark published" republishes the batch: consumers deduplicate by ``event_id`` (inbox).
+meanwhile share its batch (issue 17). It claims rows with ``FOR UPDATE SKIP LOCKED`` inside a
+transaction that also holds an advisory lock, so with several replicas exactly one relay
+publishes at a time and the order of rows (and so the order per key) is the order of commits'
+ids. A crash between publish and "mark published" republishes the batch: consumers
+deduplicate by ``event_id`` (inbox).
 """
 
 from __future__ import annotations
