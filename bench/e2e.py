@@ -660,6 +660,15 @@ async def measure(args: argparse.Namespace, platform: Platform, run_id: str) -> 
     lines = [
         f"orders: {n} ({mode}), {args.replicas} process(es) per service, "
         f"load average {load_before:.2f} -> {load_after:.2f} on {os.cpu_count()} CPUs",
+        *(
+            [
+                "note: the machine was busy before the load (load average above half the CPUs): "
+                "orders/s and latencies are not comparable with other runs; compare CPU ms/order "
+                "and commits/order (bench/README.md, 'A shared machine')"
+            ]
+            if load_before > (os.cpu_count() or 1) / 2
+            else []
+        ),
         f"accepted: {n / accepted_s:.1f} orders/s ({accepted_s:.1f} s)",
         f"completed: {n / completed_s:.1f} orders/s ({completed_s:.1f} s)",
         "order -> confirmation handed to SMTP: "

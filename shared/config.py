@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = 3600
     outbox_poll_seconds: float = 1.0
     outbox_batch_size: int = 500
+    # the relay's pause after a wake-up, so rows committed meanwhile share its batch
+    outbox_linger_seconds: float = 0.01
     consumer_max_attempts: int = 4
     consumer_backoff_seconds: float = 0.2
     consumer_batch_size: int = 100  # records handled before one offset commit
@@ -100,6 +102,8 @@ class Settings(BaseSettings):
     )
     delivery_concurrency: int = 4  # SMTP connections (one worker each) per notifications process
     delivery_batch_size: int = 20  # mails a worker claims at once
+    # a woken delivery worker's pause before it claims, so mails queued meanwhile share its batch
+    delivery_linger_seconds: float = 0.02
     timer_poll_seconds: float = 1.0
     timer_batch_size: int = 200
     shutdown_step_seconds: float = 15.0  # each shutdown step's bound (shared.background)

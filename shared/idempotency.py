@@ -1,9 +1,12 @@
 """HTTP ``Idempotency-Key``: the same key and body return the first answer and create nothing.
 
-The key is locked (transaction-scoped advisory lock) before it is looked up, so two concurrent
-repeats serialise: the second sees the first one's stored answer. The stored answer commits in
-the same transaction as the write it describes. A refused request (a problem) stores nothing,
-so a corrected retry with the same key is evaluated afresh.
+A new key costs one round trip besides the work: its row is inserted first (``ON CONFLICT DO
+NOTHING``), which both claims the key and serialises two concurrent repeats (the second one's
+insert waits on the first one's uncommitted row, then finds it and reads the stored answer; if
+the first rolled back, the second claims the key itself). The answer is written into that row
+after the work, in the same transaction as the write it describes, so nobody ever sees the row
+without it. Only a repeat reads (a second round trip). A refused request (a problem) rolls back
+and stores nothing, so a corrected retry with the same key is evaluated afresh.
 """
 
 from __future__ import annotations
@@ -50,14 +53,23 @@ async def run_once(
     pool: asyncpg.Pool, *, scope: str, key: str, fingerprint: str, work: Work
 ) -> tuple[int, dict[str, Any]]:
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", scope + key)
-        stored = await conn.fetchrow(
-            "SELECT request_hash, status_code, response_body FROM idempotency_keys"
-            " WHERE scope = $1 AND key = $2",
+        claimed = await conn.fetchval(
+            """INSERT INTO idempotency_keys (scope, key, request_hash, status_code, response_body)
+               VALUES ($1, $2, $3, 0, 'null') ON CONFLICT (scope, key) DO NOTHING
+               RETURNING true""",
             scope,
             key,
+            fingerprint,
         )
-        if stored is not None:
+        if not claimed:  # a repeat: the first request's row is committed (the insert waited)
+            stored = await conn.fetchrow(
+                "SELECT request_hash, status_code, response_body FROM idempotency_keys"
+                " WHERE scope = $1 AND key = $2",
+                scope,
+                key,
+            )
+            if stored is None:  # keys are never deleted: the insert saw a committed row
+                raise RuntimeError("idempotency key conflicted but is not there")
             if stored["request_hash"] != fingerprint:
                 raise Problem(
                     422,
@@ -68,11 +80,10 @@ async def run_once(
             return int(stored["status_code"]), json.loads(stored["response_body"])
         status, body = await work(conn)
         await conn.execute(
-            """INSERT INTO idempotency_keys (scope, key, request_hash, status_code, response_body)
-               VALUES ($1, $2, $3, $4, $5::jsonb)""",
+            """UPDATE idempotency_keys SET status_code = $3, response_body = $4::jsonb
+               WHERE scope = $1 AND key = $2""",
             scope,
             key,
-            fingerprint,
             status,
             json.dumps(body, default=str),
         )

@@ -1,10 +1,12 @@
 """Transactional outbox: emit inside the business transaction; a relay publishes in order per key.
 
 The relay wakes on ``NOTIFY outbox`` (sent by ``emit`` and delivered at commit) and polls as a
-fallback. It claims rows with ``FOR UPDATE SKIP LOCKED`` inside a transaction that also holds an
-advisory lock, so with several replicas exactly one relay publishes at a time and the order of
-rows (and so the order per key) is the order of commits' ids. A crash between publish and
-"mark published" republishes the batch: consumers deduplicate by ``event_id`` (inbox).
+fallback; after a wake-up it waits ``outbox_linger_seconds`` (10 ms) so the rows committed
+meanwhile share its batch (issue 17). It claims rows with ``FOR UPDATE SKIP LOCKED`` inside a
+transaction that also holds an advisory lock, so with several replicas exactly one relay
+publishes at a time and the order of rows (and so the order per key) is the order of commits'
+ids. A crash between publish and "mark published" republishes the batch: consumers
+deduplicate by ``event_id`` (inbox).
 """
 
 from __future__ import annotations
@@ -153,12 +155,22 @@ class OutboxRelay:
     """Publishes unpublished outbox rows with an idempotent producer (acks=all)."""
 
     def __init__(
-        self, pool: asyncpg.Pool, producer: object, *, batch_size: int, poll_seconds: float
+        self,
+        pool: asyncpg.Pool,
+        producer: object,
+        *,
+        batch_size: int,
+        poll_seconds: float,
+        linger_seconds: float = 0.0,
     ) -> None:
         self._pool = pool
         self._producer = producer
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
+        # Woken by a commit, the relay waits this long before it claims, so the rows committed
+        # meanwhile go in the same batch (one transaction, one produce request) instead of one
+        # batch, and for the late notifications an empty one, each.
+        self._linger_seconds = linger_seconds
         self._wake = asyncio.Event()
 
     async def publish_batch(self) -> int:
@@ -217,7 +229,9 @@ class OutboxRelay:
                     published = 0
                 if published >= self._batch_size:
                     continue
-                await sleep_until_woken(self._wake, self._poll_seconds)
+                woken = await sleep_until_woken(self._wake, self._poll_seconds)
+                if woken and self._linger_seconds > 0:
+                    await asyncio.sleep(self._linger_seconds)
         finally:
             with contextlib.suppress(Exception):
                 await listener.remove_listener(NOTIFY_CHANNEL, self.wake)

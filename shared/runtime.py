@@ -215,6 +215,7 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
             producer,
             batch_size=settings.outbox_batch_size,
             poll_seconds=settings.outbox_poll_seconds,
+            linger_seconds=settings.outbox_linger_seconds,
         )
         tasks = [asyncio.create_task(supervised("outbox-relay", relay.run), name="outbox-relay")]
         if spec.timers or spec.batch_timers:

@@ -128,6 +128,21 @@ def span(
 
 
 @contextlib.contextmanager
+def continuing(traceparent: str | None) -> Iterator[None]:
+    """Make the context ``traceparent`` names current again (no new span), e.g. to emit an
+    event, later and in a batch, in the trace of the span it belongs to. Nothing if None."""
+    ctx = context_from(traceparent)
+    if ctx is None:
+        yield
+        return
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+@contextlib.contextmanager
 def root_span(
     service: str,
     name: str,

@@ -8,16 +8,27 @@ mails (``FOR UPDATE SKIP LOCKED``, a lease in the row, committed). For each mail
    retries survive restarts).
 2. Commit ``handing_over`` (only if this worker still holds the lease: a compare-and-set on the
    claim token, so two workers can never both hand the same mail over).
-3. DATA. On 250, commit ``sent`` together with ``EmailSent`` (outbox).
+3. DATA. On 250 the mail is *accepted*: the worker goes on with the next mail of its batch.
+4. The accepted mails of the batch are committed ``sent`` together, each with its
+   ``EmailSent`` (outbox), in one transaction: at the end of the batch (also when it ends in an
+   error), or earlier once the oldest of them was accepted more than one SMTP timeout ago, so
+   they are recorded long before ``handover_deadline`` (six timeouts) could hand them over
+   again.
 
 Nothing is lost: a mail whose outcome is unknown is handed over again with the same
 Message-ID (stored with the delivery when it is queued), so a receiver can recognise the
-repeat. That happens in one window only, between 2 and 3 (one DATA round trip plus one commit):
-a mail left ``handing_over`` (the process died there, or lost its database before recording the
-answer) is due again after ``handover_deadline``; a connection broken before the server's
-answer to DATA puts it back to ``pending`` with backoff. Each such resend counts in
-``platform_mails_possible_duplicates_total``; a crash can double at most
-``delivery_concurrency`` mails, and only those whose DATA the server had already taken.
+repeat. That happens in one window only, between 2 and 4: a mail left ``handing_over`` (the
+process died there, or lost its database before recording the answer) is due again after
+``handover_deadline``; a connection broken before the server's answer to DATA puts it back to
+``pending`` with backoff. Each such resend counts in ``platform_mails_possible_duplicates_total``.
+
+The window, decided [ours] (issue 17, bench/RESULTS.md): recording ``sent`` one batch at a
+time instead of one mail at a time saves a transaction per mail but lets a crash double up to
+``delivery_batch_size`` mails per worker (``delivery_concurrency`` x ``delivery_batch_size`` in
+all; with the defaults 4 x 20) where it was one per worker. Only mails the server had already
+taken (DATA answered, or in DATA when the process died) can arrive twice, always with their
+Message-ID; a mail marked but not yet in DATA is sent once, later. Set
+``PLATFORM_DELIVERY_BATCH_SIZE=1`` for the old bound of one mail per worker.
 
 After any error between MAIL FROM and the end of DATA the SMTP session is reset (RSET, or a new
 connection) before the next MAIL FROM, and a protocol-sequence reply (503) is transient.
@@ -77,24 +88,54 @@ class Wakes:
     """Wakes the delivery workers: one idle worker per queued-mail notification (waking them
     all made every idle worker run an empty claim, a commit each, for every event handled);
     all of them after a sweep. A worker that leases a full batch wakes another, so a backlog
-    keeps every SMTP connection busy."""
+    keeps every SMTP connection busy. A notification that finds every worker busy is kept
+    (``missed``): the next worker to finish claims again instead of going to sleep, and only
+    then (claiming again after every batch cost an empty claim, a commit, per batch).
 
-    def __init__(self, workers: int) -> None:
+    A woken worker first gathers for ``linger`` seconds (``delivery_linger_seconds``) and then
+    claims: the mails queued meanwhile wake nobody else and go out in its one batch (one claim,
+    one ``sent`` record) instead of one claim and one record each."""
+
+    def __init__(self, workers: int, linger: float = 0.0) -> None:
         self.events = [asyncio.Event() for _ in range(workers)]
         self.idle: list[int] = []
+        self.missed = False
+        self.linger = linger
+        self.gathering = 0  # woken workers about to claim
 
     def one(self, *_: object) -> None:
+        if self.gathering:
+            return  # a worker claims after its gathering pause: this mail is in its batch
         if self.idle:
             self.events[self.idle.pop(0)].set()
+        else:
+            self.missed = True
+
+    async def gather(self) -> None:
+        """The pause of a woken worker before it claims."""
+        if self.linger <= 0:
+            return
+        self.gathering += 1
+        try:
+            await asyncio.sleep(self.linger)
+        finally:
+            self.gathering -= 1
+
+    def take_missed(self) -> bool:
+        """Whether mail was queued while every worker was busy (and forget it: one worker
+        claims; if it leases a full batch it wakes another)."""
+        missed, self.missed = self.missed, False
+        return missed
 
     def all(self, *_: object) -> None:
         for event in self.events:
             event.set()
 
-    async def sleep(self, worker: int, seconds: float) -> None:
+    async def sleep(self, worker: int, seconds: float) -> bool:
+        """Until woken (True) or ``seconds`` passed (False, a poll)."""
         self.idle.append(worker)
         try:
-            await sleep_until_woken(self.events[worker], seconds)
+            return await sleep_until_woken(self.events[worker], seconds)
         finally:
             if worker in self.idle:
                 self.idle.remove(worker)
@@ -111,11 +152,13 @@ async def _work(rt: Runtime, sender: MailSender, wakes: Wakes, worker: int) -> N
                 leased = await service.deliver_due(desk, sender, batch)
                 if leased >= batch:
                     wakes.one()  # more may be due: another worker helps
-                if leased:
+                    continue
+                if wakes.take_missed():  # mail was queued while every worker was busy
                     continue
             except Exception as error:  # database trouble: try again on the next tick
                 log.warning("delivery worker: %r", error)
-            await wakes.sleep(worker, rt.settings.delivery_poll_seconds)
+            if await wakes.sleep(worker, rt.settings.delivery_poll_seconds):
+                await wakes.gather()
     finally:
         with contextlib.suppress(Exception):
             await sender.close()
@@ -140,7 +183,7 @@ def smtp_sender_factory(rt: Runtime) -> Callable[[], MailSender]:
 
 async def run_delivery_loop(rt: Runtime) -> None:
     make_sender = smtp_sender_factory(rt)
-    wakes = Wakes(max(1, rt.settings.delivery_concurrency))
+    wakes = Wakes(max(1, rt.settings.delivery_concurrency), rt.settings.delivery_linger_seconds)
     listener = await rt.pool.acquire()
     workers = [
         asyncio.create_task(_work(rt, make_sender(), wakes, n)) for n in range(len(wakes.events))

@@ -112,7 +112,9 @@ class Repository(Protocol):
     async def mark_handing_over(
         self, delivery_id: uuid.UUID, token: uuid.UUID, now: datetime
     ) -> bool: ...
-    async def mark_sent(self, delivery_id: uuid.UUID, token: uuid.UUID, now: datetime) -> bool: ...
+    async def mark_sent(
+        self, delivery_ids: list[uuid.UUID], token: uuid.UUID, now: datetime
+    ) -> set[uuid.UUID]: ...
     async def mark_failed(
         self, delivery_id: uuid.UUID, token: uuid.UUID, error: str, now: datetime
     ) -> bool: ...
@@ -305,16 +307,20 @@ class SqlRepository:
         )
         return bool(updated)
 
-    async def mark_sent(self, delivery_id: uuid.UUID, token: uuid.UUID, now: datetime) -> bool:
-        updated = await self.db.fetchval(
+    async def mark_sent(
+        self, delivery_ids: list[uuid.UUID], token: uuid.UUID, now: datetime
+    ) -> set[uuid.UUID]:
+        """Several mails the server took, in one statement; returns those this worker still
+        held (the others were handed over again by the sweep and are recorded by that try)."""
+        rows = await self.db.fetch(
             """UPDATE deliveries SET status = 'sent', sent_at = $3, claim_token = NULL,
                    claimed_until = NULL
-               WHERE id = $1 AND claim_token = $2 RETURNING true""",
-            delivery_id,
+               WHERE id = ANY($1::uuid[]) AND claim_token = $2 RETURNING id""",
+            delivery_ids,
             token,
             now,
         )
-        return bool(updated)
+        return {row["id"] for row in rows}
 
     async def mark_failed(
         self, delivery_id: uuid.UUID, token: uuid.UUID, error: str, now: datetime

@@ -13,7 +13,8 @@ conversion is handled). Deciding to wait and releasing are serialised per accoun
 Handing over (``deliver_due``, ``hand_over``): each mail goes through MAIL FROM / RCPT TO, a
 committed ``handing_over`` mark, then DATA, and is recorded ``sent`` with ``EmailSent``; see
 ``delivery.py`` for the whole protocol, why no mail is lost, and the one window in which a mail
-can arrive twice (always with the same Message-ID).
+can arrive twice (always with the same Message-ID). The mails of one lease are recorded ``sent``
+together, in one transaction (``record_sent``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -248,21 +249,54 @@ async def deliver_due(desk: DeliveryDesk, sender: MailSender, limit: int) -> int
     # nothing but effort: the hand-over mark is a compare-and-set on the token.
     lease = now + timedelta(seconds=60 + 2 * desk.smtp_timeout)
     due = await desk.steps.claim_due(now, token, lease, limit)
-    for index, mail in enumerate(due):
-        if await hand_over(desk, sender, mail, token) == "unreachable":
-            rest = due[index + 1 :]
-            if rest:
-                await postpone(desk, rest, token, "server unreachable")
-            break
+    accepted = Accepted()
+    try:
+        for index, mail in enumerate(due):
+            if await hand_over(desk, sender, mail, token, accepted) == "unreachable":
+                rest = due[index + 1 :]
+                if rest:
+                    await postpone(desk, rest, token, "server unreachable")
+                break
+            if accepted.older_than(desk.clock.now() - timedelta(seconds=desk.smtp_timeout)):
+                await record_sent(desk, accepted.take(), token)
+    finally:
+        await record_sent(desk, accepted.take(), token)
     return len(due)
 
 
+@dataclass
+class Accepted:
+    """Mails the server took (DATA answered 250) and not yet recorded ``sent``: one batch's,
+    recorded together in one transaction (see ``delivery.py`` for the window this opens)."""
+
+    mails: list[tuple[DueMail, str | None]] = field(default_factory=list)
+    since: datetime | None = None
+
+    def add(self, mail: DueMail, at: datetime) -> None:
+        # the EmailSent goes on in the trace of this mail's hand-over
+        self.mails.append((mail, tracing.current_traceparent()))
+        self.since = self.since or at
+
+    def older_than(self, moment: datetime) -> bool:
+        return self.since is not None and self.since < moment
+
+    def take(self) -> list[tuple[DueMail, str | None]]:
+        mails, self.mails, self.since = self.mails, [], None
+        return mails
+
+
 async def hand_over(
-    desk: DeliveryDesk, sender: MailSender, mail: DueMail, token: uuid.UUID
+    desk: DeliveryDesk,
+    sender: MailSender,
+    mail: DueMail,
+    token: uuid.UUID,
+    accepted: Accepted | None = None,
 ) -> Outcome:
     """One mail to the SMTP server: envelope, a committed hand-over mark, then DATA. Any error
     between envelope and DATA resets the SMTP session before it propagates. A CLIENT span in
-    the trace of the handler that queued the mail (the EmailSent it emits goes on in it)."""
+    the trace of the handler that queued the mail (the EmailSent it emits goes on in it).
+    With ``accepted`` a mail the server took is added there for the caller to record (with
+    the batch's others); without it, it is recorded at once."""
     with tracing.span(
         "notifications",
         "smtp send",
@@ -272,6 +306,11 @@ async def hand_over(
     ) as span:
         outcome = await _hand_over(desk, sender, mail, token)
         span.set_attribute("platform.outcome", outcome)
+        if outcome == "sent":
+            batch = accepted if accepted is not None else Accepted()
+            batch.add(mail, desk.clock.now())
+            if accepted is None:
+                await record_sent(desk, batch.take(), token)
         return outcome
 
 
@@ -328,8 +367,7 @@ async def _hand_over(
         MAILS_POSSIBLY_DOUBLED.labels("unanswered_data").inc()
         await postpone(desk, [mail], token, f"unanswered, sent again: {error}")
         return "resent"
-    await record_sent(desk, mail, token)
-    return "sent"
+    return "sent"  # recorded by the caller (``hand_over``, ``deliver_due``)
 
 
 async def postpone(
@@ -361,31 +399,41 @@ async def record_refusal(desk: DeliveryDesk, mail: DueMail, token: uuid.UUID, re
             )
 
 
-async def record_sent(desk: DeliveryDesk, mail: DueMail, token: uuid.UUID) -> None:
-    """The server holds the mail: ``sent`` with ``EmailSent``, retried while the database is
-    away (until the hand-over deadline, after which the sweep hands the mail over again with
-    its Message-ID, a possible duplicate, counted)."""
+async def record_sent(
+    desk: DeliveryDesk, mails: Sequence[tuple[DueMail, str | None]], token: uuid.UUID
+) -> None:
+    """The server holds these mails: ``sent`` with an ``EmailSent`` each (in the trace of its
+    hand-over), all in one transaction; retried while the database is away (until the
+    hand-over deadline, after which the sweep hands the mails over again with their
+    Message-IDs, possible duplicates, counted)."""
+    if not mails:
+        return
     pause = desk.outage_pause
     while True:
         try:
             async with desk.transaction() as uow:
-                if await uow.repo.mark_sent(mail.id, token, await uow.time.now()):
-                    await uow.events.emit(
-                        EmailSent(
-                            delivery_id=mail.id,
-                            source_event_id=mail.event_id,
-                            source_event_type=mail.event_type,
-                            template=mail.template,
-                            recipient=mail.recipient,
-                            roles=list(mail.roles),
-                            subject=mail.subject,
-                        ),
-                        account_id=mail.account_id,
-                        causation=mail.cause(),
-                    )
-                    MAILS.labels("sent").inc()
+                now = await uow.time.now()
+                held = await uow.repo.mark_sent([mail.id for mail, _ in mails], token, now)
+                for mail, traceparent in mails:
+                    if mail.id not in held:
+                        continue
+                    with tracing.continuing(traceparent):
+                        await uow.events.emit(
+                            EmailSent(
+                                delivery_id=mail.id,
+                                source_event_id=mail.event_id,
+                                source_event_type=mail.event_type,
+                                template=mail.template,
+                                recipient=mail.recipient,
+                                roles=list(mail.roles),
+                                subject=mail.subject,
+                            ),
+                            account_id=mail.account_id,
+                            causation=mail.cause(),
+                        )
+            MAILS.labels("sent").inc(len(held))
             return
         except OUTAGE as error:
-            log.warning("delivery %s sent, recording it failed: %r", mail.id, error)
+            log.warning("%d deliveries sent, recording them failed: %r", len(mails), error)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)

@@ -171,3 +171,47 @@ async def test_the_consumer_applies_one_accounts_events_one_transaction_at_a_tim
     assert await handling == "done"
     assert await consuming.handle(body, None) == "duplicate"
     assert await database.fetchval("SELECT count(*) FROM deliveries") == 1
+
+
+async def test_an_event_is_applied_without_a_savepoint_unless_it_waits(backing: Backing) -> None:
+    """Issue 17: an event that does not wait is applied in its transaction without a savepoint
+    (two round trips fewer); one that waits is rolled back and applied again with a savepoint
+    around its handler, so what the handler did before it decided to wait is not kept, and it
+    still goes out once its cause (the account's people) comes."""
+    name = unique("test_notifications_savepoint_")
+    dsn = await create_database(backing.postgres_dsn, name)
+    sent: list[str] = []
+
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: sent.append(record.query.upper()))
+
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, init=log_queries)
+    try:
+        await migrate(pool, SPEC.migrations)
+        consuming = runtime(pool)
+        early, ready = uuid.uuid4(), uuid.uuid4()
+        snapshot = RolesChanged(buyer=person(KARI), primary_admin=person(KARI))
+        sent.clear()
+        ready_roles = envelope(ready, snapshot).model_dump_json().encode()
+        assert await consuming.handle(ready_roles, None) == "done"
+        order = envelope(ready, order_placed("ORD-1", KARI)).model_dump_json().encode()
+        assert await consuming.handle(order, None) == "done"
+        assert sent and not [q for q in sent if "SAVEPOINT" in q]
+
+        waiting = envelope(early, order_placed("ORD-2", KARI))
+        assert await consuming.handle(waiting.model_dump_json().encode(), None) == "deferred"
+        assert [q for q in sent if q.startswith("SAVEPOINT")]  # the second, guarded try
+        count = "SELECT count(*) FROM {} WHERE account_id = $1"
+        deferred = "SELECT count(*) FROM deferred_events WHERE event_id = $1"
+        assert await pool.fetchval(deferred, waiting.event_id) == 1
+        # remembered by the handler before it decided to wait: rolled back
+        assert await pool.fetchval(count.format("subscriptions"), early) == 0
+        early_roles = envelope(early, snapshot).model_dump_json().encode()
+        assert await consuming.handle(early_roles, None) == "done"
+        assert await pool.fetchval(deferred, waiting.event_id) == 0
+        assert await pool.fetchval(count.format("subscriptions"), early) == 1
+        confirmations = "SELECT count(*) FROM deliveries WHERE event_id = $1"
+        assert await pool.fetchval(confirmations, waiting.event_id) == 1
+    finally:
+        await pool.close()
+        await drop_database(backing.postgres_dsn, name)

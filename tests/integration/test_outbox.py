@@ -147,3 +147,67 @@ async def test_emit_is_two_round_trips_and_one_account_commits_in_id_order(
     finally:
         await pool.close()
         await drop_database(backing.postgres_dsn, name)
+
+
+class _CountingProducer:
+    """Takes every record at once (no Kafka): what the relay sends, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send(self, topic: str, *, value: bytes, **record: object) -> asyncio.Future[None]:
+        self.sent.append(value)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_a_woken_relay_gathers_what_commits_during_its_linger_into_one_batch(
+    backing: Backing, tmp_path: Path
+) -> None:
+    """Issue 17: woken by a commit, the relay waits ``linger_seconds`` before it claims, so
+    five transactions committed one after another are published in one batch (one transaction
+    of the relay's) instead of one batch each, in commit order."""
+    name = unique("test_outbox_linger_")
+    dsn = await create_database(backing.postgres_dsn, name)
+    pool = await create_pool(dsn)
+    try:
+        await migrate(pool, tmp_path)
+        outbox = Outbox("ordering", Topics(unique("t") + "."), SystemClock())
+        producer = _CountingProducer()
+        relay = OutboxRelay(pool, producer, batch_size=100, poll_seconds=60, linger_seconds=2.0)
+        batches: list[int] = []
+        publish = relay.publish_batch
+
+        async def counted() -> int:
+            published = await publish()
+            batches.append(published)
+            return published
+
+        relay.publish_batch = counted  # type: ignore[method-assign]
+        running = asyncio.create_task(relay.run())
+        try:
+
+            async def listening() -> bool:
+                return bool(batches)
+
+            await wait_for(listening, what="the relay's first (empty) batch")
+            account = uuid.uuid4()
+            for n in range(5):
+                async with pool.acquire() as conn, conn.transaction():
+                    await outbox.emit(conn, opened(n), account_id=account)
+
+            async def published() -> bool:
+                async with pool.acquire() as conn:
+                    return await unpublished_count(conn) == 0
+
+            await wait_for(published, what="the five rows published")
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        assert batches == [0, 5]
+        names = [Envelope.model_validate_json(v).payload["name"] for v in producer.sent]
+        assert names == [f"event-{n}" for n in range(5)]
+    finally:
+        await pool.close()
+        await drop_database(backing.postgres_dsn, name)

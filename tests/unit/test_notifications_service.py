@@ -71,6 +71,7 @@ class FakeRepository:
     deliveries: list[Delivery] = field(default_factory=list)
     locked: list[uuid.UUID] = field(default_factory=list)
     wakes: int = 0
+    sent_records: list[int] = field(default_factory=list)  # mails per mark_sent call
 
     async def upsert_account(
         self, account_id: uuid.UUID, name: str, language: str, time_zone: str
@@ -213,12 +214,14 @@ class FakeRepository:
         d.status, d.attempts = "handing_over", d.attempts + 1
         return True
 
-    async def mark_sent(self, delivery_id: uuid.UUID, token: uuid.UUID, now: datetime) -> bool:
-        d = self._held(delivery_id, token)
-        if d is None:
-            return False
-        d.status, d.sent_at, d.claim_token = "sent", now, None
-        return True
+    async def mark_sent(
+        self, delivery_ids: list[uuid.UUID], token: uuid.UUID, now: datetime
+    ) -> set[uuid.UUID]:
+        self.sent_records.append(len(delivery_ids))
+        held = [d for i in delivery_ids if (d := self._held(i, token)) is not None]
+        for d in held:
+            d.status, d.sent_at, d.claim_token = "sent", now, None
+        return {d.id for d in held}
 
     async def mark_failed(
         self, delivery_id: uuid.UUID, token: uuid.UUID, error: str, now: datetime
@@ -568,3 +571,67 @@ async def test_r12_a_mail_whose_lease_ran_out_is_left_to_the_worker_holding_it()
 
     assert await service.hand_over(world.desk(), sender, mail, uuid.uuid4()) == "skipped"
     assert sender.aborted == 1 and sender.delivered == []
+
+
+async def test_a_batch_of_mails_is_recorded_sent_in_one_transaction() -> None:
+    """The mails of one lease are recorded ``sent`` together (one statement, one commit), each
+    with its own EmailSent; the per-mail hand-over mark before DATA stays."""
+    world = await queued(PER, OLA)
+    sender = ScriptedSender()
+
+    assert await service.deliver_due(world.desk(), sender, limit=10) == 3
+    assert sorted(sender.delivered) == sorted([KARI, PER, OLA])
+    assert world.repo.sent_records == [3]
+    assert {(d.status, d.attempts) for d in world.repo.deliveries} == {("sent", 1)}
+    sent = [e.payload_as(EmailSent).delivery_id for e in world.events.emitted]
+    assert sorted(sent) == sorted(d.id for d in world.repo.deliveries)
+
+
+@dataclass
+class SlowSender(ScriptedSender):
+    """Each DATA takes ``seconds`` of the world's clock."""
+
+    clock: FrozenClock = field(default_factory=lambda: FrozenClock(NOW))
+    seconds: float = 0.0
+
+    async def finish(self, message: EmailMessage) -> None:
+        self.clock.advance(timedelta(seconds=self.seconds))
+        await super().finish(message)
+
+
+async def test_a_slow_batch_records_what_the_server_took_before_the_hand_over_deadline() -> None:
+    """A mail the server took is recorded once it is older than one SMTP timeout, long before
+    the sweep (after six) would take its ``handing_over`` for a stopped worker's and send it
+    again."""
+    world = await queued(PER, OLA)
+    sender = SlowSender(clock=world.clock, seconds=11.0)  # the desk's SMTP timeout is 10 s
+
+    assert await service.deliver_due(world.desk(), sender, limit=10) == 3
+    assert world.repo.sent_records == [2, 1]
+    assert {d.status for d in world.repo.deliveries} == {"sent"}
+    assert len(world.events.emitted) == 3
+
+
+async def test_mails_the_server_took_are_recorded_when_a_later_hand_over_fails() -> None:
+    """The database fails at a later mail's hand-over mark: the error propagates (the worker
+    tries again later), and the mails already handed over are recorded ``sent`` first."""
+    world = await queued(PER)
+    marks = 0
+    mark = world.repo.mark_handing_over
+
+    async def failing_second(delivery_id: uuid.UUID, token: uuid.UUID, now: datetime) -> bool:
+        nonlocal marks
+        marks += 1
+        if marks == 2:
+            raise OSError("database gone")
+        return await mark(delivery_id, token, now)
+
+    world.repo.mark_handing_over = failing_second  # type: ignore[method-assign]
+    sender = ScriptedSender()
+    with pytest.raises(OSError, match="database gone"):
+        await service.deliver_due(world.desk(), sender, limit=10)
+    [first] = sender.delivered
+    assert world.repo.sent_records == [1]
+    statuses = {d.recipient.email: d.status for d in world.repo.deliveries}
+    assert statuses == {first: "sent", ({KARI, PER} - {first}).pop(): "pending"}
+    assert [e.payload_as(EmailSent).recipient for e in world.events.emitted] == [first]
