@@ -267,6 +267,37 @@ async def list_orders(uow: UnitOfWork, actor: Principal, account_id: uuid.UUID) 
     return schemas.Orders(items=[schemas.Order.model_validate(o) for o in orders])
 
 
+async def new_quote(
+    uow: UnitOfWork,
+    actor: Principal,
+    account: Account,
+    command: schemas.IssueQuote,
+    now: datetime,
+    *,
+    renews_subscription_id: uuid.UUID | None = None,
+    renews_at: datetime | None = None,
+) -> Quote:
+    """R16: a partner's quote priced from the list in the account's currency, numbered and
+    dated now; a renewal quote (R27) names the subscription and the renewal date it renews."""
+    price = domain.price(command.offering, command.term, command.seats, account.currency)
+    return Quote(
+        id=uuid.uuid4(),
+        quote_number=domain.quote_number(await uow.repo.next_quote_number()),
+        account_id=account.id,
+        partner_id=actor.subject,
+        offering=command.offering,
+        term=command.term,
+        seats=command.seats,
+        currency=price.currency,
+        net_amount=price.net_amount,
+        usd_value=price.usd_value,
+        valid_until=domain.quote_valid_until(command.valid_until, now, account.time_zone),
+        issued_at=now,
+        renews_subscription_id=renews_subscription_id,
+        renews_at=renews_at,
+    )
+
+
 async def issue_new_subscription_quote(
     uow: UnitOfWork, actor: Principal, account_id: uuid.UUID, command: schemas.IssueQuote
 ) -> schemas.Quote:
@@ -278,21 +309,7 @@ async def issue_new_subscription_quote(
     if account is None:
         raise not_found("account")
     now = await uow.time.now(account_id)
-    price = domain.price(command.offering, command.term, command.seats, account.currency)
-    quote = Quote(
-        id=uuid.uuid4(),
-        quote_number=domain.quote_number(await uow.repo.next_quote_number()),
-        account_id=account_id,
-        partner_id=actor.subject,
-        offering=command.offering,
-        term=command.term,
-        seats=command.seats,
-        currency=price.currency,
-        net_amount=price.net_amount,
-        usd_value=price.usd_value,
-        valid_until=domain.quote_valid_until(command.valid_until, now, account.time_zone),
-        issued_at=now,
-    )
+    quote = await new_quote(uow, actor, account, command, now)
     await uow.repo.insert_quote(quote)
     issued = QuoteIssued(
         quote_id=quote.id,
@@ -301,8 +318,8 @@ async def issue_new_subscription_quote(
         offering=command.offering,
         term=command.term,
         seats=command.seats,
-        currency=price.currency,
-        net_amount=price.net_amount,
+        currency=quote.currency,
+        net_amount=quote.net_amount,
         valid_until=quote.valid_until,
     )
     await uow.events.emit(issued, account_id=account_id)

@@ -30,7 +30,12 @@ from shared.errors import not_found
 from .. import domain, schemas
 from ..repository import Account, Quote, RenewalRequest, Subscription
 from .access import UnitOfWork, locked_with_account
-from .buying import accept_new_subscription_quote, issue_new_subscription_quote, record_order
+from .buying import (
+    accept_new_subscription_quote,
+    issue_new_subscription_quote,
+    new_quote,
+    record_order,
+)
 
 
 async def issue_quote(
@@ -72,20 +77,12 @@ async def issue_renewal_quote(
     now = await uow.time.now(account_id)
     renewing = _check_renewable(subscription, command.offering, now)[1]
     await _check_not_requested(uow, subscription_id, renewing)
-    price = domain.price(command.offering, command.term, command.seats, account.currency)
-    quote = Quote(
-        id=uuid.uuid4(),
-        quote_number=domain.quote_number(await uow.repo.next_quote_number()),
-        account_id=account_id,
-        partner_id=actor.subject,
-        offering=command.offering,
-        term=command.term,
-        seats=command.seats,
-        currency=price.currency,
-        net_amount=price.net_amount,
-        usd_value=price.usd_value,
-        valid_until=domain.quote_valid_until(command.valid_until, now, account.time_zone),
-        issued_at=now,
+    quote = await new_quote(
+        uow,
+        actor,
+        account,
+        command,
+        now,
         renews_subscription_id=subscription_id,
         renews_at=renewing,
     )
