@@ -269,6 +269,87 @@ async def end_offsets(kafka: str, prefix: str) -> dict[str, int]:
     return totals
 
 
+async def group_offsets(kafka: str) -> dict[TopicPartition, int]:
+    """End offsets of the broker's ``__consumer_offsets`` partitions (where groups commit)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(["__consumer_offsets"])
+    finally:
+        await admin.close()
+    parts = [
+        TopicPartition(d["topic"], p["partition"])
+        for d in described
+        if not d.get("error_code")
+        for p in d["partitions"]
+    ]
+    if not parts:
+        return {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, exclude_internal_topics=False)
+    await consumer.start()
+    try:
+        return dict(await consumer.end_offsets(parts))
+    finally:
+        await consumer.stop()
+
+
+def _offset_commit_key(key: bytes | None) -> tuple[str, str, int] | None:
+    """(group, topic, partition) of an offset-commit record's key (key versions 0 and 1);
+    None for the group-metadata records kept in the same topic."""
+    if not key or len(key) < 2:
+        return None
+    version = int.from_bytes(key[:2], "big")
+    if version > 1:
+        return None
+    at = 2
+    fields: list[str] = []
+    for _ in range(2):
+        size = int.from_bytes(key[at : at + 2], "big")
+        fields.append(key[at + 2 : at + 2 + size].decode(errors="replace"))
+        at += 2 + size
+    return fields[0], fields[1], int.from_bytes(key[at : at + 4], "big")
+
+
+async def offset_commits(
+    kafka: str, prefix: str, start: dict[TopicPartition, int], end: dict[TopicPartition, int]
+) -> dict[str, tuple[int, int]]:
+    """Offset commits of the run's consumer groups between two ``group_offsets`` readings:
+    group -> (commit requests, partition offsets written). One request commits every partition
+    the member holds; requests are told apart by (group, record timestamp)."""
+    wanted = {tp: end[tp] for tp in end if end[tp] > start.get(tp, 0)}
+    if not wanted:
+        return {}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka, enable_auto_commit=False, exclude_internal_topics=False
+    )
+    await consumer.start()
+    requests: dict[str, set[int]] = {}
+    written: dict[str, int] = {}
+    try:
+        consumer.assign(list(wanted))
+        for tp in wanted:
+            consumer.seek(tp, start.get(tp, 0))
+        while [tp for tp, stop in wanted.items() if await consumer.position(tp) < stop]:
+            batches = await consumer.getmany(timeout_ms=1000)
+            if not batches:
+                break
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset >= wanted[tp] or record.value is None:
+                        continue
+                    parsed = _offset_commit_key(record.key)
+                    if parsed is None or not parsed[0].startswith(prefix):
+                        continue
+                    group = parsed[0].removeprefix(prefix)
+                    requests.setdefault(group, set()).add(record.timestamp)
+                    written[group] = written.get(group, 0) + 1
+    finally:
+        await consumer.stop()
+    return {group: (len(requests[group]), written[group]) for group in sorted(requests)}
+
+
 # --- the load ------------------------------------------------------------------------------
 
 
@@ -629,6 +710,7 @@ async def measure(args: argparse.Namespace, platform: Platform, run_id: str) -> 
     mode = f"rate {args.rate}/s" if args.rate else f"concurrency {args.concurrency}"
     say(f"{args.orders} orders, {mode}; load average {os.getloadavg()[0]:.2f}")
     profilers = start_profilers(platform, args.profile)
+    group_offsets_before = await group_offsets(backing.kafka)
     before = await snapshot(platform, pg_backends, shared_pids)
     load_before = os.getloadavg()[0]
     start = time.monotonic()
@@ -647,6 +729,7 @@ async def measure(args: argparse.Namespace, platform: Platform, run_id: str) -> 
     # CPU now; then stop the services so their backends flush their statistics (PostgreSQL
     # sends a backend's counts at most once a second, and at exit) before commits are read.
     after_cpu = await snapshot(platform, pg_backends, shared_pids)
+    group_offsets_after = await group_offsets(backing.kafka)
     await verify(platform, orders)
     for group in platform.processes.values():
         for p in group:
@@ -706,6 +789,15 @@ async def measure(args: argparse.Namespace, platform: Platform, run_id: str) -> 
         if delta:
             lines.append(f"  {topic.removeprefix(platform.dep.prefix):36s} {delta:8.2f}")
     lines.append(f"  {'all':36s} {total_records:8.2f}")
+    lines.append("Kafka offset commits per order by consumer group (requests / partition offsets):")
+    commits_by_group = await offset_commits(
+        backing.kafka, platform.dep.prefix, group_offsets_before, group_offsets_after
+    )
+    all_requests = sum(r for r, _ in commits_by_group.values()) / n
+    all_written = sum(w for _, w in commits_by_group.values()) / n
+    for consumer_group, (requests, written) in commits_by_group.items():
+        lines.append(f"  {consumer_group:36s} {requests / n:8.2f} / {written / n:.2f}")
+    lines.append(f"  {'all':36s} {all_requests:8.2f} / {all_written:.2f}")
     orders_s = n / completed_s
     if tps is not None:
         bound = tps / total_commits

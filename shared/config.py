@@ -91,7 +91,9 @@ class Settings(BaseSettings):
     outbox_linger_seconds: float = 0.01
     consumer_max_attempts: int = 4
     consumer_backoff_seconds: float = 0.2
-    consumer_batch_size: int = 100  # records handled before one offset commit
+    consumer_batch_size: int = 100  # records taken from Kafka at once
+    # handled records' offsets are committed at most this often (shared.offsets)
+    consumer_offset_commit_seconds: float = 1.0
     delivery_poll_seconds: float = 1.0
     test_clocks_enabled: bool = Field(
         False, description="Allow test clocks (never in production: they move time)."

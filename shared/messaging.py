@@ -2,8 +2,10 @@
 
 Consuming (``EventConsumer``):
 - one FastStream subscriber per service, consumer group = the service, records taken in
-  batches and handled one by one in order; offsets are committed once the batch's effects are
-  committed (``AckPolicy.NACK_ON_ERROR``, no auto-commit);
+  batches and handled one by one in order; once a batch's effects are committed its offsets
+  are due, and committed at most once per ``consumer_offset_commit_seconds``
+  (``shared.offsets``: explicit offsets of handled records only, no auto-commit); a batch that
+  fails is rewound (``nack``) so its records come again;
 - each message is parsed into an ``Envelope`` and its payload contract; a message that cannot be
   parsed goes to the service's dead-letter topic at once;
 - the handler runs in one database transaction together with the inbox row
@@ -50,6 +52,7 @@ from shared.contracts import PRODUCER_OF, AccountOpened, Contract, Envelope, pay
 from shared.db import Conn
 from shared.logs import bound
 from shared.metrics import DEAD_LETTERS
+from shared.offsets import OffsetCommits
 from shared.outbox import Outbox
 from shared.problems import INFRASTRUCTURE_ERRORS
 from shared.time.clock import Clock
@@ -248,8 +251,10 @@ class ConsumerRuntime:
         max_attempts: int,
         backoff_seconds: float,
         batch_size: int = 100,
+        offset_commit_seconds: float = 1.0,
     ) -> None:
         self.batch_size = batch_size
+        self.offsets = OffsetCommits(consumer.name, offset_commit_seconds)
         self.consumer = consumer
         self.pool = pool
         self.outbox = outbox
@@ -267,14 +272,15 @@ class ConsumerRuntime:
         async def raw_body(message: Any) -> Any:
             return message.body  # parsed below, so a malformed message can be dead-lettered
 
-        # Batches: records are handled one by one, in order, each in its own transaction; the
-        # offsets are committed once the whole batch is handled. A redelivered batch (after a
-        # crash or a nack) finds the handled ones in the inbox, so it changes nothing twice.
+        # Batches: records are handled one by one, in order, each in its own transaction; once
+        # the whole batch is handled its offsets are due, and committed at most once per
+        # ``offset_commit_seconds`` (shared.offsets). A redelivered batch (after a crash, a
+        # rebalance or a nack) finds the handled ones in the inbox, so it changes nothing twice.
         subscriber = broker.subscriber(
             *topic_names,
             group_id=self.topics.group(self.consumer.name),
             auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            ack_policy=AckPolicy.MANUAL,
             decoder=raw_body,
             batch=True,
             max_records=self.batch_size,
@@ -285,8 +291,13 @@ class ConsumerRuntime:
         @subscriber
         async def consume(body: list[bytes], message: KafkaMessage) -> None:
             records = message.raw_message
-            for value, record in zip(body, records, strict=True):
-                await self.handle(value, record)
+            try:
+                for value, record in zip(body, records, strict=True):
+                    await self.handle(value, record)
+            except BaseException:
+                await message.nack()  # back to the batch's first records: they come again
+                raise
+            await self.offsets.handled(message.consumer, records)  # type: ignore[arg-type]
 
     async def handle(self, body: bytes, record: Any) -> str:
         """Handle one record: "done", "deferred", "duplicate", "ignored" or "dead-lettered"."""

@@ -197,6 +197,7 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
             max_attempts=settings.consumer_max_attempts,
             backoff_seconds=settings.consumer_backoff_seconds,
             batch_size=settings.consumer_batch_size,
+            offset_commit_seconds=settings.consumer_offset_commit_seconds,
         )
         consumer.subscribe(broker)
         await broker.start()
@@ -255,6 +256,10 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
         finally:
             with contextlib.suppress(ShutdownTimeout):  # only a reader of metrics
                 await within(settings.shutdown_step_seconds, "the metrics reader", observer.close())
+            with contextlib.suppress(ShutdownTimeout):  # if not, those records come again
+                await within(
+                    settings.shutdown_step_seconds, "the offset commit", consumer.offsets.close()
+                )
             await shut_down(tasks, broker, producer, pool, settings.shutdown_step_seconds)
 
     app = FastAPI(
