@@ -77,27 +77,42 @@ SAVED_METHOD_COLUMNS = _columns(SavedMethod)
 
 
 class PostgresRepository:
-    """The real ``Repository``: SQL on the caller's connection (and its transaction)."""
+    """The real ``Repository``: SQL on the caller's connection (and its transaction).
+
+    One instance serves one unit of work. The account and its billing identity, read by
+    several steps of one use case (issue 17: up to five times while invoicing an order), are
+    read once per instance and kept (an identity map); this repository's own writes to them
+    drop what it kept, and nothing else writes them inside the caller's transaction."""
 
     def __init__(self, conn: Conn) -> None:
         self.conn = conn
+        self._accounts: dict[uuid.UUID, Account | None] = {}
+        self._identities: dict[uuid.UUID, BillingIdentity | None] = {}
 
     # --- accounts, people and subscriptions ----------------------------------------------------
 
     async def get_account(self, account_id: uuid.UUID) -> Account | None:
-        record = await self.conn.fetchrow(
-            f"SELECT {_columns(Account)} FROM accounts WHERE id = $1",  # noqa: S608
-            account_id,
-        )
-        return _typed(Account, record)
+        if account_id not in self._accounts:
+            record = await self.conn.fetchrow(
+                f"SELECT {_columns(Account)} FROM accounts WHERE id = $1",  # noqa: S608
+                account_id,
+            )
+            self._accounts[account_id] = _typed(Account, record)
+        return self._accounts[account_id]
 
     async def billing_identity(self, account_id: uuid.UUID) -> BillingIdentity | None:
-        found = await self.conn.fetchval(
-            "SELECT billing::text FROM account_billing_details WHERE account_id = $1", account_id
-        )
-        return BillingIdentity.model_validate_json(found) if isinstance(found, str) else None
+        if account_id not in self._identities:
+            found = await self.conn.fetchval(
+                "SELECT billing::text FROM account_billing_details WHERE account_id = $1",
+                account_id,
+            )
+            self._identities[account_id] = (
+                BillingIdentity.model_validate_json(found) if isinstance(found, str) else None
+            )
+        return self._identities[account_id]
 
     async def set_billing_identity(self, account_id: uuid.UUID, identity: BillingIdentity) -> None:
+        self._identities.pop(account_id, None)
         await self.conn.execute(
             """INSERT INTO account_billing_details (account_id, billing) VALUES ($1, $2::jsonb)
                ON CONFLICT (account_id) DO UPDATE SET billing = EXCLUDED.billing""",
@@ -106,9 +121,11 @@ class PostgresRepository:
         )
 
     async def require_prepayment(self, account_id: uuid.UUID) -> None:
+        self._accounts.pop(account_id, None)
         await self.conn.execute("UPDATE accounts SET prepay_only = true WHERE id = $1", account_id)
 
     async def upsert_account(self, account_id: uuid.UUID, opened: AccountOpened) -> None:
+        self._accounts.pop(account_id, None)
         await self.conn.execute(
             """INSERT INTO accounts (id, country, currency, language, time_zone,
                    tax_exempt_reason, name, test_clock_id)

@@ -1122,3 +1122,42 @@ async def test_issue15_no_e_invoice_for_a_buyer_without_organisation_number(
         )
     assert answer.status_code == 409
     assert answer.json()["type"].endswith("no-electronic-address")
+
+
+async def test_issue17_one_use_case_reads_the_account_once_and_its_own_writes_refresh_it(
+    invoicing: Invoicing,
+) -> None:
+    """Invoicing an order read the account up to five times; the repository now keeps it for
+    the unit of work, and drops it when it writes the account itself."""
+    from services.invoicing.repository import PostgresRepository
+
+    account_id = uuid.uuid4()
+    opened = AccountOpened(
+        name="Fjord Data AS", country="NO", currency="NOK", language="nb", time_zone="Europe/Oslo"
+    )
+    reads: list[str] = []
+
+    class Counting:
+        def __init__(self, conn: Any) -> None:
+            self.conn = conn
+
+        def __getattr__(self, name: str) -> Any:
+            method = getattr(self.conn, name)
+            if name.startswith("fetch"):
+                reads.append(name)
+            return method
+
+    async with invoicing.pool.acquire() as conn, conn.transaction():
+        repo = PostgresRepository(Counting(conn))  # type: ignore[arg-type]
+        await repo.upsert_account(account_id, opened)
+        first = await repo.get_account(account_id)
+        again = await repo.get_account(account_id)
+        assert first is not None and first == again
+        assert first.prepay_only is False
+        assert await repo.billing_identity(account_id) is None
+        assert await repo.billing_identity(account_id) is None
+        assert reads == ["fetchrow", "fetchval"]  # the account once, its billing identity once
+        await repo.require_prepayment(account_id)
+        refreshed = await repo.get_account(account_id)
+        assert refreshed is not None and refreshed.prepay_only is True
+        assert reads == ["fetchrow", "fetchval", "fetchrow"]
