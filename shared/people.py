@@ -31,15 +31,27 @@ def roles_by_person(snapshot: RolesChanged) -> dict[uuid.UUID, tuple[Person, set
 
 
 async def apply_snapshot(conn: Conn, account_id: uuid.UUID, snapshot: RolesChanged) -> None:
-    """Replace the account's people with the snapshot (a snapshot, never a delta)."""
-    await conn.execute("DELETE FROM account_people WHERE account_id = $1", account_id)
-    await conn.executemany(
-        """INSERT INTO account_people (account_id, user_id, email, name, language, roles)
-           VALUES ($1, $2, $3, $4, $5, $6)""",
-        [
-            (account_id, uid, p.email, p.name, p.language, sorted(roles))
-            for uid, (p, roles) in roles_by_person(snapshot).items()
-        ],
+    """Replace the account's people with the snapshot (a snapshot, never a delta), in one
+    round trip (issue 17): the people in it are upserted, everyone else on the account removed
+    (the two touch different rows, so they can share a statement)."""
+    people = roles_by_person(snapshot)
+    await conn.execute(
+        """WITH kept AS (
+               INSERT INTO account_people (account_id, user_id, email, name, language, roles)
+               SELECT $1, p.user_id, p.email, p.name, p.language, string_to_array(p.roles, ',')
+               FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])
+                    AS p(user_id, email, name, language, roles)
+               ON CONFLICT (account_id, user_id) DO UPDATE SET email = EXCLUDED.email,
+                   name = EXCLUDED.name, language = EXCLUDED.language, roles = EXCLUDED.roles
+               RETURNING user_id)
+           DELETE FROM account_people
+           WHERE account_id = $1 AND user_id <> ALL($2::uuid[])""",
+        account_id,
+        list(people),
+        [p.email for p, _ in people.values()],
+        [p.name for p, _ in people.values()],
+        [p.language for p, _ in people.values()],
+        [",".join(sorted(roles)) for _, roles in people.values()],
     )
 
 
