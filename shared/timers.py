@@ -40,6 +40,11 @@ from shared.time.clock import Clock, FrozenClock
 log = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "timers"
 
+# The timer loops' wake-up is sent by the statement that schedules (issue 17): its payload is
+# the earliest real-time due time scheduled (epoch seconds), so a loop asleep until an earlier
+# moment sleeps on (most timers are due in days or a year); empty when a timer follows a test
+# clock (due when that clock moves: always worth a look). Sent at commit, as any NOTIFY.
+
 
 class RetryLater(Exception):
     """A transient failure (a gateway or network outage): retried with backoff, never parked."""
@@ -76,16 +81,22 @@ async def schedule(
     if due_at.tzinfo is None:
         raise ValueError("timers need a timezone-aware due time")
     await conn.execute(
-        """INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload,
-                              traceparent)
-           VALUES ($1, $2, $3,
-                   COALESCE($4, (SELECT clock_id FROM account_clocks WHERE account_id = $3)),
-                   $5, $6::jsonb, $7)
-           ON CONFLICT (kind, timer_key) DO UPDATE SET
-               due_at = EXCLUDED.due_at, payload = EXCLUDED.payload,
-               account_id = EXCLUDED.account_id, clock_id = EXCLUDED.clock_id,
-               status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL,
-               retry_at = NULL, traceparent = EXCLUDED.traceparent""",
+        """WITH saved AS (
+               INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload,
+                                   traceparent)
+               VALUES ($1, $2, $3,
+                       COALESCE($4, (SELECT clock_id FROM account_clocks WHERE account_id = $3)),
+                       $5, $6::jsonb, $7)
+               ON CONFLICT (kind, timer_key) DO UPDATE SET
+                   due_at = EXCLUDED.due_at, payload = EXCLUDED.payload,
+                   account_id = EXCLUDED.account_id, clock_id = EXCLUDED.clock_id,
+                   status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL,
+                   retry_at = NULL, traceparent = EXCLUDED.traceparent
+               RETURNING clock_id, due_at)
+           SELECT pg_notify($8, (
+               SELECT CASE WHEN bool_or(clock_id IS NOT NULL) THEN ''
+                           ELSE min(extract(epoch FROM due_at))::text END
+               FROM saved))""",
         kind,
         key,
         account_id,
@@ -93,8 +104,8 @@ async def schedule(
         due_at,
         json.dumps(payload or {}, default=str),
         tracing.current_traceparent(),
+        NOTIFY_CHANNEL,
     )
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
 
 @dataclass(frozen=True)
@@ -118,18 +129,24 @@ async def schedule_many(conn: Conn, requests: list[TimerRequest]) -> None:
         raise ValueError("timers need a timezone-aware due time")
     rows = list(latest.values())
     await conn.execute(
-        """INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload,
-                              traceparent)
-           SELECT k, t, a,
-                  COALESCE(c, (SELECT clock_id FROM account_clocks WHERE account_id = a)),
-                  d, p::jsonb, $7
-           FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::timestamptz[],
-                       $6::text[]) AS r(k, t, a, c, d, p)
-           ON CONFLICT (kind, timer_key) DO UPDATE SET
-               due_at = EXCLUDED.due_at, payload = EXCLUDED.payload,
-               account_id = EXCLUDED.account_id, clock_id = EXCLUDED.clock_id,
-               status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL,
-               retry_at = NULL, traceparent = EXCLUDED.traceparent""",
+        """WITH saved AS (
+               INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload,
+                                   traceparent)
+               SELECT k, t, a,
+                      COALESCE(c, (SELECT clock_id FROM account_clocks WHERE account_id = a)),
+                      d, p::jsonb, $7
+               FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::timestamptz[],
+                           $6::text[]) AS r(k, t, a, c, d, p)
+               ON CONFLICT (kind, timer_key) DO UPDATE SET
+                   due_at = EXCLUDED.due_at, payload = EXCLUDED.payload,
+                   account_id = EXCLUDED.account_id, clock_id = EXCLUDED.clock_id,
+                   status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL,
+                   retry_at = NULL, traceparent = EXCLUDED.traceparent
+               RETURNING clock_id, due_at)
+           SELECT pg_notify($8, (
+               SELECT CASE WHEN bool_or(clock_id IS NOT NULL) THEN ''
+                           ELSE min(extract(epoch FROM due_at))::text END
+               FROM saved))""",
         [r.kind for r in rows],
         [r.key for r in rows],
         [r.account_id for r in rows],
@@ -137,8 +154,8 @@ async def schedule_many(conn: Conn, requests: list[TimerRequest]) -> None:
         [r.due_at for r in rows],
         [json.dumps(r.payload or {}, default=str) for r in rows],
         tracing.current_traceparent(),
+        NOTIFY_CHANNEL,
     )
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
 
 async def cancel(conn: Conn, *, kind: str, key: str, wait: bool = True) -> bool:
@@ -239,6 +256,8 @@ class TimerLoop:
         self.poll_seconds = poll_seconds
         self.max_attempts = max_attempts
         self._wake = asyncio.Event()
+        # while asleep: the (epoch) moment it will look again anyway; None while busy
+        self._asleep_until: float | None = None
 
     async def fire_due(self) -> int:
         """Fire one batch of due timers, in date order; returns how many were claimed."""
@@ -361,7 +380,23 @@ class TimerLoop:
         seconds = float((nearest - self.clock.now()).total_seconds())
         return max(0.0, min(self.poll_seconds, seconds))
 
-    def wake(self, *_: object) -> None:
+    def wake(
+        self,
+        _conn: object = None,
+        _pid: object = None,
+        _channel: object = None,
+        payload: object = "",
+    ) -> None:
+        """A timer was scheduled (``payload``: its real-time due time in epoch seconds, or empty
+        for a test clock's): wake unless asleep until before it is due anyway."""
+        asleep_until = self._asleep_until
+        if asleep_until is not None and isinstance(payload, str) and payload:
+            try:
+                due = float(payload)
+            except ValueError:
+                due = asleep_until  # not ours to judge: look
+            if due > asleep_until:
+                return
         self._wake.set()
 
     async def run(self) -> None:
@@ -370,6 +405,7 @@ class TimerLoop:
             await listener.add_listener(NOTIFY_CHANNEL, self.wake)
             while True:
                 self._wake.clear()
+                self._asleep_until = None  # busy: any notification means "look again"
                 try:
                     if await self.fire_due() >= self.batch_size:
                         continue
@@ -377,6 +413,7 @@ class TimerLoop:
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                     log.warning("timer loop: %r; retrying", error)
                     delay = self.poll_seconds
+                self._asleep_until = self.clock.now().timestamp() + delay
                 await sleep_until_woken(self._wake, delay)
         finally:
             with contextlib.suppress(Exception):

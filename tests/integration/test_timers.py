@@ -179,3 +179,52 @@ async def test_a_transient_failure_is_retried_until_it_passes_and_keeps_its_due_
     assert row is not None
     assert (row["status"], row["due_at"]) == ("fired", due)
     assert seen == [due] * 7
+
+
+async def test_issue17_a_scheduled_timer_wakes_a_sleeping_loop_only_if_due_before_it_looks_again(
+    pool: asyncpg.Pool,
+) -> None:
+    """The schedule's own statement notifies, with the earliest real-time due time; a loop
+    asleep until an earlier moment sleeps on (most timers are due in days or a year)."""
+    received: asyncio.Queue[str] = asyncio.Queue()
+    listener = await pool.acquire()
+    await listener.add_listener("timers", lambda *args: received.put_nowait(args[3]))
+    clock = FrozenClock(T0)
+    loop = loop_for(pool, clock, [], 1)
+    try:
+        async with pool.acquire() as conn:
+            calls: list[str] = []
+
+            class Counting:
+                def __getattr__(self, name: str) -> object:
+                    calls.append(name)
+                    return getattr(conn, name)
+
+            far = T0 + timedelta(days=365)
+            await schedule(Counting(), kind="record", key="far", due_at=far)  # type: ignore[arg-type]
+            assert calls == ["execute"], "the timer and its wake-up in one round trip"
+            payload = await asyncio.wait_for(received.get(), timeout=10)
+            assert float(payload) == far.timestamp()
+
+            loop._asleep_until = (T0 + timedelta(seconds=1)).timestamp()  # as run() sets it
+            loop.wake(None, None, "timers", payload)
+            assert not loop._wake.is_set(), "a timer due in a year woke the loop"
+            soon = T0 + timedelta(milliseconds=500)
+            await schedule(conn, kind="record", key="soon", due_at=soon)
+            loop.wake(None, None, "timers", await asyncio.wait_for(received.get(), timeout=10))
+            assert loop._wake.is_set(), "a timer due before the loop looks again must wake it"
+
+            loop._wake.clear()
+            clock_id = uuid.uuid4()
+            await schedule(conn, kind="record", key="clocked", due_at=far, clock_id=clock_id)
+            payload = await asyncio.wait_for(received.get(), timeout=10)
+            assert payload == "", "a test clock's timer is due when that clock moves"
+            loop.wake(None, None, "timers", payload)
+            assert loop._wake.is_set()
+
+            loop._wake.clear()
+            loop._asleep_until = None  # busy: every notification means look again
+            loop.wake(None, None, "timers", str(far.timestamp()))
+            assert loop._wake.is_set()
+    finally:
+        await pool.release(listener)
