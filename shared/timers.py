@@ -23,7 +23,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +39,10 @@ from shared.time.clock import Clock, FrozenClock
 
 log = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "timers"
+# The wake-up ``schedule`` sends has a payload (issue 17): the earliest due time scheduled, in
+# epoch seconds, when all of them are in real time; '' (wake up whatever) when any follows a
+# test clock. A sleeping ``TimerLoop`` that wakes up before that time anyway ignores it
+# (``TimerLoop.wake``).
 
 
 class RetryLater(Exception):
@@ -75,17 +79,22 @@ async def schedule(
     """
     if due_at.tzinfo is None:
         raise ValueError("timers need a timezone-aware due time")
-    await conn.execute(
-        """INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload,
-                              traceparent)
-           VALUES ($1, $2, $3,
-                   COALESCE($4, (SELECT clock_id FROM account_clocks WHERE account_id = $3)),
-                   $5, $6::jsonb, $7)
-           ON CONFLICT (kind, timer_key) DO UPDATE SET
-               due_at = EXCLUDED.due_at, payload = EXCLUDED.payload,
-               account_id = EXCLUDED.account_id, clock_id = EXCLUDED.clock_id,
-               status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL,
-               retry_at = NULL, traceparent = EXCLUDED.traceparent""",
+    await conn.execute(  # the timer loops' wake-up in the same round trip (issue 17)
+        """WITH scheduled AS (
+               INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload,
+                                   traceparent)
+               VALUES ($1, $2, $3,
+                       COALESCE($4, (SELECT clock_id FROM account_clocks WHERE account_id = $3)),
+                       $5, $6::jsonb, $7)
+               ON CONFLICT (kind, timer_key) DO UPDATE SET
+                   due_at = EXCLUDED.due_at, payload = EXCLUDED.payload,
+                   account_id = EXCLUDED.account_id, clock_id = EXCLUDED.clock_id,
+                   status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL,
+                   retry_at = NULL, traceparent = EXCLUDED.traceparent
+               RETURNING clock_id, due_at)
+           SELECT pg_notify($8, CASE WHEN bool_and(clock_id IS NULL)
+                       THEN extract(epoch FROM min(due_at))::text ELSE '' END)
+           FROM scheduled""",
         kind,
         key,
         account_id,
@@ -93,8 +102,8 @@ async def schedule(
         due_at,
         json.dumps(payload or {}, default=str),
         tracing.current_traceparent(),
+        NOTIFY_CHANNEL,
     )
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
 
 @dataclass(frozen=True)
@@ -109,27 +118,48 @@ class TimerRequest:
     payload: dict[str, Any] | None = None
 
 
-async def schedule_many(conn: Conn, requests: list[TimerRequest]) -> None:
-    """``schedule`` for many timers in one statement (the last request per (kind, key) wins)."""
+async def schedule_many(
+    conn: Conn, requests: list[TimerRequest], cancel: Sequence[tuple[str, str]] = ()
+) -> None:
+    """``schedule`` for many timers in one statement (the last request per (kind, key) wins);
+    ``cancel``: pending timers (kind, key) dropped in the same statement, as ``cancel`` would
+    one by one before the scheduling (a key also scheduled is simply scheduled anew)."""
     latest = {(r.kind, r.key): r for r in requests}
+    dropped = [key for key in dict.fromkeys(cancel) if key not in latest]
     if not latest:
+        if dropped:
+            await conn.execute(
+                """DELETE FROM timers t USING unnest($1::text[], $2::text[]) AS c(kind, key)
+                   WHERE t.kind = c.kind AND t.timer_key = c.key AND t.status = 'pending'""",
+                [kind for kind, _ in dropped],
+                [key for _, key in dropped],
+            )
         return
     if any(r.due_at.tzinfo is None for r in latest.values()):
         raise ValueError("timers need a timezone-aware due time")
     rows = list(latest.values())
+    # the cancelled ones and the timer loops' wake-up in the same round trip (issue 17)
     await conn.execute(
-        """INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload,
-                              traceparent)
-           SELECT k, t, a,
-                  COALESCE(c, (SELECT clock_id FROM account_clocks WHERE account_id = a)),
-                  d, p::jsonb, $7
-           FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::timestamptz[],
-                       $6::text[]) AS r(k, t, a, c, d, p)
-           ON CONFLICT (kind, timer_key) DO UPDATE SET
-               due_at = EXCLUDED.due_at, payload = EXCLUDED.payload,
-               account_id = EXCLUDED.account_id, clock_id = EXCLUDED.clock_id,
-               status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL,
-               retry_at = NULL, traceparent = EXCLUDED.traceparent""",
+        """WITH dropped AS (
+               DELETE FROM timers t USING unnest($9::text[], $10::text[]) AS c(kind, key)
+               WHERE t.kind = c.kind AND t.timer_key = c.key AND t.status = 'pending'),
+           scheduled AS (
+               INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload,
+                                   traceparent)
+               SELECT k, t, a,
+                      COALESCE(c, (SELECT clock_id FROM account_clocks WHERE account_id = a)),
+                      d, p::jsonb, $7
+               FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::timestamptz[],
+                           $6::text[]) AS r(k, t, a, c, d, p)
+               ON CONFLICT (kind, timer_key) DO UPDATE SET
+                   due_at = EXCLUDED.due_at, payload = EXCLUDED.payload,
+                   account_id = EXCLUDED.account_id, clock_id = EXCLUDED.clock_id,
+                   status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL,
+                   retry_at = NULL, traceparent = EXCLUDED.traceparent
+               RETURNING clock_id, due_at)
+           SELECT pg_notify($8, CASE WHEN bool_and(clock_id IS NULL)
+                       THEN extract(epoch FROM min(due_at))::text ELSE '' END)
+           FROM scheduled HAVING count(*) > 0""",
         [r.kind for r in rows],
         [r.key for r in rows],
         [r.account_id for r in rows],
@@ -137,8 +167,10 @@ async def schedule_many(conn: Conn, requests: list[TimerRequest]) -> None:
         [r.due_at for r in rows],
         [json.dumps(r.payload or {}, default=str) for r in rows],
         tracing.current_traceparent(),
+        NOTIFY_CHANNEL,
+        [kind for kind, _ in dropped],
+        [key for _, key in dropped],
     )
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
 
 async def cancel(conn: Conn, *, kind: str, key: str, wait: bool = True) -> bool:
@@ -239,6 +271,7 @@ class TimerLoop:
         self.poll_seconds = poll_seconds
         self.max_attempts = max_attempts
         self._wake = asyncio.Event()
+        self._sleeping_until: float | None = None  # epoch seconds, while the loop sleeps
 
     async def fire_due(self) -> int:
         """Fire one batch of due timers, in date order; returns how many were claimed."""
@@ -361,7 +394,19 @@ class TimerLoop:
         seconds = float((nearest - self.clock.now()).total_seconds())
         return max(0.0, min(self.poll_seconds, seconds))
 
-    def wake(self, *_: object) -> None:
+    def wake(self, *notification: object) -> None:
+        """A NOTIFY on ``timers`` (asyncpg: connection, pid, channel, payload). A payload that
+        names the earliest due time of what was scheduled (``schedule``) is ignored while the
+        loop sleeps until no later than that: it wakes up in time anyway (issue 17: timers of a
+        new subscription, due in a year, cost no claim and no look-up each)."""
+        payload = notification[3] if len(notification) > 3 else ""
+        if self._sleeping_until is not None and isinstance(payload, str) and payload:
+            try:
+                due = float(payload)
+            except ValueError:
+                due = None
+            if due is not None and due >= self._sleeping_until:
+                return
         self._wake.set()
 
     async def run(self) -> None:
@@ -377,7 +422,11 @@ class TimerLoop:
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                     log.warning("timer loop: %r; retrying", error)
                     delay = self.poll_seconds
-                await sleep_until_woken(self._wake, delay)
+                self._sleeping_until = self.clock.now().timestamp() + delay
+                try:
+                    await sleep_until_woken(self._wake, delay)
+                finally:
+                    self._sleeping_until = None
         finally:
             with contextlib.suppress(Exception):
                 await listener.remove_listener(NOTIFY_CHANNEL, self.wake)
