@@ -30,28 +30,38 @@ def roles_by_person(snapshot: RolesChanged) -> dict[uuid.UUID, tuple[Person, set
     return {uid: (people[uid], held[uid]) for uid in people}
 
 
-async def apply_snapshot(conn: Conn, account_id: uuid.UUID, snapshot: RolesChanged) -> None:
+async def apply_snapshot(
+    conn: Conn, account_id: uuid.UUID, snapshot: RolesChanged
+) -> list[asyncpg.Record]:
     """Replace the account's people with the snapshot (a snapshot, never a delta), in one
-    round trip (issue 17): the people in it are upserted, everyone else on the account removed
-    (the two touch different rows, so they can share a statement)."""
+    statement: the snapshot's people are upserted and everyone else of the account deleted
+    (disjoint rows, so the two parts never touch the same row). Returns the people now held
+    (email, name, language, roles) ordered by email and user id."""
     people = roles_by_person(snapshot)
-    await conn.execute(
-        """WITH kept AS (
+    entries = list(people.items())
+    if any("," in role for _, (_, roles) in entries for role in roles):
+        raise ValueError("a role name with a comma")
+    return await conn.fetch(
+        """WITH snapshot AS (
+               SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])
+                   AS s(user_id, email, name, language, roles)),
+           gone AS (
+               DELETE FROM account_people
+               WHERE account_id = $1 AND NOT (user_id = ANY($2::uuid[]))),
+           held AS (
                INSERT INTO account_people (account_id, user_id, email, name, language, roles)
-               SELECT $1, p.user_id, p.email, p.name, p.language, string_to_array(p.roles, ',')
-               FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])
-                    AS p(user_id, email, name, language, roles)
+               SELECT $1, user_id, email, name, language, string_to_array(roles, ',')
+               FROM snapshot
                ON CONFLICT (account_id, user_id) DO UPDATE SET email = EXCLUDED.email,
                    name = EXCLUDED.name, language = EXCLUDED.language, roles = EXCLUDED.roles
-               RETURNING user_id)
-           DELETE FROM account_people
-           WHERE account_id = $1 AND user_id <> ALL($2::uuid[])""",
+               RETURNING user_id, email, name, language, roles)
+           SELECT email, name, language, roles FROM held ORDER BY email, user_id""",
         account_id,
-        list(people),
-        [p.email for p, _ in people.values()],
-        [p.name for p, _ in people.values()],
-        [p.language for p, _ in people.values()],
-        [",".join(sorted(roles)) for _, roles in people.values()],
+        [uid for uid, _ in entries],
+        [p.email for _, (p, _) in entries],
+        [p.name for _, (p, _) in entries],
+        [p.language for _, (p, _) in entries],
+        [",".join(sorted(roles)) for _, (_, roles) in entries],
     )
 
 

@@ -23,7 +23,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,11 +39,10 @@ from shared.time.clock import Clock, FrozenClock
 
 log = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "timers"
-
-# The timer loops' wake-up is sent by the statement that schedules (issue 17): its payload is
-# the earliest real-time due time scheduled (epoch seconds), so a loop asleep until an earlier
-# moment sleeps on (most timers are due in days or a year); empty when a timer follows a test
-# clock (due when that clock moves: always worth a look). Sent at commit, as any NOTIFY.
+# The wake-up ``schedule`` sends has a payload (issue 17): the earliest due time scheduled, in
+# epoch seconds, when all of them are in real time; '' (wake up whatever) when any follows a
+# test clock. A sleeping ``TimerLoop`` that wakes up before that time anyway ignores it
+# (``TimerLoop.wake``).
 
 
 class RetryLater(Exception):
@@ -80,8 +79,8 @@ async def schedule(
     """
     if due_at.tzinfo is None:
         raise ValueError("timers need a timezone-aware due time")
-    await conn.execute(
-        """WITH saved AS (
+    await conn.execute(  # the timer loops' wake-up in the same round trip (issue 17)
+        """WITH scheduled AS (
                INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload,
                                    traceparent)
                VALUES ($1, $2, $3,
@@ -93,10 +92,9 @@ async def schedule(
                    status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL,
                    retry_at = NULL, traceparent = EXCLUDED.traceparent
                RETURNING clock_id, due_at)
-           SELECT pg_notify($8, (
-               SELECT CASE WHEN bool_or(clock_id IS NOT NULL) THEN ''
-                           ELSE min(extract(epoch FROM due_at))::text END
-               FROM saved))""",
+           SELECT pg_notify($8, CASE WHEN bool_and(clock_id IS NULL)
+                       THEN extract(epoch FROM min(due_at))::text ELSE '' END)
+           FROM scheduled""",
         kind,
         key,
         account_id,
@@ -120,16 +118,32 @@ class TimerRequest:
     payload: dict[str, Any] | None = None
 
 
-async def schedule_many(conn: Conn, requests: list[TimerRequest]) -> None:
-    """``schedule`` for many timers in one statement (the last request per (kind, key) wins)."""
+async def schedule_many(
+    conn: Conn, requests: list[TimerRequest], cancel: Sequence[tuple[str, str]] = ()
+) -> None:
+    """``schedule`` for many timers in one statement (the last request per (kind, key) wins);
+    ``cancel``: pending timers (kind, key) dropped in the same statement, as ``cancel`` would
+    one by one before the scheduling (a key also scheduled is simply scheduled anew)."""
     latest = {(r.kind, r.key): r for r in requests}
+    dropped = [key for key in dict.fromkeys(cancel) if key not in latest]
     if not latest:
+        if dropped:
+            await conn.execute(
+                """DELETE FROM timers t USING unnest($1::text[], $2::text[]) AS c(kind, key)
+                   WHERE t.kind = c.kind AND t.timer_key = c.key AND t.status = 'pending'""",
+                [kind for kind, _ in dropped],
+                [key for _, key in dropped],
+            )
         return
     if any(r.due_at.tzinfo is None for r in latest.values()):
         raise ValueError("timers need a timezone-aware due time")
     rows = list(latest.values())
+    # the cancelled ones and the timer loops' wake-up in the same round trip (issue 17)
     await conn.execute(
-        """WITH saved AS (
+        """WITH dropped AS (
+               DELETE FROM timers t USING unnest($9::text[], $10::text[]) AS c(kind, key)
+               WHERE t.kind = c.kind AND t.timer_key = c.key AND t.status = 'pending'),
+           scheduled AS (
                INSERT INTO timers (kind, timer_key, account_id, clock_id, due_at, payload,
                                    traceparent)
                SELECT k, t, a,
@@ -143,10 +157,9 @@ async def schedule_many(conn: Conn, requests: list[TimerRequest]) -> None:
                    status = 'pending', attempts = 0, last_error = NULL, fired_at = NULL,
                    retry_at = NULL, traceparent = EXCLUDED.traceparent
                RETURNING clock_id, due_at)
-           SELECT pg_notify($8, (
-               SELECT CASE WHEN bool_or(clock_id IS NOT NULL) THEN ''
-                           ELSE min(extract(epoch FROM due_at))::text END
-               FROM saved))""",
+           SELECT pg_notify($8, CASE WHEN bool_and(clock_id IS NULL)
+                       THEN extract(epoch FROM min(due_at))::text ELSE '' END)
+           FROM scheduled HAVING count(*) > 0""",
         [r.kind for r in rows],
         [r.key for r in rows],
         [r.account_id for r in rows],
@@ -155,6 +168,8 @@ async def schedule_many(conn: Conn, requests: list[TimerRequest]) -> None:
         [json.dumps(r.payload or {}, default=str) for r in rows],
         tracing.current_traceparent(),
         NOTIFY_CHANNEL,
+        [kind for kind, _ in dropped],
+        [key for _, key in dropped],
     )
 
 
@@ -256,8 +271,7 @@ class TimerLoop:
         self.poll_seconds = poll_seconds
         self.max_attempts = max_attempts
         self._wake = asyncio.Event()
-        # while asleep: the (epoch) moment it will look again anyway; None while busy
-        self._asleep_until: float | None = None
+        self._sleeping_until: float | None = None  # epoch seconds, while the loop sleeps
 
     async def fire_due(self) -> int:
         """Fire one batch of due timers, in date order; returns how many were claimed."""
@@ -380,22 +394,18 @@ class TimerLoop:
         seconds = float((nearest - self.clock.now()).total_seconds())
         return max(0.0, min(self.poll_seconds, seconds))
 
-    def wake(
-        self,
-        _conn: object = None,
-        _pid: object = None,
-        _channel: object = None,
-        payload: object = "",
-    ) -> None:
-        """A timer was scheduled (``payload``: its real-time due time in epoch seconds, or empty
-        for a test clock's): wake unless asleep until before it is due anyway."""
-        asleep_until = self._asleep_until
-        if asleep_until is not None and isinstance(payload, str) and payload:
+    def wake(self, *notification: object) -> None:
+        """A NOTIFY on ``timers`` (asyncpg: connection, pid, channel, payload). A payload that
+        names the earliest due time of what was scheduled (``schedule``) is ignored while the
+        loop sleeps until no later than that: it wakes up in time anyway (issue 17: timers of a
+        new subscription, due in a year, cost no claim and no look-up each)."""
+        payload = notification[3] if len(notification) > 3 else ""
+        if self._sleeping_until is not None and isinstance(payload, str) and payload:
             try:
                 due = float(payload)
             except ValueError:
-                due = asleep_until  # not ours to judge: look
-            if due > asleep_until:
+                due = None
+            if due is not None and due >= self._sleeping_until:
                 return
         self._wake.set()
 
@@ -405,7 +415,6 @@ class TimerLoop:
             await listener.add_listener(NOTIFY_CHANNEL, self.wake)
             while True:
                 self._wake.clear()
-                self._asleep_until = None  # busy: any notification means "look again"
                 try:
                     if await self.fire_due() >= self.batch_size:
                         continue
@@ -413,8 +422,11 @@ class TimerLoop:
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                     log.warning("timer loop: %r; retrying", error)
                     delay = self.poll_seconds
-                self._asleep_until = self.clock.now().timestamp() + delay
-                await sleep_until_woken(self._wake, delay)
+                self._sleeping_until = self.clock.now().timestamp() + delay
+                try:
+                    await sleep_until_woken(self._wake, delay)
+                finally:
+                    self._sleeping_until = None
         finally:
             with contextlib.suppress(Exception):
                 await listener.remove_listener(NOTIFY_CHANNEL, self.wake)

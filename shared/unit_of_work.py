@@ -83,6 +83,22 @@ class AccountTime:
 
 
 @dataclass
+class EventTime:
+    """``Time`` in a consumed event's transaction: the event's account's time is the clock the
+    consumer read for it at the start of the transaction (``HandlerContext.clock``), so it is
+    not read again (issue 17: a round trip per use); other accounts' as ``AccountTime``."""
+
+    account_id: uuid.UUID
+    account_clock: Clock
+    others: AccountTime
+
+    async def now(self, account_id: uuid.UUID | None = None) -> datetime:
+        if account_id is not None and account_id == self.account_id:
+            return self.account_clock.now()
+        return await self.others.now(account_id)
+
+
+@dataclass
 class RecordedEvents:
     """A fake ``Events`` for unit tests: keeps what was emitted, as envelopes."""
 
@@ -152,5 +168,9 @@ class Work(Generic[RepoT]):
 
     @classmethod
     def for_event(cls, repo: RepoT, ctx: HandlerContext) -> Work[RepoT]:
-        """In a consumed event's transaction: what it emits is caused by it."""
-        return cls.on(repo, ctx.conn, ctx.outbox, ctx.wall_clock or ctx.clock, ctx.envelope)
+        """In a consumed event's transaction: what it emits is caused by it; its account's
+        time is the consumer's reading of that account's clock (``EventTime``)."""
+        base = ctx.wall_clock or ctx.clock
+        work = cls.on(repo, ctx.conn, ctx.outbox, base, ctx.envelope)
+        work.time = EventTime(ctx.envelope.account_id, ctx.clock, AccountTime(ctx.conn, base))
+        return work

@@ -2,8 +2,8 @@
 (the renewal date, the window, reminders, the next stage boundary) and its events.
 
 A use case (``service.py``) collects them in ``Consequences`` while it decides, then ``record``s
-them once: stages and timers in one statement each (a batch of timers changes many subscriptions
-at once), events through ``uow.events`` in the order they happened.
+them once: stages in one statement, the timers dropped and scheduled in one (a batch of timers
+changes many subscriptions at once), events through ``uow.events`` in the order they happened.
 """
 
 from __future__ import annotations
@@ -113,8 +113,7 @@ class Consequences:
 
     async def record(self, uow: UnitOfWork) -> None:
         await uow.repo.save_stages(self.stages)
-        await uow.repo.cancel_timers(self.dropped_timers)
-        await uow.repo.schedule_timers(self.timers)
+        await uow.repo.schedule_timers(self.timers, cancel=self.dropped_timers)
         for sub, event, at in self.events:
             await uow.events.emit(
                 event, account_id=sub.account_id, subscription_id=sub.id, occurred_at=at

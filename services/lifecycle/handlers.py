@@ -38,9 +38,9 @@ from .consequences import (
     RENEWAL_WINDOW,
     STAGE_BOUNDARY,
 )
-from .repository import PostgresRepository, UnitOfWork
+from .repository import CONSUMER, PostgresRepository, UnitOfWork
 
-consumer = EventConsumer("lifecycle")
+consumer = EventConsumer(CONSUMER)
 
 
 def waiting_for(subscription_id: uuid.UUID) -> str:
@@ -63,8 +63,14 @@ async def remember_roles(ctx: HandlerContext, snapshot: RolesChanged) -> None:
 
 @consumer.on(OrderPlaced)
 async def activate(ctx: HandlerContext, order: OrderPlaced) -> None:
-    await service.activate(unit_of_work(ctx), ctx.envelope.account_id, order)
-    await ctx.release(waiting_for(order.subscription_id))
+    cause = waiting_for(order.subscription_id)
+    activated = await service.activate(
+        unit_of_work(ctx), ctx.envelope.account_id, order, releases=cause
+    )
+    # Events wait for ``cause`` under this account's turn (the consumer's lock, held here), so
+    # what the insert's statement saw is all there is; nothing waits in the usual order.
+    if activated is None or activated.waited_for:
+        await ctx.release(cause)
 
 
 @consumer.on(TrialConverted)

@@ -48,10 +48,14 @@ class TestClock:
 
 
 TimerKey = tuple[str, str]  # (kind, key)
+CONSUMER = "lifecycle"  # the Kafka consumer (inbox, deferred events)
 
 
 class Repository(Protocol):
     async def insert_subscription(self, sub: Subscription) -> bool: ...
+    async def insert_subscription_asking(
+        self, sub: Subscription, cause: str | None
+    ) -> tuple[bool, bool]: ...
     async def get_subscription(self, subscription_id: uuid.UUID) -> Subscription | None: ...
     async def lock_subscription(self, subscription_id: uuid.UUID) -> Subscription | None: ...
     async def lock_subscriptions(
@@ -75,12 +79,20 @@ class Repository(Protocol):
     async def get_renewal(self, renewal_id: uuid.UUID) -> Renewal | None: ...
     async def mark_renewed(self, renewal_id: uuid.UUID, at: datetime) -> None: ...
     async def upsert_invoice(self, invoice: Invoice) -> None: ...
+    async def file_invoice(
+        self, invoice: Invoice, named: uuid.UUID | None, order_id: uuid.UUID | None
+    ) -> uuid.UUID | None: ...
     async def get_invoice(self, invoice_id: uuid.UUID) -> Invoice | None: ...
+    async def pay_invoice(
+        self, invoice_id: uuid.UUID, at: datetime, cancel: list[TimerKey]
+    ) -> Invoice | None: ...
     async def unpaid_invoice_dues(
         self, subscription_id: uuid.UUID, paid_at: datetime
     ) -> list[date]: ...
     async def mark_invoice_paid(self, invoice_id: uuid.UUID, at: datetime) -> None: ...
-    async def schedule_timers(self, timers: list[TimerRequest]) -> None: ...
+    async def schedule_timers(
+        self, timers: list[TimerRequest], cancel: list[TimerKey] | None = None
+    ) -> None: ...
     async def cancel_timers(self, timers: list[TimerKey]) -> None: ...
     async def remember_roles(self, account_id: uuid.UUID, snapshot: RolesChanged) -> None: ...
     async def roles_of(self, account_id: uuid.UUID, user_id: uuid.UUID) -> set[str]: ...
@@ -107,13 +119,26 @@ class PostgresRepository:
 
     async def insert_subscription(self, sub: Subscription) -> bool:
         """Insert once; False when the subscription exists already."""
-        inserted = await self.conn.fetchval(
-            """INSERT INTO subscriptions (id, account_id, order_id, offering, term, seats,
-                   time_zone, auto_renew, stage, anniversary, starts_at, expires_at, renews_at,
-                   activated_at, payment_method, channel, trial, stage_changed_at, clock_id)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $11, $12, $13,
-                       $14, $15, $16, $13, $17)
-               ON CONFLICT DO NOTHING RETURNING true""",
+        inserted, _ = await self.insert_subscription_asking(sub, None)
+        return inserted
+
+    async def insert_subscription_asking(
+        self, sub: Subscription, cause: str | None
+    ) -> tuple[bool, bool]:
+        """``insert_subscription``, and in the same round trip whether some event this consumer
+        keeps waits for ``cause`` (issue 17: no release asked for when none does)."""
+        row = await self.conn.fetchrow(
+            """WITH inserted AS (
+                   INSERT INTO subscriptions (id, account_id, order_id, offering, term, seats,
+                       time_zone, auto_renew, stage, anniversary, starts_at, expires_at,
+                       renews_at, activated_at, payment_method, channel, trial,
+                       stage_changed_at, clock_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $11, $12, $13,
+                           $14, $15, $16, $13, $17)
+                   ON CONFLICT DO NOTHING RETURNING true)
+               SELECT EXISTS (SELECT 1 FROM inserted) AS inserted,
+                      EXISTS (SELECT 1 FROM deferred_events
+                              WHERE consumer = $18 AND cause = $19) AS waiting""",
             sub.id,
             sub.account_id,
             sub.order_id,
@@ -131,8 +156,10 @@ class PostgresRepository:
             sub.channel,
             sub.trial,
             sub.clock_id,
+            CONSUMER,
+            cause,
         )
-        return bool(inserted)
+        return bool(row and row["inserted"]), bool(row and row["waiting"])
 
     async def get_subscription(self, subscription_id: uuid.UUID) -> Subscription | None:
         row = await self.conn.fetchrow("SELECT * FROM subscriptions WHERE id = $1", subscription_id)
@@ -294,8 +321,59 @@ class PostgresRepository:
             invoice.due_date,
         )
 
+    async def file_invoice(
+        self, invoice: Invoice, named: uuid.UUID | None, order_id: uuid.UUID | None
+    ) -> uuid.UUID | None:
+        """``upsert_invoice`` for the subscription the invoice is about, found as
+        ``service.subscription_for`` finds it (its renewal's, else ``named`` if known, else its
+        order's), in one round trip (issue 17); ``invoice.subscription_id`` is not used.
+        Returns that subscription, or None (then nothing is written)."""
+        found = await self.conn.fetchval(
+            """WITH target AS (
+                   SELECT coalesce(
+                       (SELECT subscription_id FROM renewals WHERE renewal_id = $4),
+                       (SELECT id FROM subscriptions WHERE id = $6),
+                       (SELECT id FROM subscriptions WHERE order_id = $7 LIMIT 1)) AS id),
+               filed AS (
+                   INSERT INTO invoices (invoice_id, subscription_id, purpose, payment_method,
+                       renewal_id, due_date)
+                   SELECT $1, id, $2, $3, $4, $5 FROM target WHERE id IS NOT NULL
+                   ON CONFLICT (invoice_id) DO NOTHING)
+               SELECT id FROM target""",
+            invoice.invoice_id,
+            invoice.purpose,
+            invoice.payment_method,
+            invoice.renewal_id,
+            invoice.due_date,
+            named,
+            order_id,
+        )
+        return found if isinstance(found, uuid.UUID) else None
+
     async def get_invoice(self, invoice_id: uuid.UUID) -> Invoice | None:
         row = await self.conn.fetchrow("SELECT * FROM invoices WHERE invoice_id = $1", invoice_id)
+        return Invoice(**{c: row[c] for c in _INVOICE_COLUMNS}) if row else None
+
+    async def pay_invoice(
+        self, invoice_id: uuid.UUID, at: datetime, cancel: list[TimerKey]
+    ) -> Invoice | None:
+        """``mark_invoice_paid`` returning the invoice (None when it is not known: nothing
+        changes), with the pending timers ``cancel`` dropped in the same round trip when it
+        is (issue 17: ``get_invoice``, ``mark_invoice_paid`` and ``cancel_timers`` in one)."""
+        row = await self.conn.fetchrow(
+            """WITH paid AS (
+                   UPDATE invoices SET paid_at = coalesce(paid_at, $2) WHERE invoice_id = $1
+                   RETURNING *),
+               dropped AS (
+                   DELETE FROM timers t USING unnest($3::text[], $4::text[]) AS c(kind, key)
+                   WHERE t.kind = c.kind AND t.timer_key = c.key AND t.status = 'pending'
+                     AND EXISTS (SELECT 1 FROM paid))
+               SELECT * FROM paid""",
+            invoice_id,
+            at,
+            [kind for kind, _ in cancel],
+            [key for _, key in cancel],
+        )
         return Invoice(**{c: row[c] for c in _INVOICE_COLUMNS}) if row else None
 
     async def unpaid_invoice_dues(
@@ -318,8 +396,11 @@ class PostgresRepository:
             at,
         )
 
-    async def schedule_timers(self, timers: list[TimerRequest]) -> None:
-        await schedule_many(self.conn, timers)
+    async def schedule_timers(
+        self, timers: list[TimerRequest], cancel: list[TimerKey] | None = None
+    ) -> None:
+        """Schedule ``timers`` and drop the pending ``cancel`` ones, in one statement."""
+        await schedule_many(self.conn, timers, cancel or ())
 
     async def cancel_timers(self, timers: list[TimerKey]) -> None:
         """Drop pending timers by (kind, key): what an ended subscription no longer needs."""

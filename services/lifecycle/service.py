@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from shared import people
@@ -167,9 +168,21 @@ async def remember_roles(uow: UnitOfWork, account_id: uuid.UUID, snapshot: Roles
     await uow.repo.remember_roles(account_id, snapshot)
 
 
-async def activate(uow: UnitOfWork, account_id: uuid.UUID, order: OrderPlaced) -> bool:
+@dataclass(frozen=True)
+class Activated:
+    """A subscription activated now; ``waited_for``: whether some event waits for the cause
+    the caller named (``None`` asked: True, release to be sure)."""
+
+    waited_for: bool = True
+
+
+async def activate(
+    uow: UnitOfWork, account_id: uuid.UUID, order: OrderPlaced, *, releases: str | None = None
+) -> Activated | None:
     """Activate the subscription with its term dates in the purchase's time zone (R23); a
-    trial is an active trial of 30 days (R17 [ours]). False when it was activated already."""
+    trial is an active trial of 30 days (R17 [ours]). None when it was activated already.
+    ``releases``: the cause the caller releases next, asked about in the insert's round trip
+    (issue 17)."""
     dates = domain.first_term_dates(order.placed_at, order.term, order.time_zone, trial=order.trial)
     activated_at = await uow.time.now(account_id)  # business time: its test clock, if any
     sub = Subscription(
@@ -192,8 +205,9 @@ async def activate(uow: UnitOfWork, account_id: uuid.UUID, order: OrderPlaced) -
         trial=order.trial,
         stage_changed_at=activated_at,
     )
-    if not await uow.repo.insert_subscription(sub):
-        return False
+    inserted, waited_for = await uow.repo.insert_subscription_asking(sub, releases)
+    if not inserted:
+        return None
     consequences = Consequences()
     consequences.announce(
         sub,
@@ -213,7 +227,7 @@ async def activate(uow: UnitOfWork, account_id: uuid.UUID, order: OrderPlaced) -
     )
     consequences.term_timers(sub, order.placed_at)
     await consequences.record(uow)
-    return True
+    return Activated(waited_for=waited_for or releases is None)
 
 
 async def convert_trial(
@@ -324,19 +338,17 @@ async def record_invoice(uow: UnitOfWork, named: uuid.UUID | None, issued: Invoi
     """R25: a pay-by-invoice renewal is renewed on issue; R31: an invoice unpaid at the end of
     its due date starts the expiry process. False when its subscription is not known yet (its
     order was not read yet: the caller keeps the event until it is)."""
-    subscription_id = await subscription_for(uow, named, issued.renewal_id, issued.order_id)
+    invoice = Invoice(
+        invoice_id=issued.invoice_id,
+        subscription_id=uuid.UUID(int=0),  # the one found (``subscription_for``)
+        purpose=issued.purpose,
+        payment_method=issued.payment_method,
+        renewal_id=issued.renewal_id,
+        due_date=issued.due_date,
+    )
+    subscription_id = await uow.repo.file_invoice(invoice, named, issued.order_id)
     if subscription_id is None:
         return False
-    await uow.repo.upsert_invoice(
-        Invoice(
-            invoice_id=issued.invoice_id,
-            subscription_id=subscription_id,
-            purpose=issued.purpose,
-            payment_method=issued.payment_method,
-            renewal_id=issued.renewal_id,
-            due_date=issued.due_date,
-        )
-    )
     if issued.payment_method != "invoice":
         return True  # card and PayPal: InvoicePaid or PaymentFailed decides
     sub = await current(uow, subscription_id, issued.issued_at)
@@ -358,15 +370,14 @@ async def record_payment(uow: UnitOfWork, named: uuid.UUID | None, paid: Invoice
     R33) unless the subscription is Cancelled (R34) or another invoice is overdue (R31).
     False when its subscription is not known yet: the payment waits for it, so a first purchase
     paid before its order was read still cancels the R31 timer of a declined first charge."""
-    invoice = await uow.repo.get_invoice(paid.invoice_id)
+    # marked paid, its R31 timer dropped (when the invoice is known)
+    overdue = [(INVOICE_OVERDUE, str(paid.invoice_id))]
+    invoice = await uow.repo.pay_invoice(paid.invoice_id, paid.paid_at, overdue)
     subscription_id = (
         invoice.subscription_id if invoice else await subscription_for(uow, named, paid.renewal_id)
     )
     if subscription_id is None:
         return False
-    if invoice is not None:
-        await uow.repo.mark_invoice_paid(paid.invoice_id, paid.paid_at)
-        await uow.repo.cancel_timers([(INVOICE_OVERDUE, str(paid.invoice_id))])
     sub = await current(uow, subscription_id, paid.paid_at)
     if sub is None:
         return False

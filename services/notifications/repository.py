@@ -8,6 +8,7 @@ own: the hand-over protocol needs those commits, see ``service.hand_over``).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -74,6 +75,17 @@ class LoggedMail:
     failed_at: datetime | None
 
 
+@dataclass(frozen=True)
+class RoutingFacts:
+    """What routing an event's mails needs, read in one round trip (``routing_facts``)."""
+
+    members: list[Member]  # the account's people, by email
+    account: Account | None
+    offering: str | None  # of the event's subscription
+    cause_consumed: bool  # the asked-about cause's inbox row exists (committed or this one's)
+    waiting: frozenset[str]  # of the asked-about causes, those some event waits for
+
+
 class Repository(Protocol):
     """What the use cases need of notifications' tables."""
 
@@ -86,7 +98,16 @@ class Repository(Protocol):
     ) -> None: ...
     async def offering_of(self, subscription_id: uuid.UUID | None) -> str | None: ...
     async def members(self, account_id: uuid.UUID) -> list[Member]: ...
-    async def apply_roles(self, account_id: uuid.UUID, snapshot: RolesChanged) -> None: ...
+    async def routing_facts(
+        self,
+        account_id: uuid.UUID,
+        *,
+        subscription_id: uuid.UUID | None = None,
+        remember_offering: str | None = None,
+        cause: uuid.UUID | None = None,
+        waits_for: Sequence[str] = (),
+    ) -> RoutingFacts: ...
+    async def apply_roles(self, account_id: uuid.UUID, snapshot: RolesChanged) -> list[Member]: ...
     async def roles_of(self, account_id: uuid.UUID, user_id: uuid.UUID) -> set[str]: ...
     async def lock_people(self, account_id: uuid.UUID) -> None: ...
     async def consumed(self, event_id: uuid.UUID) -> bool: ...
@@ -102,6 +123,17 @@ class Repository(Protocol):
         correlation_id: uuid.UUID | None = None,
         dated_at: datetime | None = None,
     ) -> bool: ...
+    async def add_deliveries(
+        self,
+        *,
+        event_id: uuid.UUID,
+        event_type: str,
+        account_id: uuid.UUID,
+        mails: Sequence[tuple[Recipient, RenderedMail]],
+        now: datetime,
+        correlation_id: uuid.UUID | None = None,
+        dated_at: datetime | None = None,
+    ) -> int: ...
     async def wake_delivery_workers(self) -> None: ...
     async def deliveries_of(
         self, account_id: uuid.UUID, status: str | None, limit: int, before: datetime | None
@@ -182,13 +214,15 @@ class SqlRepository:
         )
         return [Member(r["email"], r["name"], r["language"], frozenset(r["roles"])) for r in rows]
 
-    async def apply_roles(self, account_id: uuid.UUID, snapshot: RolesChanged) -> None:
-        """Replace the account's people with the snapshot (in one transaction)."""
+    async def apply_roles(self, account_id: uuid.UUID, snapshot: RolesChanged) -> list[Member]:
+        """Replace the account's people with the snapshot (one statement); returns them as
+        ``members`` would read them now."""
         if isinstance(self.db, asyncpg.Pool):
             async with self.db.acquire() as conn, conn.transaction():
-                await people.apply_snapshot(conn, account_id, snapshot)
-            return
-        await people.apply_snapshot(self.db, account_id, snapshot)
+                rows = await people.apply_snapshot(conn, account_id, snapshot)
+        else:
+            rows = await people.apply_snapshot(self.db, account_id, snapshot)
+        return [Member(r["email"], r["name"], r["language"], frozenset(r["roles"])) for r in rows]
 
     async def roles_of(self, account_id: uuid.UUID, user_id: uuid.UUID) -> set[str]:
         return await people.roles_of(self.db, account_id, user_id)
@@ -204,6 +238,76 @@ class SqlRepository:
         transaction's)."""
         query = "SELECT true FROM inbox WHERE consumer = $1 AND event_id = $2"
         return bool(await self.db.fetchval(query, CONSUMER, event_id))
+
+    async def routing_facts(
+        self,
+        account_id: uuid.UUID,
+        *,
+        subscription_id: uuid.UUID | None = None,
+        remember_offering: str | None = None,
+        cause: uuid.UUID | None = None,
+        waits_for: Sequence[str] = (),
+    ) -> RoutingFacts:
+        """Everything routing an event needs, in one round trip: takes the people lock
+        (``lock_people``), optionally remembers the subscription's offering
+        (``remember_subscription``), and reads the account's people (``members``), the account
+        (``account``), the subscription's offering (``offering_of``), whether ``cause`` was
+        consumed (``consumed``) and which of ``waits_for`` some deferred event waits for.
+
+        All in one statement, so the reads share the snapshot taken before the people lock is
+        granted. That is safe because only this consumer takes the lock and writes the people
+        and the deferred events of an account, always inside the account's turn
+        (``shared.messaging``: the inbox row's statement takes it first), so the lock is never
+        waited for here: nothing of this account can commit between the snapshot and the lock.
+        """
+        rows = await self.db.fetch(
+            """WITH people_lock AS (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))),
+               remembered AS (
+                   INSERT INTO subscriptions (id, account_id, offering)
+                   SELECT $3, $2, $4 WHERE $3::uuid IS NOT NULL AND $4::text IS NOT NULL
+                   ON CONFLICT (id) DO UPDATE SET offering = EXCLUDED.offering
+                   RETURNING offering),
+               facts AS (
+                   SELECT a.name AS account_name, a.language AS account_language,
+                          a.time_zone AS account_time_zone,
+                          coalesce((SELECT offering FROM remembered),
+                                   (SELECT offering FROM subscriptions WHERE id = $3))
+                              AS offering,
+                          EXISTS (SELECT 1 FROM inbox WHERE consumer = $5 AND event_id = $6)
+                              AS cause_consumed,
+                          ARRAY(SELECT DISTINCT cause FROM deferred_events
+                                WHERE consumer = $5 AND cause = ANY($7::text[])) AS waiting
+                   FROM people_lock LEFT JOIN accounts a ON a.id = $2)
+               SELECT f.*, p.email, p.name, p.language, p.roles
+               FROM facts f LEFT JOIN account_people p ON p.account_id = $2
+               ORDER BY p.email, p.user_id""",
+            f"notifications-people:{account_id}",
+            account_id,
+            subscription_id,
+            remember_offering,
+            CONSUMER,
+            cause,
+            list(waits_for),
+        )
+        first = rows[0]
+        account = None
+        if first["account_name"] is not None:
+            account = Account(
+                first["account_name"], first["account_language"], first["account_time_zone"]
+            )
+        members = [
+            Member(r["email"], r["name"], r["language"], frozenset(r["roles"]))
+            for r in rows
+            if r["email"] is not None
+        ]
+        offering = first["offering"]
+        return RoutingFacts(
+            members=members,
+            account=account,
+            offering=str(offering) if offering else None,
+            cause_consumed=bool(first["cause_consumed"]),
+            waiting=frozenset(first["waiting"]),
+        )
 
     # --- the deliveries table ------------------------------------------------------------------
 
@@ -247,6 +351,63 @@ class SqlRepository:
             dated_at or now,
         )
         return bool(inserted)
+
+    async def add_deliveries(
+        self,
+        *,
+        event_id: uuid.UUID,
+        event_type: str,
+        account_id: uuid.UUID,
+        mails: Sequence[tuple[Recipient, RenderedMail]],
+        now: datetime,
+        correlation_id: uuid.UUID | None = None,
+        dated_at: datetime | None = None,
+    ) -> int:
+        """An event's mails in one statement, in the given order, and the delivery workers
+        woken in it (``wake_delivery_workers``); returns how many were recorded. R12: the
+        unique (event, address) key makes a second queueing of the same mail a no-op."""
+        if not mails:
+            return 0
+        ids = [uuid.uuid4() for _ in mails]
+        for recipient, _ in mails:
+            if any("," in role for role in recipient.roles):
+                raise ValueError(f"a role name with a comma: {recipient.roles!r}")
+        recorded = await self.db.fetchval(
+            """WITH rows AS (
+                   INSERT INTO deliveries (id, event_id, event_type, account_id, recipient,
+                       roles, template, language, subject, body_text, body_html,
+                       next_attempt_at, created_at, message_id, correlation_id, traceparent,
+                       dated_at)
+                   SELECT m.id, $1, $2, $3, m.recipient, string_to_array(m.roles, ','),
+                          m.template, m.language, m.subject, m.body_text, m.body_html, $4, $4,
+                          m.message_id, $5, $6, $7
+                   FROM unnest($8::uuid[], $9::text[], $10::text[], $11::text[], $12::text[],
+                               $13::text[], $14::text[], $15::text[], $16::text[])
+                        WITH ORDINALITY AS m(id, recipient, roles, template, language, subject,
+                                             body_text, body_html, message_id, n)
+                   ORDER BY m.n
+                   ON CONFLICT (event_id, recipient) DO NOTHING RETURNING 1),
+               woken AS (SELECT pg_notify($17, ''))
+               SELECT (SELECT count(*) FROM rows) FROM woken""",
+            event_id,
+            event_type,
+            account_id,
+            now,
+            correlation_id,
+            tracing.current_traceparent(),  # the SMTP hand-over continues this trace
+            dated_at or now,
+            ids,
+            [recipient.email.lower() for recipient, _ in mails],
+            [",".join(recipient.roles) for recipient, _ in mails],
+            [recipient.template for recipient, _ in mails],
+            [recipient.language for recipient, _ in mails],
+            [mail.subject for _, mail in mails],
+            [mail.text for _, mail in mails],
+            [mail.html for _, mail in mails],
+            [message_id_for(delivery_id) for delivery_id in ids],
+            DELIVERY_CHANNEL,
+        )
+        return int(recorded)
 
     async def wake_delivery_workers(self) -> None:
         """Delivered on commit: the workers look for due mail at once instead of at their next

@@ -8,7 +8,8 @@ comes before what it is routed by waits (``shared.messaging.WaitForCause``): bef
 account's people are known it waits for ``people:<account>`` (released by the next roles
 snapshot); an activation waits for ``event:<its cause>`` (released when the order or trial
 conversion is handled). Deciding to wait and releasing are serialised per account
-(``lock_people``).
+(``lock_people``). Issue 17: an event's routing facts are read in one round trip and its
+mails recorded in one, with the workers' wake-up.
 
 Handing over (``deliver_due``, ``hand_over``): each mail goes through MAIL FROM / RCPT TO, a
 committed ``handing_over`` mark, then DATA, and is recorded ``sent`` with ``EmailSent``; see
@@ -24,7 +25,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -56,7 +57,7 @@ from .mailer import (
     Unreachable,
     compose,
 )
-from .repository import OUTAGE, DueMail, LoggedMail, Repository
+from .repository import OUTAGE, DueMail, LoggedMail, Repository, RoutingFacts
 
 log = logging.getLogger(__name__)
 
@@ -111,32 +112,53 @@ async def remember_account(uow: UnitOfWork, account_id: uuid.UUID, opened: Accou
     await uow.repo.upsert_account(account_id, opened.name, opened.language, opened.time_zone)
 
 
-async def take_roles_snapshot(uow: UnitOfWork, event: RoutedEvent, *, links: DocumentLinks) -> int:
+@dataclass(frozen=True)
+class Queued:
+    """What queueing an event's mails did: how many deliveries it recorded, and which of the
+    causes this event releases some event waits for (``None``: not read, release them all)."""
+
+    recorded: int
+    waiting: frozenset[str] | None = None
+
+
+def released_by(event: RoutedEvent) -> tuple[str, str]:
+    """The causes handling ``event`` releases (``handlers.release_waiting``)."""
+    return domain.event_cause(event.event_id), domain.people_cause(event.account_id)
+
+
+async def take_roles_snapshot(
+    uow: UnitOfWork, event: RoutedEvent, *, links: DocumentLinks
+) -> Queued:
     """The projection takes the snapshot; people who just became admins get a mail (R10).
     The caller then releases the events that waited for the account's people."""
     if not isinstance(event.payload, RolesChanged):
         raise TypeError(f"a roles snapshot, not {event.event_type}")
-    await uow.repo.lock_people(event.account_id)  # held until commit, through the release
-    before = await uow.repo.members(event.account_id)
-    await uow.repo.apply_roles(event.account_id, event.payload)
-    return await queue_mails(uow, event, links=links, before=before)
+    # the people lock, held until commit (through the release), and who was who before
+    facts = await uow.repo.routing_facts(
+        event.account_id, subscription_id=event.subscription_id, waits_for=released_by(event)
+    )
+    members = await uow.repo.apply_roles(event.account_id, event.payload)
+    if event.event_type not in domain.routing():
+        return Queued(0, facts.waiting)
+    return await _queue(uow, event, replace(facts, members=members), links, before=facts.members)
 
 
-async def take_order(uow: UnitOfWork, event: RoutedEvent, *, links: DocumentLinks) -> int:
+async def take_order(uow: UnitOfWork, event: RoutedEvent, *, links: DocumentLinks) -> Queued:
     """R9: the buyer gets an order confirmation carrying the order number; the product is
     remembered for later mails about the subscription."""
     if isinstance(event.payload, OrderPlaced):
         order = event.payload
-        subscription_id = order.subscription_id
-        await uow.repo.remember_subscription(subscription_id, event.account_id, order.offering)
+        return await queue_mails(
+            uow, event, links=links, remember=(order.subscription_id, order.offering)
+        )
     return await queue_mails(uow, event, links=links)
 
 
-async def take_activation(uow: UnitOfWork, event: RoutedEvent, *, links: DocumentLinks) -> int:
+async def take_activation(uow: UnitOfWork, event: RoutedEvent, *, links: DocumentLinks) -> Queued:
     """R10: the admins are told of the product access (once the order's roles are known)."""
     if isinstance(event.payload, SubscriptionActivated) and event.subscription_id is not None:
-        offering = event.payload.offering
-        await uow.repo.remember_subscription(event.subscription_id, event.account_id, offering)
+        remember = (event.subscription_id, event.payload.offering)
+        return await queue_mails(uow, event, links=links, remember=remember)
     return await queue_mails(uow, event, links=links)
 
 
@@ -148,58 +170,68 @@ async def queue_mails(
     event: RoutedEvent,
     *,
     links: DocumentLinks,
-    before: Sequence[domain.Member] = (),
-) -> int:
+    remember: tuple[uuid.UUID, str] | None = None,
+) -> Queued:
     """Plan the event's mails by the routing table and the roles (R9-R12), rendered now (R13),
-    and record one delivery each; returns how many were recorded. Raises ``WaitForCause`` when
-    the event must wait for the account's people or for its cause."""
+    and record one delivery each; ``remember``: the offering of a subscription, remembered
+    first for this and later mails. Raises ``WaitForCause`` when the event must wait for the
+    account's people or for its cause. What routing needs is read in one round trip
+    (``Repository.routing_facts``), the mails recorded in one (``add_deliveries``)."""
     if event.event_type not in domain.routing():
-        return 0
-    await uow.repo.lock_people(event.account_id)
-    await wait_for_cause(uow, event)
-    members = await uow.repo.members(event.account_id)
-    if not members:
+        if remember is not None:
+            await uow.repo.remember_subscription(remember[0], event.account_id, remember[1])
+        return Queued(0)
+    cause = event.causation_id
+    after_cause = cause is not None and domain.routed_after_cause(event.event_type, cause)
+    facts = await uow.repo.routing_facts(
+        event.account_id,
+        subscription_id=remember[0] if remember else event.subscription_id,
+        remember_offering=remember[1] if remember else None,
+        cause=cause if after_cause else None,
+        waits_for=released_by(event),
+    )
+    if after_cause and cause is not None and not facts.cause_consumed:
+        raise WaitForCause(domain.event_cause(cause), f"{event.event_type} came before its cause")
+    if not facts.members:
         raise WaitForCause(
             domain.people_cause(event.account_id), "the account's people are not known yet"
         )
+    return await _queue(uow, event, facts, links)
+
+
+async def _queue(
+    uow: UnitOfWork,
+    event: RoutedEvent,
+    facts: RoutingFacts,
+    links: DocumentLinks,
+    before: Sequence[domain.Member] = (),
+) -> Queued:
     # Delivery is infrastructure: due now in real time, whatever clock the account follows; so
     # is a link's expiry (a reader opens it in real time). The mail is dated by the account's
     # (business) clock, as the events it tells of are.
     now = await uow.time.now()
-    dated_at = await uow.time.now(event.account_id)
     planned = domain.plan_mails(
         event.event_type,
         event.payload,
-        members=members,
+        members=facts.members,
         before=before,
-        account=await uow.repo.account(event.account_id),
-        offering=await uow.repo.offering_of(event.subscription_id),
+        account=facts.account,
+        offering=facts.offering,
         links=links,
         now=now,
     )
-    recorded = 0
-    for mail in planned:
-        recorded += await uow.repo.add_delivery(
-            event_id=event.event_id,
-            event_type=event.event_type,
-            account_id=event.account_id,
-            recipient=mail.recipient,
-            mail=mail.mail,
-            now=now,
-            correlation_id=event.correlation_id,
-            dated_at=dated_at,
-        )
-    await uow.repo.wake_delivery_workers()
-    return recorded
-
-
-async def wait_for_cause(uow: UnitOfWork, event: RoutedEvent) -> None:
-    """An event routed after its cause waits until this consumer has consumed that cause."""
-    cause = event.causation_id
-    if cause is None or not domain.routed_after_cause(event.event_type, cause):
-        return
-    if not await uow.repo.consumed(cause):
-        raise WaitForCause(domain.event_cause(cause), f"{event.event_type} came before its cause")
+    if not planned:
+        return Queued(0, facts.waiting)
+    recorded = await uow.repo.add_deliveries(
+        event_id=event.event_id,
+        event_type=event.event_type,
+        account_id=event.account_id,
+        mails=[(mail.recipient, mail.mail) for mail in planned],
+        now=now,
+        correlation_id=event.correlation_id,
+        dated_at=await uow.time.now(event.account_id),
+    )
+    return Queued(recorded, facts.waiting)
 
 
 # --- the mail log (R8) -----------------------------------------------------------------------

@@ -55,7 +55,7 @@ async def test_r8_a_roles_snapshot_replaces_the_accounts_people_in_one_statement
                 account,
                 RolesChanged(buyer=buyer, primary_admin=buyer, payers=[buyer, renamed]),
             )
-            assert calls == ["execute"], "one round trip for the whole snapshot"
+            assert calls == ["fetch"], "one round trip for the whole snapshot"
             rows = await conn.fetch(
                 "SELECT user_id, email, roles FROM account_people WHERE account_id = $1", account
             )

@@ -27,7 +27,7 @@ async def mails_of(envelope: Envelope, account_id: uuid.UUID) -> list[Delivery]:
     world = await opened(Platform(account_id=account_id), roles(payers=("per@example.com",)))
     payload = payload_model(envelope.event_type, 1).model_validate(envelope.payload)
     event = notifications.RoutedEvent.of(envelope, payload)
-    assert await notifications.queue_mails(world.uow(), event, links=LINKS) >= 1
+    assert (await notifications.queue_mails(world.uow(), event, links=LINKS)).recorded >= 1
     assert world.repo.offerings == {}  # no OrderPlaced has been seen
     return world.repo.deliveries
 

@@ -77,6 +77,11 @@ class FakeRepository:
         self.subscriptions[sub.id] = sub
         return True
 
+    async def insert_subscription_asking(
+        self, sub: Subscription, cause: str | None
+    ) -> tuple[bool, bool]:
+        return await self.insert_subscription(sub), True
+
     async def get_subscription(self, subscription_id: uuid.UUID) -> Subscription | None:
         return self.subscriptions.get(subscription_id)
 
@@ -150,8 +155,32 @@ class FakeRepository:
     async def upsert_invoice(self, invoice: Invoice) -> None:
         self.invoices.setdefault(invoice.invoice_id, invoice)
 
+    async def file_invoice(
+        self, invoice: Invoice, named: uuid.UUID | None, order_id: uuid.UUID | None
+    ) -> uuid.UUID | None:
+        found = None  # as service.subscription_for finds it
+        if invoice.renewal_id is not None:
+            renewal = await self.get_renewal(invoice.renewal_id)
+            found = renewal.subscription_id if renewal else None
+        if found is None and named is not None and await self.get_subscription(named):
+            found = named
+        if found is None and order_id is not None:
+            found = await self.subscription_of_order(order_id)
+        if found is not None:
+            await self.upsert_invoice(dataclasses.replace(invoice, subscription_id=found))
+        return found
+
     async def get_invoice(self, invoice_id: uuid.UUID) -> Invoice | None:
         return self.invoices.get(invoice_id)
+
+    async def pay_invoice(
+        self, invoice_id: uuid.UUID, at: datetime, cancel: list[TimerKey]
+    ) -> Invoice | None:
+        if invoice_id not in self.invoices:
+            return None
+        await self.mark_invoice_paid(invoice_id, at)
+        await self.cancel_timers(cancel)
+        return self.invoices[invoice_id]
 
     async def unpaid_invoice_dues(
         self, subscription_id: uuid.UUID, paid_at: datetime
@@ -168,7 +197,10 @@ class FakeRepository:
         invoice = self.invoices[invoice_id]
         self.invoices[invoice_id] = dataclasses.replace(invoice, paid_at=invoice.paid_at or at)
 
-    async def schedule_timers(self, timers: list[TimerRequest]) -> None:
+    async def schedule_timers(
+        self, timers: list[TimerRequest], cancel: list[TimerKey] | None = None
+    ) -> None:
+        await self.cancel_timers(cancel or [])
         self.timers.update({(t.kind, t.key): t for t in timers})
 
     async def cancel_timers(self, timers: list[TimerKey]) -> None:

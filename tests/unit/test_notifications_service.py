@@ -5,7 +5,7 @@ the mail log's access rule (R8) and the SMTP hand-over (R12)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -21,7 +21,7 @@ from services.notifications.mailer import (
     Unconfirmed,
     Unreachable,
 )
-from services.notifications.repository import DueMail, LoggedMail
+from services.notifications.repository import DueMail, LoggedMail, RoutingFacts
 from services.notifications.service import DeliveryDesk, RoutedEvent, UnitOfWork
 from shared.auth import Principal
 from shared.contracts import (
@@ -93,11 +93,32 @@ class FakeRepository:
         found = self.people.get(account_id, {}).values()
         return sorted(found, key=lambda m: m.email)
 
-    async def apply_roles(self, account_id: uuid.UUID, snapshot: RolesChanged) -> None:
+    async def apply_roles(self, account_id: uuid.UUID, snapshot: RolesChanged) -> list[Member]:
         self.people[account_id] = {
             uid: Member(p.email, p.name, p.language, frozenset(roles))
             for uid, (p, roles) in roles_by_person(snapshot).items()
         }
+        return await self.members(account_id)
+
+    async def routing_facts(
+        self,
+        account_id: uuid.UUID,
+        *,
+        subscription_id: uuid.UUID | None = None,
+        remember_offering: str | None = None,
+        cause: uuid.UUID | None = None,
+        waits_for: Sequence[str] = (),
+    ) -> RoutingFacts:
+        await self.lock_people(account_id)
+        if subscription_id is not None and remember_offering is not None:
+            await self.remember_subscription(subscription_id, account_id, remember_offering)
+        return RoutingFacts(
+            members=await self.members(account_id),
+            account=await self.account(account_id),
+            offering=await self.offering_of(subscription_id),
+            cause_consumed=cause is not None and await self.consumed(cause),
+            waiting=frozenset(),
+        )
 
     async def roles_of(self, account_id: uuid.UUID, user_id: uuid.UUID) -> set[str]:
         member = self.people.get(account_id, {}).get(user_id)
@@ -138,6 +159,32 @@ class FakeRepository:
             )
         )
         return True
+
+    async def add_deliveries(
+        self,
+        *,
+        event_id: uuid.UUID,
+        event_type: str,
+        account_id: uuid.UUID,
+        mails: Sequence[tuple[Recipient, RenderedMail]],
+        now: datetime,
+        correlation_id: uuid.UUID | None = None,
+        dated_at: datetime | None = None,
+    ) -> int:
+        recorded = 0
+        for recipient, mail in mails:
+            recorded += await self.add_delivery(
+                event_id=event_id,
+                event_type=event_type,
+                account_id=account_id,
+                recipient=recipient,
+                mail=mail,
+                now=now,
+                correlation_id=correlation_id,
+                dated_at=dated_at,
+            )
+        await self.wake_delivery_workers()
+        return recorded
 
     async def wake_delivery_workers(self) -> None:
         self.wakes += 1
@@ -285,8 +332,8 @@ class Platform:
     async def handle(self, payload: Contract, causation_id: uuid.UUID | None = None) -> int:
         event = self.event(payload, causation_id)
         if isinstance(payload, RolesChanged):
-            return await service.take_roles_snapshot(self.uow(), event, links=LINKS)
-        return await service.queue_mails(self.uow(), event, links=LINKS)
+            return (await service.take_roles_snapshot(self.uow(), event, links=LINKS)).recorded
+        return (await service.queue_mails(self.uow(), event, links=LINKS)).recorded
 
     def mails(self) -> list[tuple[str, str]]:
         return sorted((d.recipient.template, d.recipient.email) for d in self.repo.deliveries)
@@ -336,8 +383,8 @@ async def test_r9_an_order_confirmation_reaches_the_buyer_once_and_names_the_ord
     order = order_placed("ORD-42", KARI)
     event = world.event(order)
 
-    assert await service.take_order(world.uow(), event, links=LINKS) == 1
-    assert await service.take_order(world.uow(), event, links=LINKS) == 0
+    assert (await service.take_order(world.uow(), event, links=LINKS)).recorded == 1
+    assert (await service.take_order(world.uow(), event, links=LINKS)).recorded == 0
 
     [delivery] = world.repo.deliveries
     assert (delivery.recipient.email, delivery.recipient.template) == (KARI, "order_confirmation")
@@ -381,7 +428,7 @@ async def test_an_event_nobody_is_routed_records_nothing() -> None:
     world = await opened(Platform())
     event = world.event(samples()["OrderPlaced"])
     unrouted = replace(event, event_type="PaymentSucceeded")
-    assert await service.queue_mails(world.uow(), unrouted, links=LINKS) == 0
+    assert (await service.queue_mails(world.uow(), unrouted, links=LINKS)).recorded == 0
     assert world.repo.deliveries == [] and world.repo.wakes == 0
 
 
@@ -427,7 +474,7 @@ async def test_r10_an_activation_before_its_order_waits_for_the_order() -> None:
     await world.handle(roles(admins=(OLA,)))  # the appointment, then the order
     world.repo.inbox.add(order.event_id)
     await service.take_order(world.uow(), order, links=LINKS)
-    assert await service.take_activation(world.uow(), activation, links=LINKS) == 2
+    assert (await service.take_activation(world.uow(), activation, links=LINKS)).recorded == 2
     assert [m for m in world.mails() if m[0] == "product_access_granted"] == [
         ("product_access_granted", KARI),
         ("product_access_granted", OLA),
