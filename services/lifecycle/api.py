@@ -67,7 +67,7 @@ async def list_subscriptions(
 # --- test clocks ------------------------------------------------------------------------------
 
 
-def clocks_enabled(request: Request) -> None:
+async def clocks_enabled(request: Request) -> None:
     if not runtime_of(request).settings.test_clocks_enabled:
         raise domain.clocks_disabled()
 

@@ -124,11 +124,11 @@ async def _keyed(
     )
 
 
-def _reader(request: Request, caller: Caller) -> Door:
+async def _reader(request: Request, caller: Caller) -> Door:
     return Door(request, caller)
 
 
-def _writer(
+async def _writer(
     request: Request,
     caller: Caller,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
