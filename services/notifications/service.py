@@ -54,7 +54,7 @@ from .mailer import (
     TransientFailure,
     Unconfirmed,
     Unreachable,
-    compose,
+    wire_mail,
 )
 from .repository import OUTAGE, DueMail, LoggedMail, Repository
 
@@ -318,7 +318,7 @@ async def _hand_over(
     desk: DeliveryDesk, sender: MailSender, mail: DueMail, token: uuid.UUID
 ) -> Outcome:
     try:
-        message = compose(
+        message = wire_mail(
             sender=desk.mail_from,
             recipient=mail.recipient,
             subject=mail.subject,

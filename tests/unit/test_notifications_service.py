@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 
 import pytest
 
 from services.notifications import domain, service
 from services.notifications.domain import Account, Member, Recipient, RenderedMail
 from services.notifications.mailer import (
+    OutgoingMail,
     PermanentFailure,
     TransientFailure,
     Unconfirmed,
@@ -481,11 +481,11 @@ class ScriptedSender:
         if recipient in self.at_rcpt:
             raise self.at_rcpt[recipient]
 
-    async def finish(self, message: EmailMessage) -> None:
-        self.message_ids.append(str(message["Message-ID"]))
+    async def finish(self, message: OutgoingMail) -> None:
+        self.message_ids.append(message.message_id)
         if self._current in self.at_data:
             raise self.at_data[self._current]
-        self.delivered.append(str(message["To"]))
+        self.delivered.append(message.recipient)
 
     async def abort(self) -> None:
         self.aborted += 1
@@ -594,7 +594,7 @@ class SlowSender(ScriptedSender):
     clock: FrozenClock = field(default_factory=lambda: FrozenClock(NOW))
     seconds: float = 0.0
 
-    async def finish(self, message: EmailMessage) -> None:
+    async def finish(self, message: OutgoingMail) -> None:
         self.clock.advance(timedelta(seconds=self.seconds))
         await super().finish(message)
 
