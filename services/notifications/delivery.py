@@ -5,9 +5,10 @@ mails (``FOR UPDATE SKIP LOCKED``, a lease in the row, committed). The same stat
 the whole batch ``handing_over``: the hand-over mark, before the batch's first MAIL FROM. For
 each mail:
 
-1. MAIL FROM / RCPT TO. A 5xx here is a permanent refusal: ``failed`` + ``EmailFailed``, never
-   retried. A 4xx or no connection: back to ``pending`` with backoff (``next_attempt_at``, so
-   retries survive restarts).
+1. MAIL FROM / RCPT TO (written with DATA in one go when the server pipelines, see
+   ``mailer.SmtpSender``; the replies are checked in the same order). A 5xx here is a
+   permanent refusal: ``failed`` + ``EmailFailed``, never retried. A 4xx or no connection:
+   back to ``pending`` with backoff (``next_attempt_at``, so retries survive restarts).
 2. Before DATA, a batch whose mark is older than one SMTP timeout renews it (one statement,
    a compare-and-set on the claim token: a mail the sweep has meanwhile taken is skipped, so
    two workers can never both hand the same mail over). A fast batch never renews.
