@@ -39,7 +39,7 @@ from aiokafka import AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from services.notifications import domain
-from services.notifications.mailer import SmtpSender, compose
+from services.notifications.mailer import SmtpSender, wire_mail
 from shared.config import Settings
 from shared.contracts import RolesChanged
 from shared.runtime import create_app, load_spec
@@ -126,7 +126,7 @@ async def parts(settings: Settings, smtp_url: str, pool: asyncpg.Pool) -> dict[s
         commit = (time.perf_counter() - t) / 200 * 1000
     host, port = Settings(smtp_url=smtp_url).smtp_host_port
     sender = SmtpSender(host, port)
-    message = compose(
+    message = wire_mail(
         sender="no-reply@example.com",
         recipient="probe@example.com",
         subject="s",

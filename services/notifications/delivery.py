@@ -1,13 +1,17 @@
 """The delivery workers: send queued mails over SMTP, each (event, address) at most once (R12).
 
 ``delivery_concurrency`` workers each keep one SMTP connection open and lease a batch of due
-mails (``FOR UPDATE SKIP LOCKED``, a lease in the row, committed). For each mail:
+mails (``FOR UPDATE SKIP LOCKED``, a lease in the row, committed). The same statement commits
+the whole batch ``handing_over``: the hand-over mark, before the batch's first MAIL FROM. For
+each mail:
 
-1. MAIL FROM / RCPT TO. A 5xx here is a permanent refusal: ``failed`` + ``EmailFailed``, never
-   retried. A 4xx or no connection: back to ``pending`` with backoff (``next_attempt_at``, so
-   retries survive restarts).
-2. Commit ``handing_over`` (only if this worker still holds the lease: a compare-and-set on the
-   claim token, so two workers can never both hand the same mail over).
+1. MAIL FROM / RCPT TO (written with DATA in one go when the server pipelines, see
+   ``mailer.SmtpSender``; the replies are checked in the same order). A 5xx here is a
+   permanent refusal: ``failed`` + ``EmailFailed``, never retried. A 4xx or no connection:
+   back to ``pending`` with backoff (``next_attempt_at``, so retries survive restarts).
+2. Before DATA, a batch whose mark is older than one SMTP timeout renews it (one statement,
+   a compare-and-set on the claim token: a mail the sweep has meanwhile taken is skipped, so
+   two workers can never both hand the same mail over). A fast batch never renews.
 3. DATA. On 250 the mail is *accepted*: the worker goes on with the next mail of its batch.
 4. The accepted mails of the batch are committed ``sent`` together, each with its
    ``EmailSent`` (outbox), in one transaction: at the end of the batch (also when it ends in an
@@ -17,18 +21,25 @@ mails (``FOR UPDATE SKIP LOCKED``, a lease in the row, committed). For each mail
 
 Nothing is lost: a mail whose outcome is unknown is handed over again with the same
 Message-ID (stored with the delivery when it is queued), so a receiver can recognise the
-repeat. That happens in one window only, between 2 and 4: a mail left ``handing_over`` (the
-process died there, or lost its database before recording the answer) is due again after
-``handover_deadline``; a connection broken before the server's answer to DATA puts it back to
-``pending`` with backoff. Each such resend counts in ``platform_mails_possible_duplicates_total``.
+repeat. A mail left ``handing_over`` (the process died after the claim, or lost its database
+before recording the answer) is due again after ``handover_deadline``; a connection broken
+before the server's answer to DATA puts it back to ``pending`` with backoff. Each such resend
+counts in ``platform_mails_possible_duplicates_total``.
 
-The window, decided [ours] (issue 17, bench/RESULTS.md): recording ``sent`` one batch at a
-time instead of one mail at a time saves a transaction per mail but lets a crash double up to
-``delivery_batch_size`` mails per worker (``delivery_concurrency`` x ``delivery_batch_size`` in
-all; with the defaults 4 x 20) where it was one per worker. Only mails the server had already
-taken (DATA answered, or in DATA when the process died) can arrive twice, always with their
-Message-ID; a mail marked but not yet in DATA is sent once, later. Set
-``PLATFORM_DELIVERY_BATCH_SIZE=1`` for the old bound of one mail per worker.
+The window, decided [ours] (issue 17, bench/RESULTS.md):
+
+- Recording ``sent`` one batch at a time instead of one mail at a time saves a transaction per
+  mail but lets a crash double up to ``delivery_batch_size`` mails per worker
+  (``delivery_concurrency`` x ``delivery_batch_size`` in all; with the defaults 4 x 20) where
+  it was one per worker. Only mails the server had already taken (DATA answered, or in DATA
+  when the process died) can arrive twice, always with their Message-ID.
+- Marking the whole batch by its claim instead of each mail just before its DATA saves a
+  statement and a commit per mail. What it costs: after a crash every mail of the dead
+  worker's batch waits for the sweep (``handover_deadline``, at least 10 s, 60 s with the
+  default timeout, where a mail not yet marked waited for its lease, 80 s) and is counted as a
+  possible duplicate, although those the worker had not begun arrive once. The mails that can
+  really arrive twice are the same as above. ``PLATFORM_DELIVERY_BATCH_SIZE=1`` restores one
+  mail per worker for both.
 
 After any error between MAIL FROM and the end of DATA the SMTP session is reset (RSET, or a new
 connection) before the next MAIL FROM, and a protocol-sequence reply (503) is transient.

@@ -141,9 +141,9 @@ class Repository(Protocol):
     async def claim_due(
         self, now: datetime, token: uuid.UUID, lease_until: datetime, limit: int
     ) -> list[DueMail]: ...
-    async def mark_handing_over(
-        self, delivery_id: uuid.UUID, token: uuid.UUID, now: datetime
-    ) -> bool: ...
+    async def renew_handing_over(
+        self, delivery_ids: list[uuid.UUID], token: uuid.UUID, now: datetime
+    ) -> set[uuid.UUID]: ...
     async def mark_sent(
         self, delivery_ids: list[uuid.UUID], token: uuid.UUID, now: datetime
     ) -> set[uuid.UUID]: ...
@@ -435,9 +435,12 @@ class SqlRepository:
     async def claim_due(
         self, now: datetime, token: uuid.UUID, lease_until: datetime, limit: int
     ) -> list[DueMail]:
-        """Lease up to ``limit`` due mails to one worker; an expired lease is claimable again."""
+        """Lease up to ``limit`` due mails to one worker and mark them ``handing_over`` (the
+        hand-over mark of the whole batch, before its first MAIL FROM: see ``delivery.py``);
+        an expired lease is claimable again. ``attempts`` is the count before this one."""
         rows = await self.db.fetch(
-            """UPDATE deliveries SET claim_token = $2, claimed_until = $3
+            """UPDATE deliveries SET claim_token = $2, claimed_until = $3,
+                   status = 'handing_over', handed_over_at = $1, attempts = attempts + 1
                WHERE id IN (
                    SELECT id FROM deliveries
                    WHERE status = 'pending' AND next_attempt_at <= $1
@@ -445,7 +448,8 @@ class SqlRepository:
                    ORDER BY next_attempt_at, created_at LIMIT $4
                    FOR UPDATE SKIP LOCKED)
                RETURNING id, event_id, event_type, account_id, recipient, roles, template,
-                         subject, body_text, body_html, attempts, message_id, correlation_id,
+                         subject, body_text, body_html, attempts - 1 AS attempts, message_id,
+                         correlation_id,
                          traceparent, coalesce(dated_at, created_at) AS dated_at""",
             now,
             token,
@@ -454,19 +458,21 @@ class SqlRepository:
         )
         return [DueMail(**{**dict(r), "roles": tuple(r["roles"])}) for r in rows]
 
-    async def mark_handing_over(
-        self, delivery_id: uuid.UUID, token: uuid.UUID, now: datetime
-    ) -> bool:
-        """Committed just before DATA; only the worker still holding the lease may do it."""
-        updated = await self.db.fetchval(
-            """UPDATE deliveries SET status = 'handing_over', handed_over_at = $3,
-                   attempts = attempts + 1
-               WHERE id = $1 AND claim_token = $2 AND status = 'pending' RETURNING true""",
-            delivery_id,
+    async def renew_handing_over(
+        self, delivery_ids: list[uuid.UUID], token: uuid.UUID, now: datetime
+    ) -> set[uuid.UUID]:
+        """A slow batch's hand-over mark moved to ``now`` (so the sweep leaves a live worker's
+        mails alone); returns those this worker still holds (the others were handed over again
+        by the sweep: not this worker's any more)."""
+        rows = await self.db.fetch(
+            """UPDATE deliveries SET handed_over_at = $3
+               WHERE id = ANY($1::uuid[]) AND claim_token = $2 AND status = 'handing_over'
+               RETURNING id""",
+            delivery_ids,
             token,
             now,
         )
-        return bool(updated)
+        return {row["id"] for row in rows}
 
     async def mark_sent(
         self, delivery_ids: list[uuid.UUID], token: uuid.UUID, now: datetime

@@ -11,11 +11,12 @@ conversion is handled). Deciding to wait and releasing are serialised per accoun
 (``lock_people``). Issue 17: an event's routing facts are read in one round trip and its
 mails recorded in one, with the workers' wake-up.
 
-Handing over (``deliver_due``, ``hand_over``): each mail goes through MAIL FROM / RCPT TO, a
-committed ``handing_over`` mark, then DATA, and is recorded ``sent`` with ``EmailSent``; see
-``delivery.py`` for the whole protocol, why no mail is lost, and the one window in which a mail
-can arrive twice (always with the same Message-ID). The mails of one lease are recorded ``sent``
-together, in one transaction (``record_sent``).
+Handing over (``deliver_due``, ``hand_over``): a batch is leased and marked ``handing_over``
+in one committed statement; each mail then goes through MAIL FROM / RCPT TO and DATA, and is
+recorded ``sent`` with ``EmailSent``; see ``delivery.py`` for the whole protocol, why no mail
+is lost, and the one window in which a mail can arrive twice (always with the same
+Message-ID). The mails of one lease are recorded ``sent`` together, in one transaction
+(``record_sent``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from .mailer import (
     TransientFailure,
     Unconfirmed,
     Unreachable,
-    compose,
+    wire_mail,
 )
 from .repository import OUTAGE, DueMail, LoggedMail, Repository, RoutingFacts
 
@@ -273,18 +274,20 @@ class DeliveryDesk:
 
 
 async def deliver_due(desk: DeliveryDesk, sender: MailSender, limit: int) -> int:
-    """Lease up to ``limit`` due mails and hand them over in turn; returns how many were
-    leased. When the server is unreachable the rest of the batch waits too."""
+    """Lease up to ``limit`` due mails, marked ``handing_over`` by the same statement, and hand
+    them over in turn; returns how many were leased. When the server is unreachable the rest
+    of the batch waits too."""
     now = desk.clock.now()
     token = uuid.uuid4()
-    # Short, so a dead worker's mails wait about a minute. A live worker that outruns it loses
-    # nothing but effort: the hand-over mark is a compare-and-set on the token.
+    # The claim marks the batch ``handing_over``: a dead worker's mails go again after the
+    # sweep's ``handover_deadline`` (counted as possible duplicates), whatever this lease says.
     lease = now + timedelta(seconds=60 + 2 * desk.smtp_timeout)
     due = await desk.steps.claim_due(now, token, lease, limit)
+    batch = Lease(token, [mail.id for mail in due], now)
     accepted = Accepted()
     try:
         for index, mail in enumerate(due):
-            if await hand_over(desk, sender, mail, token, accepted) == "unreachable":
+            if await hand_over(desk, sender, mail, batch, accepted) == "unreachable":
                 rest = due[index + 1 :]
                 if rest:
                     await postpone(desk, rest, token, "server unreachable")
@@ -294,6 +297,30 @@ async def deliver_due(desk: DeliveryDesk, sender: MailSender, limit: int) -> int
     finally:
         await record_sent(desk, accepted.take(), token)
     return len(due)
+
+
+@dataclass
+class Lease:
+    """A worker's batch, marked ``handing_over`` by its claim (one statement for the batch
+    instead of one per mail before its DATA [ours, issue 17]: see ``delivery.py`` for what a
+    crash then counts). The sweep hands a mark older than ``handover_deadline`` (six SMTP
+    timeouts) over again, so a slow batch renews its mark once it is older than one timeout,
+    checked before each mail's DATA; a mail whose mark the sweep took meanwhile is left to
+    whoever holds it now."""
+
+    token: uuid.UUID
+    ids: list[uuid.UUID]
+    marked_at: datetime
+    lost: set[uuid.UUID] = field(default_factory=set)
+
+    async def holds(self, desk: DeliveryDesk, mail: DueMail) -> bool:
+        now = desk.clock.now()
+        if now - self.marked_at > timedelta(seconds=desk.smtp_timeout):
+            held = await desk.steps.renew_handing_over(self.ids, self.token, now)
+            self.lost |= set(self.ids) - held
+            self.ids = [i for i in self.ids if i in held]
+            self.marked_at = now
+        return mail.id not in self.lost
 
 
 @dataclass
@@ -321,10 +348,10 @@ async def hand_over(
     desk: DeliveryDesk,
     sender: MailSender,
     mail: DueMail,
-    token: uuid.UUID,
+    lease: Lease,
     accepted: Accepted | None = None,
 ) -> Outcome:
-    """One mail to the SMTP server: envelope, a committed hand-over mark, then DATA. Any error
+    """One mail of a marked batch to the SMTP server: envelope, then DATA. Any error
     between envelope and DATA resets the SMTP session before it propagates. A CLIENT span in
     the trace of the handler that queued the mail (the EmailSent it emits goes on in it).
     With ``accepted`` a mail the server took is added there for the caller to record (with
@@ -336,21 +363,22 @@ async def hand_over(
         parent=mail.traceparent or "",
         attributes={"platform.delivery_id": str(mail.id), "platform.template": mail.template},
     ) as span:
-        outcome = await _hand_over(desk, sender, mail, token)
+        outcome = await _hand_over(desk, sender, mail, lease)
         span.set_attribute("platform.outcome", outcome)
         if outcome == "sent":
             batch = accepted if accepted is not None else Accepted()
             batch.add(mail, desk.clock.now())
             if accepted is None:
-                await record_sent(desk, batch.take(), token)
+                await record_sent(desk, batch.take(), lease.token)
         return outcome
 
 
 async def _hand_over(
-    desk: DeliveryDesk, sender: MailSender, mail: DueMail, token: uuid.UUID
+    desk: DeliveryDesk, sender: MailSender, mail: DueMail, lease: Lease
 ) -> Outcome:
+    token = lease.token
     try:
-        message = compose(
+        message = wire_mail(
             sender=desk.mail_from,
             recipient=mail.recipient,
             subject=mail.subject,
@@ -376,12 +404,12 @@ async def _hand_over(
         return "unreachable" if isinstance(error, Unreachable) else "postponed"
 
     try:
-        marked = await desk.steps.mark_handing_over(mail.id, token, desk.clock.now())
+        held = await lease.holds(desk, mail)
     except BaseException:  # the database went away: no MAIL FROM may follow this one's open
         await sender.abort()
         raise
-    if not marked:
-        await sender.abort()  # the lease ran out and another worker has it
+    if not held:
+        await sender.abort()  # the sweep took the mark of this slow batch: not ours any more
         return "skipped"
     try:
         await sender.finish(message)
@@ -389,10 +417,10 @@ async def _hand_over(
         log.info("delivery %s refused: %s", mail.id, error)
         await record_refusal(desk, mail, token, str(error))
         return "failed"
-    except TransientFailure as error:
+    except TransientFailure as error:  # a pipelined envelope (``SmtpSender``) ends up here too
         log.info("delivery %s postponed: %s", mail.id, error)
         await postpone(desk, [mail], token, str(error))
-        return "postponed"
+        return "unreachable" if isinstance(error, Unreachable) else "postponed"
     except Unconfirmed as error:
         # The server may hold the mail: nothing may be lost, so it goes again (same Message-ID).
         log.warning("delivery %s unanswered, sent again later: %s", mail.id, error)

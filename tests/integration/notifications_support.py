@@ -162,9 +162,15 @@ class RefusingSmtp:
     command". It records every RCPT by address, the raw bytes of every message it received
     (``received``) and each session's commands (``sessions``). ``refuse_mail_503`` answers the
     next so many MAIL FROMs with 503 (bad sequence); ``stall_data`` takes the next message and
-    never answers it (``stalled`` is set then), as a server would while its client dies."""
+    never answers it (``stalled`` is set then), as a server would while its client dies.
 
-    def __init__(self) -> None:
+    ``pipelining=True`` announces PIPELINING (RFC 2920) and behaves as a server may then: the
+    replies to MAIL FROM and RCPT TO are held until the group's last command (DATA, RSET, ...)
+    arrives, so a client that waits for each reply before its next command never gets one;
+    DATA without an accepted recipient gets Postfix's "554 5.5.1 Error: no valid recipients"."""
+
+    def __init__(self, *, pipelining: bool = False) -> None:
+        self.pipelining = pipelining
         self.port = free_port()
         self.rcpts: list[str] = []
         self.accepted: list[str] = []
@@ -190,14 +196,23 @@ class RefusingSmtp:
             await asyncio.wait_for(self.server.wait_closed(), 5)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held: list[str] = []
+
         def say(line: str) -> None:
-            writer.write(f"{line}\r\n".encode())
+            if self.pipelining and verb in ("MAIL", "RCPT"):
+                held.append(line)  # answered with the group's last command
+                return
+            for reply in [*held, line]:
+                writer.write(f"{reply}\r\n".encode())
+            held.clear()
 
         commands: list[str] = []
         self.sessions.append(commands)
+        verb = ""
         say("220 refusing.test ESMTP")
         recipient = ""
         in_mail = False
+        valid = False  # an accepted recipient in this transaction
         try:
             while line := await reader.readline():
                 command = line.decode().strip()
@@ -205,6 +220,8 @@ class RefusingSmtp:
                 commands.append(verb)
                 if verb in ("EHLO", "HELO"):
                     say("250-refusing.test")
+                    if self.pipelining:
+                        say("250-PIPELINING")
                     say("250 8BITMIME")
                 elif verb == "MAIL":
                     if self.refuse_mail_503 > 0:
@@ -213,7 +230,7 @@ class RefusingSmtp:
                     elif in_mail:
                         say("503 5.5.1 Error: nested MAIL command")
                     else:
-                        in_mail = True
+                        in_mail, valid = True, False
                         say("250 OK")
                 elif verb == "RCPT":
                     recipient = command.split("<", 1)[1].split(">", 1)[0]
@@ -223,7 +240,10 @@ class RefusingSmtp:
                     elif recipient.startswith("reject-"):
                         say(f"550 5.1.1 <{recipient}>: mailbox unavailable")
                     else:
+                        valid = True
                         say("250 OK")
+                elif verb == "DATA" and self.pipelining and not valid:
+                    say("554 5.5.1 Error: no valid recipients")
                 elif verb == "DATA":
                     say("354 go ahead")
                     await writer.drain()

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -106,17 +106,31 @@ async def queue(pool: asyncpg.Pool, *recipients: str) -> list[uuid.UUID]:
 
 @dataclass
 class FailingOnce(SqlRepository):
-    """The real steps, but the database goes away once, at the hand-over mark."""
+    """The real steps, but the database goes away once, at a slow batch's renewal of its
+    hand-over mark (between RCPT TO and DATA)."""
 
     failures: int = 1
 
-    async def mark_handing_over(
-        self, delivery_id: uuid.UUID, token: uuid.UUID, now: datetime
-    ) -> bool:
+    async def renew_handing_over(
+        self, delivery_ids: list[uuid.UUID], token: uuid.UUID, now: datetime
+    ) -> set[uuid.UUID]:
         if self.failures:
             self.failures -= 1
             raise asyncpg.exceptions.AdminShutdownError("terminating connection")
-        return await super().mark_handing_over(delivery_id, token, now)
+        return await super().renew_handing_over(delivery_ids, token, now)
+
+
+class SlowEnvelope(SmtpSender):
+    """The real sender, but each envelope takes ``seconds`` on ``clock``."""
+
+    def __init__(self, clock: FrozenClock, port: int, seconds: float) -> None:
+        super().__init__("127.0.0.1", port, timeout=5)
+        self.clock = clock
+        self.seconds = seconds
+
+    async def begin(self, sender: str, recipient: str) -> None:
+        await super().begin(sender, recipient)
+        self.clock.advance(timedelta(seconds=self.seconds))
 
 
 @asynccontextmanager
@@ -146,16 +160,51 @@ async def test_a_database_error_mid_hand_over_resets_the_smtp_session(backing: B
     async with RefusingSmtp() as smtp, runtime_with(smtp, backing) as rt:
         desk = delivery_desk(rt)
         desk.steps = FailingOnce(rt.pool)
-        sender = SmtpSender("127.0.0.1", smtp.port, timeout=5)
-        _, later = await queue(rt.pool, first, second)
+        stopped, later = await queue(rt.pool, first, second)
+        desk.clock = clock = FrozenClock(datetime.now(UTC))
+        sender = SlowEnvelope(clock, smtp.port, seconds=desk.smtp_timeout + 1)
         with pytest.raises(asyncpg.exceptions.AdminShutdownError):
             await service.deliver_due(desk, sender, limit=1)
         assert await service.deliver_due(desk, sender, limit=1) == 1
         assert await status_of(rt.pool, later) == ("sent", None)
+        assert await status_of(rt.pool, stopped) == ("handing_over", None)  # the sweep's
         await sender.close()
     assert smtp.accepted == [second]
     [session] = smtp.sessions
     assert session[:6] == ["EHLO", "MAIL", "RCPT", "RSET", "MAIL", "RCPT"]
+
+
+class Watching(SmtpSender):
+    """The real sender; at each MAIL FROM it reads every delivery's status and attempts."""
+
+    def __init__(self, pool: asyncpg.Pool, port: int) -> None:
+        super().__init__("127.0.0.1", port, timeout=5)
+        self.pool = pool
+        self.seen: list[set[tuple[str, int, bool]]] = []
+
+    async def begin(self, sender: str, recipient: str) -> None:
+        rows = await self.pool.fetch(
+            "SELECT status, attempts, handed_over_at IS NOT NULL AS marked FROM deliveries"
+        )
+        self.seen.append({(r["status"], r["attempts"], r["marked"]) for r in rows})
+        await super().begin(sender, recipient)
+
+
+async def test_r12_the_claim_marks_the_whole_batch_handing_over_before_its_first_mail(
+    backing: Backing,
+) -> None:
+    """Issue 17 [ours]: the batch's hand-over mark is its claim's statement (no statement per
+    mail before DATA): at the first MAIL FROM every mail of the batch is ``handing_over``,
+    counted as attempted once, and a fast batch ends with each recorded ``sent``."""
+    async with RefusingSmtp() as smtp, runtime_with(smtp, backing) as rt:
+        sender = Watching(rt.pool, smtp.port)
+        await queue(rt.pool, address("a"), address("b"), address("c"))
+        assert await service.deliver_due(delivery_desk(rt), sender, limit=10) == 3
+        await sender.close()
+        rows = await rt.pool.fetch("SELECT status, attempts FROM deliveries")
+    assert sender.seen[0] == {("handing_over", 1, True)}
+    assert {(r["status"], r["attempts"]) for r in rows} == {("sent", 1)}
+    assert len(smtp.accepted) == 3
 
 
 async def test_a_bad_sequence_reply_is_transient_and_the_mail_goes_out_later(

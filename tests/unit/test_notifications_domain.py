@@ -165,9 +165,7 @@ def test_r13_the_person_language_first_then_the_account_then_english() -> None:
 async def test_a_connection_lost_between_envelope_and_data_is_retried_not_failed() -> None:
     """After MAIL/RCPT the connection broke: a new connection has no envelope, so DATA would be
     refused with 503 and be mistaken for a permanent rejection. Nothing was handed over."""
-    from email.message import EmailMessage
-
-    from services.notifications.mailer import SmtpSender, TransientFailure
+    from services.notifications.mailer import OutgoingMail, SmtpSender, TransientFailure
 
     class Dropped:
         is_connected = False  # what aiosmtplib reports once the server or network hung up
@@ -175,7 +173,7 @@ async def test_a_connection_lost_between_envelope_and_data_is_retried_not_failed
     sender = SmtpSender("127.0.0.1", 9)
     sender._smtp = Dropped()  # type: ignore[assignment]
     with pytest.raises(TransientFailure, match="before DATA"):
-        await sender.finish(EmailMessage())
+        await sender.finish(OutgoingMail("kari@example.com", "<m@x>", b""))
 
 
 def test_a_sign_in_link_goes_to_the_address_that_asked_and_nobody_else() -> None:

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 
 import pytest
 
 from services.notifications import domain, service
 from services.notifications.domain import Account, Member, Recipient, RenderedMail
 from services.notifications.mailer import (
+    OutgoingMail,
     PermanentFailure,
     TransientFailure,
     Unconfirmed,
@@ -72,6 +72,7 @@ class FakeRepository:
     locked: list[uuid.UUID] = field(default_factory=list)
     wakes: int = 0
     sent_records: list[int] = field(default_factory=list)  # mails per mark_sent call
+    renewals: int = 0  # renew_handing_over calls
 
     async def upsert_account(
         self, account_id: uuid.UUID, name: str, language: str, time_zone: str
@@ -231,8 +232,8 @@ class FakeRepository:
         self, now: datetime, token: uuid.UUID, lease_until: datetime, limit: int
     ) -> list[DueMail]:
         due = [d for d in self.deliveries if d.status == "pending" and d.next_attempt_at <= now]
-        for d in due[:limit]:
-            d.claim_token = token
+        for d in due[:limit]:  # leased and marked ``handing_over`` in one statement
+            d.claim_token, d.status, d.attempts = token, "handing_over", d.attempts + 1
         return [
             DueMail(
                 d.id,
@@ -245,21 +246,19 @@ class FakeRepository:
                 d.mail.subject,
                 d.mail.text,
                 d.mail.html,
-                d.attempts,
+                d.attempts - 1,
                 f"<{d.id}@subscription-platform>",
                 dated_at=d.dated_at,
             )
             for d in due[:limit]
         ]
 
-    async def mark_handing_over(
-        self, delivery_id: uuid.UUID, token: uuid.UUID, now: datetime
-    ) -> bool:
-        d = self._held(delivery_id, token)
-        if d is None or d.status != "pending":
-            return False
-        d.status, d.attempts = "handing_over", d.attempts + 1
-        return True
+    async def renew_handing_over(
+        self, delivery_ids: list[uuid.UUID], token: uuid.UUID, now: datetime
+    ) -> set[uuid.UUID]:
+        self.renewals += 1
+        held = [d for i in delivery_ids if (d := self._held(i, token)) is not None]
+        return {d.id for d in held if d.status == "handing_over"}
 
     async def mark_sent(
         self, delivery_ids: list[uuid.UUID], token: uuid.UUID, now: datetime
@@ -528,11 +527,11 @@ class ScriptedSender:
         if recipient in self.at_rcpt:
             raise self.at_rcpt[recipient]
 
-    async def finish(self, message: EmailMessage) -> None:
-        self.message_ids.append(str(message["Message-ID"]))
+    async def finish(self, message: OutgoingMail) -> None:
+        self.message_ids.append(message.message_id)
         if self._current in self.at_data:
             raise self.at_data[self._current]
-        self.delivered.append(str(message["To"]))
+        self.delivered.append(message.recipient)
 
     async def abort(self) -> None:
         self.aborted += 1
@@ -611,13 +610,70 @@ async def test_a_broken_data_answer_is_sent_again_with_the_same_message_id_and_c
     assert sender.message_ids == again.message_ids == [f"<{delivery.id}@subscription-platform>"]
 
 
-async def test_r12_a_mail_whose_lease_ran_out_is_left_to_the_worker_holding_it() -> None:
-    world = await queued()
-    [mail] = await world.repo.claim_due(NOW, uuid.uuid4(), NOW, 10)
-    sender = ScriptedSender()
+@dataclass
+class SlowSender(ScriptedSender):
+    """Each DATA takes ``seconds`` of the world's clock."""
 
-    assert await service.hand_over(world.desk(), sender, mail, uuid.uuid4()) == "skipped"
-    assert sender.aborted == 1 and sender.delivered == []
+    clock: FrozenClock = field(default_factory=lambda: FrozenClock(NOW))
+    seconds: float = 0.0
+
+    async def finish(self, message: OutgoingMail) -> None:
+        self.clock.advance(timedelta(seconds=self.seconds))
+        await super().finish(message)
+
+
+@dataclass
+class WatchingSender(ScriptedSender):
+    """Notes, at each MAIL FROM, the status of every mail of the world."""
+
+    world: Platform | None = None
+    seen: list[list[str]] = field(default_factory=list)
+
+    async def begin(self, sender: str, recipient: str) -> None:
+        assert self.world is not None
+        self.seen.append(sorted(d.status for d in self.world.repo.deliveries))
+        await super().begin(sender, recipient)
+
+
+async def test_r12_the_claim_marks_the_whole_batch_handing_over_before_its_first_mail() -> None:
+    """Issue 17 [ours]: one hand-over mark for the batch (the claim's statement), not one per
+    mail before its DATA; a fast batch renews nothing."""
+    world = await queued(PER, OLA)
+    sender = WatchingSender(world=world)
+
+    assert await service.deliver_due(world.desk(), sender, limit=10) == 3
+    assert sender.seen[0] == ["handing_over"] * 3  # at the first MAIL FROM
+    assert world.repo.renewals == 0
+    assert {(d.status, d.attempts) for d in world.repo.deliveries} == {("sent", 1)}
+
+
+@dataclass
+class SweptSender(SlowSender):
+    """Each DATA takes ``seconds``; during the first one the sweep takes the others' marks."""
+
+    world: Platform | None = None
+
+    async def finish(self, message: OutgoingMail) -> None:
+        assert self.world is not None
+        if not self.delivered:
+            for d in self.world.repo.deliveries:
+                if d.recipient.email != self._current:
+                    d.status, d.claim_token = "pending", None  # expire_handovers
+        await super().finish(message)
+
+
+async def test_r12_a_slow_batch_leaves_a_mail_whose_mark_the_sweep_took_to_its_new_holder() -> None:
+    """A batch older than one SMTP timeout renews its mark before the next DATA; a mail the
+    sweep took meanwhile (to hand it over again) is not sent by this worker."""
+    world = await queued(PER)
+    sender = SweptSender(clock=world.clock, seconds=11.0, world=world)  # the timeout is 10 s
+
+    assert await service.deliver_due(world.desk(), sender, limit=10) == 2
+    [first] = sender.delivered
+    assert world.repo.renewals == 1
+    assert sender.aborted == 1  # the envelope of the mail no longer held: RSET, no DATA
+    statuses = {d.recipient.email: d.status for d in world.repo.deliveries}
+    assert statuses == {first: "sent", ({KARI, PER} - {first}).pop(): "pending"}
 
 
 async def test_a_batch_of_mails_is_recorded_sent_in_one_transaction() -> None:
@@ -634,18 +690,6 @@ async def test_a_batch_of_mails_is_recorded_sent_in_one_transaction() -> None:
     assert sorted(sent) == sorted(d.id for d in world.repo.deliveries)
 
 
-@dataclass
-class SlowSender(ScriptedSender):
-    """Each DATA takes ``seconds`` of the world's clock."""
-
-    clock: FrozenClock = field(default_factory=lambda: FrozenClock(NOW))
-    seconds: float = 0.0
-
-    async def finish(self, message: EmailMessage) -> None:
-        self.clock.advance(timedelta(seconds=self.seconds))
-        await super().finish(message)
-
-
 async def test_a_slow_batch_records_what_the_server_took_before_the_hand_over_deadline() -> None:
     """A mail the server took is recorded once it is older than one SMTP timeout, long before
     the sweep (after six) would take its ``handing_over`` for a stopped worker's and send it
@@ -660,25 +704,23 @@ async def test_a_slow_batch_records_what_the_server_took_before_the_hand_over_de
 
 
 async def test_mails_the_server_took_are_recorded_when_a_later_hand_over_fails() -> None:
-    """The database fails at a later mail's hand-over mark: the error propagates (the worker
-    tries again later), and the mails already handed over are recorded ``sent`` first."""
+    """The database fails at a slow batch's renewal of its mark: the error propagates (the
+    worker tries again later), the SMTP session is reset, the mails already handed over are
+    recorded ``sent`` first, and the rest stay marked for the sweep."""
     world = await queued(PER)
-    marks = 0
-    mark = world.repo.mark_handing_over
 
-    async def failing_second(delivery_id: uuid.UUID, token: uuid.UUID, now: datetime) -> bool:
-        nonlocal marks
-        marks += 1
-        if marks == 2:
-            raise OSError("database gone")
-        return await mark(delivery_id, token, now)
+    async def failing(
+        delivery_ids: list[uuid.UUID], token: uuid.UUID, now: datetime
+    ) -> set[uuid.UUID]:
+        raise OSError("database gone")
 
-    world.repo.mark_handing_over = failing_second  # type: ignore[method-assign]
-    sender = ScriptedSender()
+    world.repo.renew_handing_over = failing  # type: ignore[method-assign]
+    sender = SlowSender(clock=world.clock, seconds=11.0)
     with pytest.raises(OSError, match="database gone"):
         await service.deliver_due(world.desk(), sender, limit=10)
     [first] = sender.delivered
+    assert sender.aborted == 1
     assert world.repo.sent_records == [1]
     statuses = {d.recipient.email: d.status for d in world.repo.deliveries}
-    assert statuses == {first: "sent", ({KARI, PER} - {first}).pop(): "pending"}
+    assert statuses == {first: "sent", ({KARI, PER} - {first}).pop(): "handing_over"}
     assert [e.payload_as(EmailSent).recipient for e in world.events.emitted] == [first]
