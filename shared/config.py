@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     consumer_max_attempts: int = 4
     consumer_backoff_seconds: float = 0.2
     consumer_batch_size: int = 100  # records handled before one offset commit
+    # a consumed batch applied in one transaction (record by record if that fails)
+    consumer_batch_transaction: bool = True
     delivery_poll_seconds: float = 1.0
     test_clocks_enabled: bool = Field(
         False, description="Allow test clocks (never in production: they move time)."

@@ -197,6 +197,7 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
             max_attempts=settings.consumer_max_attempts,
             backoff_seconds=settings.consumer_backoff_seconds,
             batch_size=settings.consumer_batch_size,
+            batch_transaction=settings.consumer_batch_transaction,
         )
         consumer.subscribe(broker)
         await broker.start()
