@@ -249,8 +249,9 @@ async def test_an_event_that_waits_in_a_batch_is_deferred_and_released(
     early, other = uuid.uuid4(), uuid.uuid4()
     order = mail_event(early, order_to_mail("ORD-EARLY", KARI))
     batch = [order, mail_event(other, snapshot), mail_event(early, snapshot)]
-    deferred, released = counted("platform_events_deferred_total"), counted(
-        "platform_events_released_total"
+    deferred, released = (
+        counted("platform_events_deferred_total"),
+        counted("platform_events_released_total"),
     )
 
     assert await consuming.handle_batch(batch, [None] * 3) == ["deferred", "done", "done"]
