@@ -2,16 +2,41 @@
 
 Consuming (``EventConsumer``):
 - one FastStream subscriber per service, consumer group = the service, records taken in
-  batches and handled one by one in order; offsets are committed once the batch's effects are
+  batches (up to ``consumer_batch_size``); offsets are committed once the batch's effects are
   committed (``AckPolicy.NACK_ON_ERROR``, no auto-commit);
 - each message is parsed into an ``Envelope`` and its payload contract; a message that cannot be
   parsed goes to the service's dead-letter topic at once;
-- the handler runs in one database transaction together with the inbox row
+- a handler runs in one database transaction together with the inbox row
   ``(consumer, event_id)``, so a redelivered event changes nothing;
 - a handler that raises is retried with exponential backoff, ``max_attempts`` times, then the
   message is dead-lettered with the error in its headers and the consumer goes on;
 - when the database itself is unreachable, nothing is dead-lettered: the message is not
   acknowledged and comes back once the database answers.
+
+One transaction per batch (issue 17, ``consumer_batch_transaction``, on by default;
+``ConsumerRuntime.handle_batch``): the records of a batch that parse are applied together, in
+one transaction: BEGIN; every account's turn (the per-account lock below), all taken in one
+statement in sorted order, so two batches holding the same accounts cannot deadlock on them;
+all inbox rows in one statement (``ON CONFLICT DO NOTHING RETURNING``: the ids it returns are
+the first-time events, the others are duplicates) that also reads the accounts' test-clock
+times; then each first-time record's handler, without a savepoint, grouped by account (a stable
+sort: each account's records keep their order, and the locks handlers take per account, the
+outbox's and notifications' people lock, follow the same sorted order as
+``Outbox.emit_many``'s); COMMIT. About 20 events are consumed per order: that was 20
+transactions, now one per batch.
+
+Its failure behaviour: if anything in it raises (a handler's error, ``WaitForCause``, a
+deadlock with another transaction's row locks, a serialization failure), the whole batch
+transaction is rolled back and the batch is applied again record by record on the path above
+(each record its own transaction, retries, backoff, dead letters, waiting with a savepoint),
+starting from its first record, so per-account order holds either way and no lock is held
+through a backoff sleep. An infrastructure error (``shared.problems.INFRASTRUCTURE_ERRORS``:
+the database unreachable) leaves the batch unacknowledged as before; it comes back. A crash
+before COMMIT leaves nothing of the batch; Kafka redelivers it. Each record still has its own
+``process`` span (parented to its record's traceparent; ended after the commit, its outcome
+``done``/``duplicate``, or ``batch-rolled-back`` when the record was then applied again in a
+new span) and its own log context; the deferred/released counters count at commit. A batch of
+one record, or with the setting off, goes record by record.
 
 Waiting for a cause (the one mechanism; every service uses it): an event can arrive before the
 event that causes it (another producer's topic, another partition's pace). Its handler raises
