@@ -93,6 +93,13 @@ EVENTS_CONSUMED = Counter(
     ["consumer", "outcome"],
 )
 
+CONSUMER_BATCHES = Counter(
+    "platform_consumer_batches_total",
+    "Consumed batches, by consumer and how they were applied: in one transaction, or record"
+    " by record after that transaction failed (an event waited, a handler failed, a deadlock).",
+    ["consumer", "applied"],
+)
+
 EVENTS_DEFERRED = Counter(
     "platform_events_deferred_total",
     "Events kept to wait for their cause, by consumer.",
@@ -371,13 +378,18 @@ class ConsumerRuntime:
                 await asyncio.sleep(self.backoff_seconds * 5)
                 raise
             except Exception as error:
-                log.info(
+                CONSUMER_BATCHES.labels(self.consumer.name, "record-by-record").inc()
+                # Waiting for a cause is normal; anything else (a deadlock) is worth seeing.
+                waits = isinstance(error, WaitForCause)
+                log.log(
+                    logging.INFO if waits else logging.WARNING,
                     "%s: a batch of %d applied record by record: %r",
                     self.consumer.name,
                     len(parsed),
                     error,
                 )
             else:
+                CONSUMER_BATCHES.labels(self.consumer.name, "one-transaction").inc()
                 for (index, _), outcome in zip(parsed, applied, strict=True):
                     outcomes[index] = outcome
                     EVENTS_CONSUMED.labels(self.consumer.name, outcome).inc()

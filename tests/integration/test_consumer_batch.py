@@ -105,6 +105,11 @@ async def invoice_numbers(pool: asyncpg.Pool, bodies: list[bytes]) -> list[str |
     return [by_order.get(order_id(b)) for b in bodies]
 
 
+def batches(consumer: str, applied: str) -> float:
+    labels = {"consumer": consumer, "applied": applied}
+    return REGISTRY.get_sample_value("platform_consumer_batches_total", labels) or 0.0
+
+
 @pytest.fixture
 async def invoicing(backing: Backing) -> AsyncIterator[tuple[Deployment, asyncpg.Pool]]:
     async with deployment(backing, ("invoicing",)) as dep, in_process(dep, "invoicing") as app:
@@ -162,10 +167,12 @@ async def test_a_failing_handler_in_a_batch_leaves_the_others_applied_once(
     batch = [order_placed(a), order_placed(b), bad, order_placed(a), order_placed(b)]
     dead = DeadLetters()
     consuming = runtime(invoicing_consumer, pool, dead)
+    fell_back = batches("invoicing", "record-by-record")
 
     outcomes = await consuming.handle_batch(batch, [None] * len(batch))
 
     assert outcomes == ["done", "done", "dead-lettered", "done", "done"]
+    assert batches("invoicing", "record-by-record") == fell_back + 1
     good = [body for body in batch if body is not bad]
     numbers = await invoice_numbers(pool, good)
     assert None not in numbers
@@ -198,7 +205,9 @@ async def test_the_batch_transaction_can_be_turned_off_and_a_batch_repeated_in_i
     together = [order_placed(b), order_placed(a), order_placed(b)]
     batch = [*together, together[0]]
     consuming = runtime(invoicing_consumer, pool, DeadLetters())
+    together_before = batches("invoicing", "one-transaction")
     assert await consuming.handle_batch(batch, [None] * 4) == ["done"] * 3 + ["duplicate"]
+    assert batches("invoicing", "one-transaction") == together_before + 1
     assert await transactions(pool, together) == 1
     assert await consuming.handle_batch(batch, [None] * 4) == ["duplicate"] * 4
     assert await pool.fetchval("SELECT count(*) FROM invoices") == 6
