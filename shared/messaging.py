@@ -27,16 +27,21 @@ transactions, now one per batch.
 
 Its failure behaviour: if anything in it raises (a handler's error, ``WaitForCause``, a
 deadlock with another transaction's row locks, a serialization failure), the whole batch
-transaction is rolled back and the batch is applied again record by record on the path above
-(each record its own transaction, retries, backoff, dead letters, waiting with a savepoint),
-starting from its first record, so per-account order holds either way and no lock is held
-through a backoff sleep. An infrastructure error (``shared.problems.INFRASTRUCTURE_ERRORS``:
-the database unreachable) leaves the batch unacknowledged as before; it comes back. A crash
-before COMMIT leaves nothing of the batch; Kafka redelivers it. Each record still has its own
-``process`` span (parented to its record's traceparent; ended after the commit, its outcome
-``done``/``duplicate``, or ``batch-rolled-back`` when the record was then applied again in a
-new span) and its own log context; the deferred/released counters count at commit. A batch of
-one record, or with the setting off, goes record by record.
+transaction is rolled back. If a record's handler raised, the records before it are applied
+again in one transaction, that record alone on the path above (its own transaction, retries,
+backoff, dead letters, waiting with a savepoint), and the records after it in one transaction
+again (which may split the same way); if no handler raised (a lock, the commit), or after four
+rolled-back transactions in one batch, the rest goes record by record. Each piece commits
+before the next starts and each account's records keep their order, so per-account order
+holds, and no lock is held through a backoff sleep. An infrastructure error
+(``shared.problems.INFRASTRUCTURE_ERRORS``: the database unreachable) leaves the batch
+unacknowledged as before; it comes back (what committed is then a duplicate). A crash before
+COMMIT leaves nothing of that transaction; Kafka redelivers the batch. Each record still has
+its own ``process`` span (parented to its record's traceparent; ended after the commit, its
+outcome ``done``/``duplicate``, or ``batch-rolled-back`` when the record was then applied again
+in a new span) and its own log context; the deferred/released counters count at commit;
+``platform_consumer_batches_total`` counts the batch transactions committed and rolled back.
+A batch of one record, or with the setting off, goes record by record.
 
 Waiting for a cause (the one mechanism; every service uses it): an event can arrive before the
 event that causes it (another producer's topic, another partition's pace). Its handler raises
@@ -95,9 +100,9 @@ EVENTS_CONSUMED = Counter(
 
 CONSUMER_BATCHES = Counter(
     "platform_consumer_batches_total",
-    "Consumed batches, by consumer and how they were applied: in one transaction, or record"
-    " by record after that transaction failed (an event waited, a handler failed, a deadlock).",
-    ["consumer", "applied"],
+    "Batch transactions of the consumer, by consumer and outcome: committed, or rolled-back"
+    " (an event waited, a handler failed, a deadlock; then split, see handle_batch).",
+    ["consumer", "outcome"],
 )
 
 EVENTS_DEFERRED = Counter(
@@ -121,6 +126,20 @@ REPLAY_FOR_HEADER = "x-replay-for"
 class _Waits(Exception):
     """An event applied without a savepoint met ``WaitForCause``: its transaction is rolled
     back and it is applied again, guarded (``ConsumerRuntime._apply``)."""
+
+
+class _BatchFailed(Exception):
+    """A batch transaction was rolled back: ``at`` is the record whose handler raised
+    ``error`` (None when no handler did: a lock, the inbox statement, the commit)."""
+
+    def __init__(self, at: int | None, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.at = at
+        self.error = error
+
+
+# A batch's transactions that may roll back before the rest goes record by record.
+_BATCH_TRIES = 4
 
 
 class WaitForCause(Exception):
@@ -358,9 +377,12 @@ class ConsumerRuntime:
         return outcome
 
     async def handle_batch(self, bodies: Sequence[bytes], records: Sequence[Any]) -> list[str]:
-        """Handle a batch of records (the module doc): the ones that parse in one transaction
-        (``_apply_batch``); if that raises anything but an infrastructure error, record by
-        record (``handle``'s path: retries, dead letters, waiting with a savepoint)."""
+        """Handle a batch of records (the module doc): the ones that parse grouped by account
+        (a stable sort: each account's keep their order) and applied in one transaction
+        (``_apply_batch``). When a record's handler makes that fail, the records before it are
+        applied again in one transaction, it alone on ``handle``'s path (retries, dead letters,
+        waiting with a savepoint), and the rest in one transaction again; after
+        ``_BATCH_TRIES`` failed transactions, or a failure no record caused, record by record."""
         outcomes: list[str] = []
         parsed: list[tuple[int, _Parsed]] = []
         for index, (body, record) in enumerate(zip(bodies, records, strict=True)):
@@ -370,33 +392,48 @@ class ConsumerRuntime:
             else:
                 parsed.append((index, item))
             outcomes.append(item if isinstance(item, str) else "")
-        if self.batch_transaction and len(parsed) > 1:
+        parsed.sort(key=lambda pair: str(pair[1].envelope.account_id))
+        work: list[tuple[list[tuple[int, _Parsed]], bool]] = [(parsed, False)]  # (records, alone)
+        tries = 0
+        while work:
+            segment, alone = work.pop(0)
+            if alone or not self.batch_transaction or len(segment) < 2 or tries >= _BATCH_TRIES:
+                for index, item in segment:
+                    outcomes[index] = await self._process(item)
+                    EVENTS_CONSUMED.labels(self.consumer.name, outcomes[index]).inc()
+                continue
+            tries += 1
             try:
-                applied = await self._apply_batch([item for _, item in parsed])
+                applied = await self._apply_batch([item for _, item in segment])
             except INFRASTRUCTURE_ERRORS:
                 # Not the messages' fault: leave the batch unacknowledged; it comes back.
                 await asyncio.sleep(self.backoff_seconds * 5)
                 raise
-            except Exception as error:
-                CONSUMER_BATCHES.labels(self.consumer.name, "record-by-record").inc()
+            except _BatchFailed as failed:
+                CONSUMER_BATCHES.labels(self.consumer.name, "rolled-back").inc()
                 # Waiting for a cause is normal; anything else (a deadlock) is worth seeing.
-                waits = isinstance(error, WaitForCause)
+                waits = isinstance(failed.error, WaitForCause)
                 log.log(
                     logging.INFO if waits else logging.WARNING,
-                    "%s: a batch of %d applied record by record: %r",
+                    "%s: a batch transaction of %d rolled back: %r",
                     self.consumer.name,
-                    len(parsed),
-                    error,
+                    len(segment),
+                    failed.error,
                 )
+                at = failed.at
+                if at is None:
+                    work.insert(0, (segment, True))
+                else:
+                    work[0:0] = [
+                        (segment[:at], False),
+                        (segment[at : at + 1], True),
+                        (segment[at + 1 :], False),
+                    ]
             else:
-                CONSUMER_BATCHES.labels(self.consumer.name, "one-transaction").inc()
-                for (index, _), outcome in zip(parsed, applied, strict=True):
+                CONSUMER_BATCHES.labels(self.consumer.name, "committed").inc()
+                for (index, _), outcome in zip(segment, applied, strict=True):
                     outcomes[index] = outcome
                     EVENTS_CONSUMED.labels(self.consumer.name, outcome).inc()
-                return outcomes
-        for index, item in parsed:
-            outcomes[index] = await self._process(item)
-            EVENTS_CONSUMED.labels(self.consumer.name, outcomes[index]).inc()
         return outcomes
 
     async def _parse(self, body: bytes, record: Any) -> _Parsed | str:
@@ -465,18 +502,18 @@ class ConsumerRuntime:
 
         Round trips: BEGIN, the account turns (one statement, sorted), the inbox rows and the
         accounts' test-clock times (one statement), the handlers, COMMIT."""
-        # Handlers run grouped by account (a stable sort: each account's records keep their
-        # order), so the locks handlers take per account (the outbox's, notifications'
-        # people) are taken in the same sorted order as every other multi-account transaction
-        # takes them (``Outbox.emit_many``); the turns are all taken first, sorted.
-        order = sorted(range(len(items)), key=lambda k: str(items[k].envelope.account_id))
+        # The caller groups the handlers by account (sorted), so the locks they take per
+        # account (the outbox's, notifications' people) are taken in the same sorted order as
+        # every other multi-account transaction takes them (``Outbox.emit_many``); the turns
+        # are all taken first, sorted.
         accounts = sorted({str(item.envelope.account_id) for item in items})
         first: dict[uuid.UUID, int] = {}  # an event twice in the batch: the first is applied
-        for k in order:
+        for k in range(len(items)):
             first.setdefault(items[k].envelope.event_id, k)
         outcomes = ["duplicate"] * len(items)
         spans: dict[int, Span] = {}
         failure: Exception | None = None
+        at: int | None = None  # the record whose handler runs
         tally = _Tally()
         with contextlib.ExitStack() as open_spans:  # each record's span ends after the commit
             try:
@@ -509,17 +546,19 @@ class ConsumerRuntime:
                     clocks: dict[uuid.UUID, datetime] = {
                         row["account_id"]: row["now"] for row in rows if row["account_id"]
                     }
-                    for k in order:
+                    for k in range(len(items)):
                         item = items[k]
                         spans[k] = open_spans.enter_context(self._span(item))
                         if first[item.envelope.event_id] != k or item.envelope.event_id not in new:
                             continue  # "duplicate"
+                        at = k
                         with self._bound(item):
                             await self._run_in_batch(conn, item, clocks, tally)
+                        at = None
                         outcomes[k] = "done"
             except Exception as error:
                 failure = error
-                for span in spans.values():  # applied again record by record, in new spans
+                for span in spans.values():  # applied again (handle_batch), in new spans
                     span.set_attribute("platform.outcome", "batch-rolled-back")
             else:
                 tally.publish(self.consumer.name)
@@ -532,8 +571,10 @@ class ConsumerRuntime:
                             items[k].envelope.event_type,
                             outcomes[k],
                         )
-        if failure is not None:
+        if isinstance(failure, INFRASTRUCTURE_ERRORS):
             raise failure
+        if failure is not None:
+            raise _BatchFailed(at, failure) from failure
         return outcomes
 
     async def _run_in_batch(
