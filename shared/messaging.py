@@ -415,9 +415,10 @@ class ConsumerRuntime:
                 waits = isinstance(failed.error, WaitForCause)
                 log.log(
                     logging.INFO if waits else logging.WARNING,
-                    "%s: a batch transaction of %d rolled back: %r",
+                    "%s: a batch transaction of %d rolled back at %s: %r",
                     self.consumer.name,
                     len(segment),
+                    failed.at,
                     failed.error,
                 )
                 at = failed.at
