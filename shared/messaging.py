@@ -392,7 +392,8 @@ class ConsumerRuntime:
             else:
                 parsed.append((index, item))
             outcomes.append(item if isinstance(item, str) else "")
-        parsed.sort(key=lambda pair: str(pair[1].envelope.account_id))
+        if self.batch_transaction:
+            parsed.sort(key=lambda pair: str(pair[1].envelope.account_id))
         work: list[tuple[list[tuple[int, _Parsed]], bool]] = [(parsed, False)]  # (records, alone)
         tries = 0
         while work:
