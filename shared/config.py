@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     consumer_batch_size: int = 100  # records taken from Kafka at once
     # handled records' offsets are committed at most this often (shared.offsets)
     consumer_offset_commit_seconds: float = 1.0
+    # a consumed batch applied in one transaction (record by record if that fails)
+    consumer_batch_transaction: bool = True
     delivery_poll_seconds: float = 1.0
     test_clocks_enabled: bool = Field(
         False, description="Allow test clocks (never in production: they move time)."

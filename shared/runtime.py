@@ -198,6 +198,7 @@ def create_app(spec: ServiceSpec, settings: Settings, clock: Clock | None = None
             backoff_seconds=settings.consumer_backoff_seconds,
             batch_size=settings.consumer_batch_size,
             offset_commit_seconds=settings.consumer_offset_commit_seconds,
+            batch_transaction=settings.consumer_batch_transaction,
         )
         consumer.subscribe(broker)
         await broker.start()

@@ -474,7 +474,10 @@ async def record_sent(
             async with desk.transaction() as uow:
                 now = await uow.time.now()
                 held = await uow.repo.mark_sent([mail.id for mail, _ in mails], token, now)
-                for mail, traceparent in mails:
+                # By account (each account's mails keep their order): the outbox's per-account
+                # locks are then taken in the sorted order every multi-account transaction
+                # uses (the consumer's batch transaction), so the two cannot deadlock on them.
+                for mail, traceparent in sorted(mails, key=lambda m: str(m[0].account_id)):
                     if mail.id not in held:
                         continue
                     with tracing.continuing(traceparent):

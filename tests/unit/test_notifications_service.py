@@ -690,6 +690,21 @@ async def test_a_batch_of_mails_is_recorded_sent_in_one_transaction() -> None:
     assert sorted(sent) == sorted(d.id for d in world.repo.deliveries)
 
 
+async def test_mails_of_several_accounts_are_recorded_sent_in_account_order() -> None:
+    """Issue 17: the EmailSent events of a batch are emitted by account (sorted; each account's
+    in its mails' order), so the outbox's per-account locks are taken in the same order as the
+    consumer's batch transaction takes them and the two cannot deadlock."""
+    world = await queued(PER, OLA)
+    accounts = sorted((uuid.uuid4() for _ in world.repo.deliveries), key=str, reverse=True)
+    for delivery, account in zip(world.repo.deliveries, accounts, strict=True):
+        delivery.account_id = account
+
+    assert await service.deliver_due(world.desk(), ScriptedSender(), limit=10) == 3
+
+    emitted = [e.account_id for e in world.events.emitted]
+    assert emitted == sorted(accounts, key=str)
+
+
 async def test_a_slow_batch_records_what_the_server_took_before_the_hand_over_deadline() -> None:
     """A mail the server took is recorded once it is older than one SMTP timeout, long before
     the sweep (after six) would take its ``handing_over`` for a stopped worker's and send it
