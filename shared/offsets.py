@@ -80,8 +80,14 @@ class OffsetCommits:
             self._timer = asyncio.create_task(self._later(wait), name="offset-commit")
 
     async def _later(self, wait: float) -> None:
-        await asyncio.sleep(wait)
-        await self.flush()
+        # Records handled while this timer's commit was under way are pending again, and
+        # ``handled`` saw a timer still running: this one commits them too, one interval later.
+        while True:
+            await asyncio.sleep(wait)
+            await self.flush()
+            if not self._pending:
+                return
+            wait = max(0.0, self._last + self.interval - time.monotonic())
 
     async def flush(self) -> None:
         """Commit what is pending (the timer, the next batch after the interval, shutdown)."""

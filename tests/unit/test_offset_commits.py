@@ -96,3 +96,31 @@ async def test_a_failed_commit_is_counted_and_does_not_stop_the_consumer(error: 
     await offsets.handled(consumer, records(A0, 1))  # does not raise
     assert consumer.commits == []
     assert offsets.pending == {}, "the records come again; the inbox makes them duplicates"
+
+
+async def test_records_handled_while_the_timer_commits_are_committed_by_it_later() -> None:
+    """A batch handled while the timer's commit is under way finds that timer still running;
+    it must not be left uncommitted until some later batch comes (the test clocks' "settled"
+    waits for zero lag)."""
+    commit_started, commit_may_finish = asyncio.Event(), asyncio.Event()
+
+    @dataclass
+    class SlowConsumer(FakeConsumer):
+        async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+            if len(self.commits) == 1:  # the timer's commit, the first after the immediate one
+                commit_started.set()
+                await commit_may_finish.wait()
+            await super().commit(offsets)
+
+    consumer = SlowConsumer()
+    offsets = OffsetCommits("ordering", interval=0.05)
+    await offsets.handled(consumer, records(A0, 1))  # committed at once
+    await offsets.handled(consumer, records(A0, 2))  # pending: the timer commits it
+    await asyncio.wait_for(commit_started.wait(), timeout=5)  # the timer's commit waits
+    await offsets.handled(consumer, records(A0, 3))  # while the timer's commit waits
+    commit_may_finish.set()
+    async with asyncio.timeout(5):
+        while consumer.commits[-1:] != [{A0: 4}]:
+            consumer.committed.clear()
+            await consumer.committed.wait()
+    assert consumer.commits == [{A0: 2}, {A0: 3}, {A0: 4}]
