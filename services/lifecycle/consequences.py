@@ -114,7 +114,11 @@ class Consequences:
     async def record(self, uow: UnitOfWork) -> None:
         await uow.repo.save_stages(self.stages)
         await uow.repo.schedule_timers(self.timers, cancel=self.dropped_timers)
-        for sub, event, at in self.events:
+        # By account (a stable sort: each account's events keep their order): the outbox locks
+        # one key per account as it emits, and a timer batch's subscriptions are in date order,
+        # so emitting as collected could take two accounts' keys in the opposite order to a
+        # consumer batch (shared/messaging.py, sorted by account) and deadlock with it.
+        for sub, event, at in sorted(self.events, key=lambda e: str(e[0].account_id)):
             await uow.events.emit(
                 event, account_id=sub.account_id, subscription_id=sub.id, occurred_at=at
             )

@@ -698,3 +698,22 @@ async def test_r27_a_requested_renewal_keeps_what_was_bought_when_the_renewal_da
     assert (again["seats"], again["term"]) == (5, "three_year")
     renewal = lc.repo.renewals[uuid.UUID(first["renewal_id"])]
     assert (renewal.seats, renewal.term) == (5, "three_year")
+
+
+async def test_r24_a_timer_batch_emits_by_account_so_it_cannot_deadlock_with_a_consumer_batch(
+    lc: Lifecycle,
+) -> None:
+    """Issue 17: subscriptions of several accounts reach their renewal date in one timer batch
+    (date order); their events are emitted by account (sorted, as the consumer's batch takes
+    the accounts' locks), each account's in its own order."""
+    accounts = sorted((uuid.uuid4() for _ in range(3)), key=str, reverse=True)
+    due: list[tuple[uuid.UUID, datetime]] = []
+    for account in accounts:  # the batch's date order is the reverse of the accounts' order
+        lc.account = account
+        sub = await lc.place()
+        due.append((sub, lc.sub(sub).renews_at))
+    lc.events.emitted.clear()
+    await service.at_renewal_dates(lc.uow, due)
+    emitted = [e.account_id for e in lc.events.emitted]
+    assert len(emitted) == 3
+    assert emitted == sorted(accounts, key=str)
