@@ -29,16 +29,16 @@ transactions, now one per batch.
 
 Its failure behaviour: if anything in it raises (a handler's error, ``WaitForCause``, a
 deadlock with another transaction's row locks, a serialization failure), the whole batch
-transaction is rolled back. If a record's handler raised ``WaitForCause``, the records before
-it and that record are applied again in one transaction, that record's handler in a savepoint:
-it decides again, under its account's turn, and either goes on or is kept waiting (its work
-undone, the rest not); the records after it in one transaction again. Waiting is common (about
-one record in seven in notifications), so it costs no transaction of its own. If a record's
-handler raised anything else, the records before it are applied again in one transaction,
-that record alone on the path above (its own transaction, retries, backoff, dead letters,
-waiting with a savepoint), and the records after it in one transaction again (which may split
-the same way); if no handler raised (a lock, the commit), or after four rolled-back
-transactions in one batch, the rest goes record by record. Each piece commits
+transaction is rolled back. If a record's handler raised ``WaitForCause``, the same batch is
+applied again in one transaction with that record's handler in a savepoint: it decides again,
+under its account's turn, and either goes on or is kept waiting (its work undone, the rest of
+the batch not) — waiting is common (about one record in seven in notifications), so it costs a
+try, not a transaction of its own. If a record's handler raised anything else, the records
+before it are applied again in one transaction, that record alone on the path above (its own
+transaction, retries, backoff, dead letters, waiting with a savepoint), and the records after
+it in one transaction again (which may split the same way); if no handler raised (a lock,
+the commit), or after four rolled-back transactions in one batch, the rest goes record by
+record. Each piece commits
 before the next starts and each account's records keep their order, so per-account order
 holds, and no lock is held through a backoff sleep. An infrastructure error
 (``shared.problems.INFRASTRUCTURE_ERRORS``: the database unreachable) leaves the batch
@@ -396,11 +396,10 @@ class ConsumerRuntime:
     async def handle_batch(self, bodies: Sequence[bytes], records: Sequence[Any]) -> list[str]:
         """Handle a batch of records (the module doc): the ones that parse grouped by account
         (a stable sort: each account's keep their order) and applied in one transaction
-        (``_apply_batch``). When a record waits for its cause, the records before it and it
-        are applied again in one transaction, it in a savepoint, and the rest in another; when
-        a record's handler fails otherwise, the records before it are applied again in one
-        transaction, it alone on ``handle``'s path (retries, dead letters, waiting with a
-        savepoint), and the rest in one transaction again; after
+        (``_apply_batch``). When a record waits for its cause, the batch is tried again with that
+        record in a savepoint; when a record's handler fails otherwise, the records before it
+        are applied again in one transaction, it alone on ``handle``'s path (retries, dead
+        letters, waiting with a savepoint), and the rest in one transaction again; after
         ``_BATCH_TRIES`` failed transactions, or a failure no record caused, record by record."""
         outcomes: list[str] = []
         parsed: list[tuple[int, _Parsed]] = []
@@ -420,8 +419,7 @@ class ConsumerRuntime:
         tries = 0
         while work:
             segment, alone, guarded = work.pop(0)
-            one = len(segment) < 2 and not guarded  # a guarded one: its savepoint is cheaper
-            if alone or not self.batch_transaction or one or tries >= _BATCH_TRIES:
+            if alone or not self.batch_transaction or len(segment) < 2 or tries >= _BATCH_TRIES:
                 for index, item in segment:
                     outcomes[index] = await self._process(item)
                     EVENTS_CONSUMED.labels(self.consumer.name, outcomes[index]).inc()
@@ -449,18 +447,10 @@ class ConsumerRuntime:
                 if at is None:
                     work.insert(0, (segment, True, frozenset()))
                 elif waits and at not in guarded:
-                    # The records before it and that record in one transaction, that record
-                    # in a savepoint: it decides again under the account's turn (its cause may
-                    # have come meanwhile) and waits, or goes on, without a transaction of its
-                    # own; the records after it in one transaction again.
-                    work[0:0] = [
-                        (segment[: at + 1], False, frozenset(g for g in guarded if g < at) | {at}),
-                        (
-                            segment[at + 1 :],
-                            False,
-                            frozenset(g - at - 1 for g in guarded if g > at),
-                        ),
-                    ]
+                    # The same batch again in one transaction, that record in a savepoint: it
+                    # decides again under the account's turn (its cause may have come
+                    # meanwhile) and waits, or goes on, without a transaction of its own.
+                    work.insert(0, (segment, False, guarded | {at}))
                 else:
                     work[0:0] = [
                         (segment[:at], False, frozenset(g for g in guarded if g < at)),
