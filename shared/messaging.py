@@ -29,16 +29,11 @@ transactions, now one per batch.
 
 Its failure behaviour: if anything in it raises (a handler's error, ``WaitForCause``, a
 deadlock with another transaction's row locks, a serialization failure), the whole batch
-transaction is rolled back. If a record's handler raised ``WaitForCause``, the same batch is
-applied again in one transaction with that record's handler in a savepoint: it decides again,
-under its account's turn, and either goes on or is kept waiting (its work undone, the rest of
-the batch not) — waiting is common (about one record in seven in notifications), so it costs a
-try, not a transaction of its own. If a record's handler raised anything else, the records
-before it are applied again in one transaction, that record alone on the path above (its own
-transaction, retries, backoff, dead letters, waiting with a savepoint), and the records after
-it in one transaction again (which may split the same way); if no handler raised (a lock,
-the commit), or after four rolled-back transactions in one batch, the rest goes record by
-record. Each piece commits
+transaction is rolled back. If a record's handler raised, the records before it are applied
+again in one transaction, that record alone on the path above (its own transaction, retries,
+backoff, dead letters, waiting with a savepoint), and the records after it in one transaction
+again (which may split the same way); if no handler raised (a lock, the commit), or after four
+rolled-back transactions in one batch, the rest goes record by record. Each piece commits
 before the next starts and each account's records keep their order, so per-account order
 holds, and no lock is held through a backoff sleep. An infrastructure error
 (``shared.problems.INFRASTRUCTURE_ERRORS``: the database unreachable) leaves the batch
@@ -396,10 +391,9 @@ class ConsumerRuntime:
     async def handle_batch(self, bodies: Sequence[bytes], records: Sequence[Any]) -> list[str]:
         """Handle a batch of records (the module doc): the ones that parse grouped by account
         (a stable sort: each account's keep their order) and applied in one transaction
-        (``_apply_batch``). When a record waits for its cause, the batch is tried again with that
-        record in a savepoint; when a record's handler fails otherwise, the records before it
-        are applied again in one transaction, it alone on ``handle``'s path (retries, dead
-        letters, waiting with a savepoint), and the rest in one transaction again; after
+        (``_apply_batch``). When a record's handler makes that fail, the records before it are
+        applied again in one transaction, it alone on ``handle``'s path (retries, dead letters,
+        waiting with a savepoint), and the rest in one transaction again; after
         ``_BATCH_TRIES`` failed transactions, or a failure no record caused, record by record."""
         outcomes: list[str] = []
         parsed: list[tuple[int, _Parsed]] = []
@@ -412,13 +406,10 @@ class ConsumerRuntime:
             outcomes.append(item if isinstance(item, str) else "")
         if self.batch_transaction:
             parsed.sort(key=lambda pair: str(pair[1].envelope.account_id))
-        # (records, alone, the positions in it that run guarded: they waited in a try before)
-        work: list[tuple[list[tuple[int, _Parsed]], bool, frozenset[int]]] = [
-            (parsed, False, frozenset())
-        ]
+        work: list[tuple[list[tuple[int, _Parsed]], bool]] = [(parsed, False)]  # (records, alone)
         tries = 0
         while work:
-            segment, alone, guarded = work.pop(0)
+            segment, alone = work.pop(0)
             if alone or not self.batch_transaction or len(segment) < 2 or tries >= _BATCH_TRIES:
                 for index, item in segment:
                     outcomes[index] = await self._process(item)
@@ -426,7 +417,7 @@ class ConsumerRuntime:
                 continue
             tries += 1
             try:
-                applied = await self._apply_batch([item for _, item in segment], guarded)
+                applied = await self._apply_batch([item for _, item in segment])
             except INFRASTRUCTURE_ERRORS:
                 # Not the messages' fault: leave the batch unacknowledged; it comes back.
                 await asyncio.sleep(self.backoff_seconds * 5)
@@ -445,21 +436,12 @@ class ConsumerRuntime:
                 )
                 at = failed.at
                 if at is None:
-                    work.insert(0, (segment, True, frozenset()))
-                elif waits and at not in guarded:
-                    # The same batch again in one transaction, that record in a savepoint: it
-                    # decides again under the account's turn (its cause may have come
-                    # meanwhile) and waits, or goes on, without a transaction of its own.
-                    work.insert(0, (segment, False, guarded | {at}))
+                    work.insert(0, (segment, True))
                 else:
                     work[0:0] = [
-                        (segment[:at], False, frozenset(g for g in guarded if g < at)),
-                        (segment[at : at + 1], True, frozenset()),
-                        (
-                            segment[at + 1 :],
-                            False,
-                            frozenset(g - at - 1 for g in guarded if g > at),
-                        ),
+                        (segment[:at], False),
+                        (segment[at : at + 1], True),
+                        (segment[at + 1 :], False),
                     ]
             else:
                 CONSUMER_BATCHES.labels(self.consumer.name, "committed").inc()
@@ -527,14 +509,10 @@ class ConsumerRuntime:
             span.set_attribute("platform.outcome", outcome)
             return outcome
 
-    async def _apply_batch(
-        self, items: list[_Parsed], guarded: frozenset[int] = frozenset()
-    ) -> list[str]:
+    async def _apply_batch(self, items: list[_Parsed]) -> list[str]:
         """Apply a batch of parsed records in ONE transaction: "done" or "duplicate" each, in
-        the order of ``items``; those at the positions ``guarded`` (records that waited for
-        their cause in an earlier try of this batch) run in a savepoint and may be "deferred".
-        Raises whatever a handler raises (``WaitForCause`` included, from an unguarded record)
-        or the database does (a deadlock): then nothing of the batch is committed.
+        the order of ``items``. Raises whatever a handler raises (``WaitForCause`` included) or
+        the database does (a deadlock): then nothing of the batch is committed.
 
         Round trips: BEGIN, the account turns (one statement, sorted), the inbox rows and the
         accounts' test-clock times (one statement), the handlers, COMMIT."""
@@ -589,10 +567,9 @@ class ConsumerRuntime:
                             continue  # "duplicate"
                         at = k
                         with self._bound(item):
-                            outcomes[k] = await self._run_in_batch(
-                                conn, item, clocks, tally, guarded=k in guarded
-                            )
+                            await self._run_in_batch(conn, item, clocks, tally)
                         at = None
+                        outcomes[k] = "done"
             except Exception as error:
                 failure = error
                 for span in spans.values():  # applied again (handle_batch), in new spans
@@ -615,17 +592,9 @@ class ConsumerRuntime:
         return outcomes
 
     async def _run_in_batch(
-        self,
-        conn: Conn,
-        item: _Parsed,
-        clocks: dict[uuid.UUID, datetime],
-        tally: _Tally,
-        *,
-        guarded: bool = False,
-    ) -> str:
-        """One first-time record's handler in the batch transaction: "done", or "deferred" for
-        a ``guarded`` one (in a savepoint) that waits for its cause; without a savepoint
-        unless ``guarded``."""
+        self, conn: Conn, item: _Parsed, clocks: dict[uuid.UUID, datetime], tally: _Tally
+    ) -> None:
+        """One first-time record's handler in the batch transaction, without a savepoint."""
         envelope, payload = item.envelope, item.payload
         if isinstance(payload, AccountOpened) and payload.test_clock_id is not None:
             await attach_account(conn, envelope.account_id, payload.test_clock_id)
@@ -642,15 +611,7 @@ class ConsumerRuntime:
             releaser=self._release,
             tally=tally,
         )
-        if not guarded:
-            await item.handler.func(ctx, payload)
-            return "done"
-        try:
-            async with conn.transaction():
-                await item.handler.func(ctx, payload)
-        except WaitForCause as waiting:
-            return await self._defer(conn, envelope, waiting, tally)
-        return "done"
+        await item.handler.func(ctx, payload)
 
     async def _attempts(
         self, handler: Handler[Any], envelope: Envelope, payload: Contract, body: bytes, record: Any
@@ -748,31 +709,25 @@ class ConsumerRuntime:
         except WaitForCause as waiting:
             if not guarded:
                 raise _Waits from waiting
-            return await self._defer(conn, envelope, waiting, tally)
+            await conn.execute(
+                """INSERT INTO deferred_events (consumer, event_id, cause, reason, envelope)
+                   VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT DO NOTHING""",
+                self.consumer.name,
+                envelope.event_id,
+                waiting.cause,
+                waiting.reason[:500],
+                envelope.model_dump_json(),
+            )
+            tally.deferred += 1
+            log.info(
+                "%s: %s %s waits for %s",
+                self.consumer.name,
+                envelope.event_type,
+                envelope.event_id,
+                waiting.cause,
+            )
+            return "deferred"
         return "done"
-
-    async def _defer(
-        self, conn: Conn, envelope: Envelope, waiting: WaitForCause, tally: _Tally
-    ) -> str:
-        """Keep an event that waits for its cause (its handler's work already undone)."""
-        await conn.execute(
-            """INSERT INTO deferred_events (consumer, event_id, cause, reason, envelope)
-               VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT DO NOTHING""",
-            self.consumer.name,
-            envelope.event_id,
-            waiting.cause,
-            waiting.reason[:500],
-            envelope.model_dump_json(),
-        )
-        tally.deferred += 1
-        log.info(
-            "%s: %s %s waits for %s",
-            self.consumer.name,
-            envelope.event_type,
-            envelope.event_id,
-            waiting.cause,
-        )
-        return "deferred"
 
     async def _release(self, ctx: HandlerContext, cause: str) -> int:
         rows = await ctx.conn.fetch(
