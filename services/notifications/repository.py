@@ -111,18 +111,6 @@ class Repository(Protocol):
     async def roles_of(self, account_id: uuid.UUID, user_id: uuid.UUID) -> set[str]: ...
     async def lock_people(self, account_id: uuid.UUID) -> None: ...
     async def consumed(self, event_id: uuid.UUID) -> bool: ...
-    async def add_delivery(
-        self,
-        *,
-        event_id: uuid.UUID,
-        event_type: str,
-        account_id: uuid.UUID,
-        recipient: Recipient,
-        mail: RenderedMail,
-        now: datetime,
-        correlation_id: uuid.UUID | None = None,
-        dated_at: datetime | None = None,
-    ) -> bool: ...
     async def add_deliveries(
         self,
         *,
@@ -134,7 +122,6 @@ class Repository(Protocol):
         correlation_id: uuid.UUID | None = None,
         dated_at: datetime | None = None,
     ) -> int: ...
-    async def wake_delivery_workers(self) -> None: ...
     async def deliveries_of(
         self, account_id: uuid.UUID, status: str | None, limit: int, before: datetime | None
     ) -> list[LoggedMail]: ...
@@ -311,47 +298,6 @@ class SqlRepository:
 
     # --- the deliveries table ------------------------------------------------------------------
 
-    async def add_delivery(
-        self,
-        *,
-        event_id: uuid.UUID,
-        event_type: str,
-        account_id: uuid.UUID,
-        recipient: Recipient,
-        mail: RenderedMail,
-        now: datetime,
-        correlation_id: uuid.UUID | None = None,
-        dated_at: datetime | None = None,
-    ) -> bool:
-        """R12: the unique (event, address) key makes a second queueing of the same mail a
-        no-op."""
-        delivery_id = uuid.uuid4()
-        inserted = await self.db.fetchval(
-            """INSERT INTO deliveries (id, event_id, event_type, account_id, recipient, roles,
-                   template, language, subject, body_text, body_html, next_attempt_at,
-                   created_at, message_id, correlation_id, traceparent, dated_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15,
-                       $16)
-               ON CONFLICT (event_id, recipient) DO NOTHING RETURNING true""",
-            delivery_id,
-            event_id,
-            event_type,
-            account_id,
-            recipient.email.lower(),
-            list(recipient.roles),
-            recipient.template,
-            recipient.language,
-            mail.subject,
-            mail.text,
-            mail.html,
-            now,
-            message_id_for(delivery_id),
-            correlation_id,
-            tracing.current_traceparent(),  # the SMTP hand-over continues this trace
-            dated_at or now,
-        )
-        return bool(inserted)
-
     async def add_deliveries(
         self,
         *,
@@ -364,8 +310,9 @@ class SqlRepository:
         dated_at: datetime | None = None,
     ) -> int:
         """An event's mails in one statement, in the given order, and the delivery workers
-        woken in it (``wake_delivery_workers``); returns how many were recorded. R12: the
-        unique (event, address) key makes a second queueing of the same mail a no-op."""
+        woken in it (a NOTIFY on the delivery channel, sent at commit); returns how many were
+        recorded. R12: the unique (event, address) key makes a second queueing of the same
+        mail a no-op."""
         if not mails:
             return 0
         ids = [uuid.uuid4() for _ in mails]
@@ -408,11 +355,6 @@ class SqlRepository:
             DELIVERY_CHANNEL,
         )
         return int(recorded)
-
-    async def wake_delivery_workers(self) -> None:
-        """Delivered on commit: the workers look for due mail at once instead of at their next
-        poll."""
-        await self.db.execute("SELECT pg_notify($1, '')", DELIVERY_CHANNEL)
 
     async def deliveries_of(
         self, account_id: uuid.UUID, status: str | None, limit: int, before: datetime | None

@@ -27,35 +27,26 @@ from shared.contracts import (
     RolesChanged,
     new_envelope,
 )
-from shared.db import migrate
 from shared.messaging import ConsumerRuntime
 from shared.outbox import Outbox
 from shared.time.clock import SystemClock
 from shared.timers import NOTIFY_CHANNEL, TimerRequest, schedule_many
 from shared.topics import Topics
 from tests.integration.test_notifications_deferred import DeadLetterRaiser
-from tests.integration.test_notifications_statements import NOT_THE_HANDLERS, Counted
-from tests.support import Backing, create_database, drop_database, unique
+from tests.integration.test_notifications_statements import (
+    NOT_THE_HANDLERS,
+    Counted,
+    counting,
+)
+from tests.support import Backing, unique
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def counted(backing: Backing) -> AsyncIterator[Counted]:
-    name = unique("test_lifecycle_statements_")
-    dsn = await create_database(backing.postgres_dsn, name)
-    sent: list[str] = []
-
-    async def log_queries(conn: asyncpg.Connection) -> None:
-        conn.add_query_logger(lambda record: sent.append(" ".join(record.query.split())))
-
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, init=log_queries)
-    try:
-        await migrate(pool, SPEC.migrations)
-        yield Counted(pool, sent)
-    finally:
-        await pool.close()
-        await drop_database(backing.postgres_dsn, name)
+    async with counting(backing, "test_lifecycle_statements_", SPEC.migrations) as counted:
+        yield counted
 
 
 def purchase(account: uuid.UUID) -> list[Envelope]:

@@ -83,19 +83,21 @@ async def test_r10_hostile_account_names_never_add_a_header_to_the_admin_mail(
 
 
 async def queue(pool: asyncpg.Pool, *recipients: str) -> list[uuid.UUID]:
-    """Mails queued the way the consumer queues them (``SqlRepository.add_delivery``)."""
+    """Mails queued the way the consumer queues them (``SqlRepository.add_deliveries``)."""
     ids = []
     async with pool.acquire() as conn:
         repo = SqlRepository(conn)
         for recipient in recipients:
-            await repo.add_delivery(
+            await repo.add_deliveries(
                 event_id=uuid.uuid4(),
                 event_type="OrderPlaced",
                 account_id=uuid.uuid4(),
-                recipient=domain.Recipient(
-                    recipient, "Kari", "en", ("buyer",), "order_confirmation"
-                ),
-                mail=domain.RenderedMail("Order confirmation ORD-1", "text", "<p>html</p>"),
+                mails=[
+                    (
+                        domain.Recipient(recipient, "Kari", "en", ("buyer",), "order_confirmation"),
+                        domain.RenderedMail("Order confirmation ORD-1", "text", "<p>html</p>"),
+                    )
+                ],
                 now=datetime.now(UTC),
             )
             ids.append(

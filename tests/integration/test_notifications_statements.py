@@ -6,10 +6,12 @@ real PostgreSQL) with asyncpg's query logger. Every statement is a round trip ov
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -43,9 +45,10 @@ class Counted:
     sent: list[str] = field(default_factory=list)
 
 
-@pytest.fixture
-async def counted(backing: Backing) -> AsyncIterator[Counted]:
-    name = unique("test_notifications_statements_")
+@contextlib.asynccontextmanager
+async def counting(backing: Backing, prefix: str, migrations: Path) -> AsyncIterator[Counted]:
+    """A fresh database with ``migrations``, through a pool that logs every statement."""
+    name = unique(prefix)
     dsn = await create_database(backing.postgres_dsn, name)
     sent: list[str] = []
 
@@ -54,11 +57,17 @@ async def counted(backing: Backing) -> AsyncIterator[Counted]:
 
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, init=log_queries)
     try:
-        await migrate(pool, SPEC.migrations)
+        await migrate(pool, migrations)
         yield Counted(pool, sent)
     finally:
         await pool.close()
         await drop_database(backing.postgres_dsn, name)
+
+
+@pytest.fixture
+async def counted(backing: Backing) -> AsyncIterator[Counted]:
+    async with counting(backing, "test_notifications_statements_", SPEC.migrations) as counted:
+        yield counted
 
 
 def purchase(account: uuid.UUID) -> list[Envelope]:
